@@ -1,0 +1,1 @@
+"""Code shared by the three voicepod workers: input errors, the job stream wrapper, threads, model sources."""

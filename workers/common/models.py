@@ -1,0 +1,64 @@
+"""Where a worker's model comes from: a baked folder, a hub name, or the embedded default package."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+log = logging.getLogger("voicepod.worker")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """``kind`` is ``dir`` (a baked folder), ``hub`` (a name to fetch, production) or ``embedded``."""
+
+    kind: str
+    location: str
+
+
+def cuda_available() -> bool:
+    """Whether a CUDA device is visible, asked of whichever runtime this worker image has."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        pass
+    try:
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count() > 0
+    except ImportError:
+        return False
+
+
+def model_source(gpu_default: str, embedded: Callable[[], str]) -> ModelSource:
+    """Pick the model: ``MODEL_DIR`` if set, else ``MODEL_NAME``, else ``gpu_default`` on a GPU, else the
+    embedded default (a path that ``embedded()`` returns; only called when needed)."""
+    if model_dir := os.environ.get("MODEL_DIR"):
+        return ModelSource("dir", model_dir)
+    if name := os.environ.get("MODEL_NAME"):
+        return ModelSource("hub", name)
+    if cuda_available():
+        return ModelSource("hub", gpu_default)
+    return ModelSource("embedded", embedded())
+
+
+def timed_load(what: str, load: Callable[[], T]) -> tuple[T, float]:
+    """Load a model, log what and how long, and return it with the seconds taken."""
+    started = time.perf_counter()
+    model = load()
+    seconds = time.perf_counter() - started
+    log.info("loaded %s in %.2f s", what, seconds)
+    return model, seconds
+
+
+def configure_logging() -> None:
+    """Log worker events at INFO to stderr, once per process (the SDK keeps its own logger)."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
