@@ -1,0 +1,125 @@
+"""TTS worker: text in, speech out, streamed sentence by sentence as base64 audio chunks.
+
+Input (all but ``text`` optional)::
+
+    {"text": "Hello there. How are you?", "voice": "en_US-joe-medium", "speed": 1.0,
+     "format": "pcm16" | "wav" | "mulaw", "sample_rate": 16000, "chunk_ms": 200}
+
+Output: ``{"type": "audio", "sentence": i, "format", "sample_rate", "audio": base64}`` chunks of at most
+``chunk_ms`` each, a sentence's audio leaving as soon as it is synthesized, then
+``{"type": "done", "kind": "speech", "duration", "sentences", "metrics": {"time_to_first_audio", "rtf", ...}}``.
+See ``workers/tts/encode.py`` for how the formats concatenate and ``workers/tts/engine.py`` for the
+environment that picks the engine and voice.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+import runpod
+from pydantic import Field
+
+from voicepod.sentences import split_sentences
+from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
+from workers.common.models import configure_logging, timed_load
+from workers.common.stream import report_load, serve_job
+from workers.common.threads import iterate_in_thread
+from workers.common.validation import StrictInput
+from workers.tts.encode import ChunkEncoder
+from workers.tts.engine import load_engine
+
+configure_logging()
+ENGINE, _load_s = timed_load("speech engine", load_engine)
+report_load(_load_s)
+
+MAX_TEXT_CHARS = int(os.environ.get("MAX_TEXT_CHARS", "5000"))
+
+
+class SpeechRequest(StrictInput):
+    text: str = Field(description="what to say")
+    voice: str | None = Field(None, description="one of the engine's voices; default: the worker's VOICE")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate; 2.0 is twice as fast")
+    format: Literal["pcm16", "wav", "mulaw"] = "pcm16"
+    sample_rate: Literal[8000, 16000, 22050, 24000, 44100, 48000] | None = Field(
+        None, description="output rate; default the voice's own (mulaw: 8000, the only rate it takes)"
+    )
+    # 5 s of 48 kHz pcm16 is 640 kB of base64, safely under RunPod's 1 MB per streamed chunk.
+    chunk_ms: int = Field(200, ge=20, le=5000, description="longest audio one chunk holds, in ms")
+
+
+def _speakable(sentence: str) -> bool:
+    return any(ch.isalnum() for ch in sentence)
+
+
+def _check(request: SpeechRequest) -> list[str]:
+    if len(request.text) > MAX_TEXT_CHARS:
+        raise WorkerError(
+            INPUT_TOO_LARGE, f"text is {len(request.text)} characters, over the cap of {MAX_TEXT_CHARS}", "text"
+        )
+    sentences = [s for s in split_sentences(request.text) if _speakable(s)]
+    if not sentences:
+        raise WorkerError(INVALID_INPUT, "text has no words to speak", "text")
+    if request.voice is not None and request.voice not in ENGINE.voices:
+        raise WorkerError(INVALID_INPUT, f"unknown voice {request.voice!r}; voices: {list(ENGINE.voices)}", "voice")
+    if request.format == "mulaw" and request.sample_rate not in (None, 8000):
+        raise WorkerError(INVALID_INPUT, "mulaw is 8000 Hz only", "sample_rate")
+    return sentences
+
+
+async def work(request: SpeechRequest) -> AsyncIterator[dict[str, Any]]:
+    sentences = _check(request)
+    encoder = ChunkEncoder(request.format, request.sample_rate, request.chunk_ms)
+    started = time.perf_counter()
+    synthesis_s = 0.0
+
+    def produce(stop: threading.Event) -> Iterator[tuple[int, list[bytes], int, int]]:
+        nonlocal synthesis_s
+        for index, sentence in enumerate(sentences):
+            if stop.is_set():  # cancelled: don't synthesize what nobody will hear
+                return
+            begun = time.perf_counter()
+            samples, engine_rate = ENGINE.synthesize(sentence, request.voice, request.speed)
+            chunks, count = encoder.encode(samples, engine_rate)
+            synthesis_s += time.perf_counter() - begun
+            yield index, chunks, count, encoder.output_rate(engine_rate)
+
+    first_audio_s: float | None = None
+    duration = 0.0
+    async for index, chunks, count, rate in iterate_in_thread(produce):
+        duration += count / rate
+        for data in chunks:
+            if first_audio_s is None:
+                first_audio_s = time.perf_counter() - started
+            yield {
+                "type": "audio",
+                "sentence": index,
+                "format": request.format,
+                "sample_rate": rate,
+                "audio": base64.b64encode(data).decode("ascii"),
+            }
+    yield {
+        "type": "done",
+        "kind": "speech",
+        "duration": round(duration, 4),
+        "sentences": len(sentences),
+        "metrics": {
+            "time_to_first_audio": round(first_audio_s, 4) if first_audio_s is not None else None,
+            "synthesis_s": round(synthesis_s, 4),
+            "rtf": round(synthesis_s / duration, 4) if duration else None,
+            "engine": ENGINE.name,
+        },
+    }
+
+
+async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async for chunk in serve_job(job, SpeechRequest, work):
+        yield chunk
+
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
