@@ -15,7 +15,6 @@ import struct
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from voicepod.audio import MULAW_RATE, float_to_pcm16, mulaw_encode, resample
 
 FORMATS = ("pcm16", "wav", "mulaw")

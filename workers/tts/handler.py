@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import runpod
 from pydantic import Field
-
 from voicepod.sentences import split_sentences
+
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, timed_load
 from workers.common.stream import report_load, serve_job
