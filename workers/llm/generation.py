@@ -1,0 +1,192 @@
+"""Load a causal LM and stream its text: ``generate`` in a thread feeding a ``TextIteratorStreamer``.
+
+Generation stops early when a stop string appears or when the caller sets a cancel event (the job was
+cancelled, the client went away), both checked by a stopping criterion after every token.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
+
+from .stops import contains_stop
+
+# Pieces the streamer hands over within this window go out as one delta: on a GPU tokens come every few ms,
+# and one stream chunk per token would be mostly envelope.
+COALESCE_S = float(os.environ.get("COALESCE_MS", "5")) / 1000
+
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+
+# One generate at a time per process: the model is shared, and a seed must govern only its own job.
+_generate_lock = threading.Lock()
+
+
+@dataclass
+class LanguageModel:
+    """A loaded model with what the handler needs to know about it."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    context_length: int
+    device: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """``max_tokens`` new tokens at most; ``temperature`` 0 means greedy; ``seed`` makes sampling repeatable."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class GenerationResult:
+    """Filled in when a generation ends: how many tokens it produced and whether it ended on EOS."""
+
+    completion_tokens: int = 0
+    ended_on_eos: bool = False
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """Map a ``DTYPE`` setting (``bfloat16``/``bf16``, ``float16``/``fp16``, ``float32``/``fp32``)."""
+    try:
+        return _DTYPES[name.lower()]
+    except KeyError:
+        raise ValueError(f"DTYPE must be one of {sorted(_DTYPES)}, got {name!r}") from None
+
+
+def load_language_model(location: str, dtype: torch.dtype, device: str, name: str | None = None) -> LanguageModel:
+    """Load the tokenizer and model from ``location`` (a folder or a hub id) onto ``device``.
+
+    ``name`` is the model name reported to OpenAI clients (default: the folder's name or the hub id).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype).to(device).eval()
+    text_config = model.config.get_text_config()
+    context = getattr(text_config, "max_position_embeddings", None) or tokenizer.model_max_length
+    served = name or (Path(location).name if Path(location).exists() else location)
+    return LanguageModel(model=model, tokenizer=tokenizer, name=served, context_length=int(context), device=device)
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends generation once ``cancel`` is set or the new text holds one of ``stops``."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, stops: Sequence[str], cancel: threading.Event):
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.stops = [stop for stop in stops if stop]
+        self.cancel = cancel
+        # A stop that just completed lies within the last tokens; a character may take up to 4 byte tokens.
+        self.window = 4 * max((len(stop) for stop in self.stops), default=0) + 8
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        done = self.cancel.is_set()
+        if not done and self.stops:
+            tail = input_ids[0, max(self.prompt_len, input_ids.shape[1] - self.window) :]
+            done = contains_stop(self.tokenizer.decode(tail, skip_special_tokens=True), self.stops)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def stream_generate(
+    lm: LanguageModel,
+    prompt_ids: torch.Tensor,
+    params: SamplingParams,
+    stops: Sequence[str],
+    cancel: threading.Event,
+    result: GenerationResult,
+) -> Iterator[str]:
+    """Generate from ``prompt_ids`` (shape ``[1, n]``) and yield the new text in pieces as it comes.
+
+    Blocking; meant to run in a worker thread. ``stops`` end generation (the caller still trims them from
+    the text, see :mod:`workers.llm.stops`); setting ``cancel`` ends it after the current token. ``result``
+    is filled in once the generation has ended.
+    """
+    prompt_ids = prompt_ids.to(lm.device)
+    prompt_len = prompt_ids.shape[1]
+    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    kwargs: dict[str, Any] = {
+        "input_ids": prompt_ids,
+        "attention_mask": torch.ones_like(prompt_ids),
+        "max_new_tokens": params.max_tokens,
+        "streamer": streamer,
+        "stopping_criteria": StoppingCriteriaList([_StopWhen(lm.tokenizer, prompt_len, stops, cancel)]),
+        "pad_token_id": lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None
+        else lm.tokenizer.eos_token_id,
+    }
+    if params.temperature > 0:
+        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with _generate_lock, torch.inference_mode():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                output = lm.model.generate(**kwargs)
+            new = output[0, prompt_len:]
+            result.completion_tokens = int(new.shape[0])
+            eos = lm.model.generation_config.eos_token_id
+            eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+            result.ended_on_eos = bool(new.shape[0]) and int(new[-1]) in eos_ids
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread below
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=run, name="voicepod-generate", daemon=True)
+    thread.start()
+    try:
+        yield from _coalesced(streamer, COALESCE_S)
+    finally:
+        # Reached on the normal end and when the consumer stops early; either way generate must be over
+        # before this returns, so the next job never finds the model still busy with this one.
+        cancel.set()
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _coalesced(streamer: TextIteratorStreamer, window_s: float) -> Iterator[str]:
+    pieces: queue.Queue[Any] = streamer.text_queue
+    end = streamer.stop_signal
+    while True:
+        first = pieces.get()
+        if first is end:
+            return
+        parts = [first]
+        deadline = time.monotonic() + window_s
+        ended = False
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                piece = pieces.get(timeout=left)
+            except queue.Empty:
+                break
+            if piece is end:
+                ended = True
+                break
+            parts.append(piece)
+        text = "".join(parts)
+        if text:
+            yield text
+        if ended:
+            return

@@ -1,0 +1,290 @@
+"""LLM worker: a transformers causal LM that streams its answer as OpenAI ``chat.completion.chunk`` deltas.
+
+Input (native): ``messages`` (OpenAI chat style) or ``prompt``, with ``max_tokens``, ``temperature``,
+``top_p``, ``stop``, ``seed``. Output: ``delta`` chunks, then a ``completion`` done chunk with the text,
+finish reason, token usage and metrics. RunPod's OpenAI passthrough (``openai_route`` + ``openai_input``)
+is answered with OpenAI's own objects, so OpenAI SDK clients can use the endpoint.
+
+Settings: ``MODEL_DIR`` (baked folder) or ``MODEL_NAME`` (hub id), ``DTYPE``, ``DEVICE``, ``MAX_TOKENS_CAP``,
+``SERVED_MODEL_NAME``; with none of them and no GPU, the embedded Gemma 3 270M base model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import runpod
+import torch
+from pydantic import Field
+
+from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
+from workers.common.models import configure_logging, model_source, timed_load
+from workers.common.stream import report_load, serve_job
+from workers.common.threads import iterate_in_thread
+from workers.common.validation import StrictInput, parse_input
+from workers.llm import openai
+from workers.llm.bake import ensure_embedded
+from workers.llm.generation import (
+    GenerationResult,
+    LanguageModel,
+    SamplingParams,
+    load_language_model,
+    parse_dtype,
+    stream_generate,
+)
+from workers.llm.prompt import Prompt, chat_prompt, raw_prompt
+from workers.llm.stops import StopMatcher
+
+configure_logging()
+log = logging.getLogger("voicepod.llm")
+
+GPU_DEFAULT = "Qwen/Qwen2.5-1.5B-Instruct"
+EMBEDDED_NAME = "gemma-3-270m"
+MAX_TOKENS_CAP = int(os.environ.get("MAX_TOKENS_CAP", "1024"))
+DEFAULT_MAX_TOKENS = min(256, MAX_TOKENS_CAP)
+MAX_STOPS = 8
+
+
+def default_model_dir() -> Path:
+    """Where the embedded model is baked: ``${VOICEPOD_CACHE:-~/.cache/voicepod}/models/gemma3-270m``."""
+    cache = os.environ.get("VOICEPOD_CACHE") or Path.home() / ".cache" / "voicepod"
+    return Path(cache) / "models" / "gemma3-270m"
+
+
+def _load() -> LanguageModel:
+    source = model_source(GPU_DEFAULT, lambda: str(ensure_embedded(default_model_dir())))
+    device = os.environ.get("DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    # bf16 on CPU too: on 2 cores Gemma 270M ran 16 tok/s in bf16 against 4 in fp32.
+    dtype = parse_dtype(os.environ.get("DTYPE", "bfloat16"))
+    name = os.environ.get("SERVED_MODEL_NAME") or (EMBEDDED_NAME if source.kind == "embedded" else None)
+    return load_language_model(source.location, dtype, device, name)
+
+
+LM, _load_s = timed_load("llm", _load)
+report_load(_load_s)
+_LOADED_AT = int(time.time())
+
+
+class TextPart(StrictInput):
+    type: Literal["text"]
+    text: str
+
+
+class Message(StrictInput):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class StreamOptions(StrictInput):
+    include_usage: bool = False
+
+
+class OpenAIChatInput(StrictInput):
+    """The body of an OpenAI ``/v1/chat/completions`` request, as far as this worker honours it."""
+
+    messages: list[Message]
+    model: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: Literal[1] = 1
+    user: str | None = None
+
+
+class LLMRequest(StrictInput):
+    """A job's input: ``messages`` or ``prompt`` with sampling settings, or an OpenAI passthrough request."""
+
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float = Field(1.0, ge=0, le=2, description="0 means greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    openai_route: Literal["/v1/chat/completions", "/v1/models"] | None = None
+    openai_input: dict[str, Any] | None = None
+
+
+@dataclass
+class _Plan:
+    prompt: Prompt
+    prompt_ids: torch.Tensor
+    params: SamplingParams
+    stops: tuple[str, ...]
+
+
+@dataclass
+class _Outcome:
+    text: str = ""
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft: float | None = None
+    seconds: float = 0.0
+
+
+def _plan(
+    messages: list[Message] | None,
+    prompt: str | None,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop: str | list[str] | None,
+    seed: int | None,
+    prefix: str = "",
+) -> _Plan:
+    """Check the request against the model's limits and build its prompt; ``prefix`` names nested fields."""
+    if messages is not None and prompt is not None:
+        raise WorkerError(INVALID_INPUT, "give either messages or prompt, not both", field=f"{prefix}messages")
+    if messages is None and prompt is None:
+        raise WorkerError(INVALID_INPUT, "messages or prompt is required", field=f"{prefix}messages")
+    if messages is not None and not messages:
+        raise WorkerError(INVALID_INPUT, "messages must not be empty", field=f"{prefix}messages")
+    if prompt is not None and not prompt.strip():
+        raise WorkerError(INVALID_INPUT, "prompt must not be empty", field=f"{prefix}prompt")
+    if not 1 <= max_tokens <= MAX_TOKENS_CAP:
+        raise WorkerError(INVALID_INPUT, f"max_tokens must be between 1 and {MAX_TOKENS_CAP}, got {max_tokens}",
+                          field=f"{prefix}max_tokens")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > MAX_STOPS or any(not s for s in stops):
+        raise WorkerError(INVALID_INPUT, f"stop takes 1 to {MAX_STOPS} non-empty strings", field=f"{prefix}stop")
+    if messages is not None:
+        built = chat_prompt(LM.tokenizer, [{"role": m.role, "content": m.text()} for m in messages])
+    else:
+        built = raw_prompt(prompt or "")
+    ids = LM.tokenizer(built.text, add_special_tokens=built.add_special_tokens, return_tensors="pt").input_ids
+    if ids.shape[1] + max_tokens > LM.context_length:
+        raise WorkerError(
+            INPUT_TOO_LARGE,
+            f"the prompt is {ids.shape[1]} tokens; with max_tokens {max_tokens} it exceeds the model's context "
+            f"of {LM.context_length} tokens",
+            field=f"{prefix}{'messages' if messages is not None else 'prompt'}",
+        )
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    return _Plan(prompt=built, prompt_ids=ids, params=params, stops=(*built.stops, *stops))
+
+
+async def _complete(plan: _Plan, outcome: _Outcome) -> AsyncIterator[str]:
+    """Yield the completion's text deltas (stop strings already cut); fill ``outcome`` at the end."""
+    started = time.perf_counter()
+    matcher = StopMatcher(plan.stops)
+    result = GenerationResult()
+    at_start = plan.prompt.strip_leading
+    parts: list[str] = []
+    outcome.prompt_tokens = int(plan.prompt_ids.shape[1])
+
+    def produce(cancel: Any) -> Any:
+        return stream_generate(LM, plan.prompt_ids, plan.params, plan.stops, cancel, result)
+
+    async def pieces() -> AsyncIterator[str]:
+        async for piece in iterate_in_thread(produce):
+            yield matcher.feed(piece)
+        yield matcher.flush()
+
+    async for text in pieces():
+        if at_start:
+            text = text.lstrip()
+            at_start = not text
+        if text:
+            if outcome.ttft is None:
+                outcome.ttft = time.perf_counter() - started
+            parts.append(text)
+            yield text
+    outcome.seconds = time.perf_counter() - started
+    outcome.text = "".join(parts)
+    outcome.completion_tokens = result.completion_tokens
+    hit_length = result.completion_tokens >= plan.params.max_tokens and not result.ended_on_eos
+    outcome.finish_reason = "length" if hit_length and not matcher.stopped else "stop"
+
+
+def _metrics(outcome: _Outcome) -> dict[str, Any]:
+    return {
+        "ttft": round(outcome.ttft, 4) if outcome.ttft is not None else None,
+        "tokens_per_s": round(outcome.completion_tokens / outcome.seconds, 2) if outcome.seconds else 0.0,
+        "generate_s": round(outcome.seconds, 4),
+    }
+
+
+async def _native(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
+    plan = _plan(request.messages, request.prompt, request.max_tokens, request.temperature, request.top_p,
+                 request.stop, request.seed)
+    ids = openai.CompletionIds(model=LM.name)
+    outcome = _Outcome()
+    role: str | None = "assistant"
+    async for text in _complete(plan, outcome):
+        yield {"type": "delta", "chunk": openai.chunk(ids, content=text, role=role)}
+        role = None
+    yield {
+        "type": "done",
+        "kind": "completion",
+        "text": outcome.text,
+        "finish_reason": outcome.finish_reason,
+        "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
+        "metrics": _metrics(outcome),
+    }
+
+
+async def _openai(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
+    # These outputs are OpenAI's own objects (serve_job only adds `seq`), not protocol chunks: RunPod's
+    # OpenAI-compatible route hands them to OpenAI SDK clients.
+    others = request.model_dump(exclude_unset=True).keys() - {"openai_route", "openai_input"}
+    if others:
+        raise WorkerError(INVALID_INPUT, f"with openai_route, give only openai_input (not {sorted(others)})",
+                          field=sorted(others)[0])
+    if request.openai_route == "/v1/models":
+        yield openai.model_list(LM.name, _LOADED_AT)
+        return
+    try:
+        body = parse_input(OpenAIChatInput, request.openai_input)
+    except WorkerError as exc:
+        field = f"openai_input.{exc.field}" if exc.field else "openai_input"
+        raise WorkerError(exc.code, exc.message, field=field) from None
+    max_tokens = next((n for n in (body.max_completion_tokens, body.max_tokens) if n is not None),
+                      DEFAULT_MAX_TOKENS)
+    plan = _plan(body.messages, None, max_tokens, body.temperature, body.top_p, body.stop, body.seed,
+                 prefix="openai_input.")
+    ids = openai.CompletionIds(model=LM.name)
+    outcome = _Outcome()
+    if not body.stream:
+        async for _ in _complete(plan, outcome):
+            pass
+        yield openai.completion(ids, outcome.text, outcome.finish_reason, outcome.prompt_tokens,
+                                outcome.completion_tokens)
+        return
+    role: str | None = "assistant"
+    async for text in _complete(plan, outcome):
+        yield openai.chunk(ids, content=text, role=role)
+        role = None
+    yield openai.chunk(ids, finish_reason=outcome.finish_reason)
+    if body.stream_options and body.stream_options.include_usage:
+        yield openai.usage_chunk(ids, outcome.prompt_tokens, outcome.completion_tokens)
+
+
+async def work(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
+    """Run one job: the native protocol, or the OpenAI passthrough when ``openai_route`` is set."""
+    stream = _openai(request) if request.openai_route else _native(request)
+    async for body in stream:
+        yield body
+
+
+async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async for chunk in serve_job(job, LLMRequest, work):
+        yield chunk
+
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})

@@ -1,0 +1,87 @@
+"""The OpenAI chat-completions object shapes this worker emits (chunk, completion, model list).
+
+Plain dicts with OpenAI's field names, so an OpenAI SDK parses them unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CompletionIds:
+    """What every object of one completion shares: its ``id``, ``created`` (unix seconds) and ``model``."""
+
+    model: str
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def chunk(
+    ids: CompletionIds,
+    content: str | None = None,
+    role: str | None = None,
+    finish_reason: str | None = None,
+) -> dict[str, Any]:
+    """A ``chat.completion.chunk`` with one choice whose delta carries ``role`` and/or ``content``."""
+    delta: dict[str, Any] = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    return {
+        "id": ids.id,
+        "object": "chat.completion.chunk",
+        "created": ids.created,
+        "model": ids.model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def usage_chunk(ids: CompletionIds, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """The last chunk of a stream asked with ``stream_options.include_usage``: no choices, only usage."""
+    return {
+        "id": ids.id,
+        "object": "chat.completion.chunk",
+        "created": ids.created,
+        "model": ids.model,
+        "choices": [],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def completion(
+    ids: CompletionIds, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    """A whole ``chat.completion`` object (the non-streaming answer)."""
+    return {
+        "id": ids.id,
+        "object": "chat.completion",
+        "created": ids.created,
+        "model": ids.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def model_list(model: str, created: int) -> dict[str, Any]:
+    """The ``/v1/models`` answer: the one model this worker serves."""
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "voicepod"}]}

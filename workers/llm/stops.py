@@ -1,0 +1,58 @@
+"""Cut streamed text at the first stop string, without ever letting part of a stop string out.
+
+Text arrives in pieces that split anywhere (one token may end with ``"\\nUs"`` and the next start with
+``"er:"``), so any tail that could still grow into a stop string is held back until the next piece shows
+whether it does. transformers' own ``stop_strings`` ends generation but does not trim or hold the streamed
+text, hence this small matcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class StopMatcher:
+    """Feed text pieces in order; get back the text that is safe to emit.
+
+    ``stops`` are the strings that end the completion (empty strings are ignored). After a stop is found,
+    :attr:`stopped` is true and everything from the stop on is dropped.
+    """
+
+    def __init__(self, stops: Iterable[str]):
+        self.stops = tuple(stop for stop in stops if stop)
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        """Take the next piece of text; return the part of it (and of earlier held text) now safe to emit."""
+        if self.stopped:
+            return ""
+        text = self._held + piece
+        found = [index for index in (text.find(stop) for stop in self.stops) if index >= 0]
+        if found:
+            self.stopped = True
+            self._held = ""
+            return text[: min(found)]
+        keep = self._longest_partial_stop(text)
+        self._held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """The generation ended: release the held text (it never became a stop string)."""
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
+
+    def _longest_partial_stop(self, text: str) -> int:
+        # Length of the longest suffix of `text` that is a proper prefix of some stop string.
+        best = 0
+        for stop in self.stops:
+            for length in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:length]):
+                    best = length
+                    break
+        return best
+
+
+def contains_stop(text: str, stops: Iterable[str]) -> bool:
+    """Whether any non-empty stop string occurs in ``text``."""
+    return any(stop and stop in text for stop in stops)
