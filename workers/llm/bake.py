@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 log = logging.getLogger("voicepod.llm.bake")
+
+
+def default_model_dir() -> Path:
+    """Where the embedded model is baked: ``${VOICEPOD_CACHE:-~/.cache/voicepod}/models/gemma3-270m``."""
+    cache = os.environ.get("VOICEPOD_CACHE") or Path.home() / ".cache" / "voicepod"
+    return Path(cache) / "models" / "gemma3-270m"
 
 
 def bake_embedded(out: Path) -> Path:
@@ -75,11 +82,14 @@ def bake_hub(model: str, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workers.llm.bake", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder to write the baked model into")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder to write the baked model into (default: the worker's cache folder)")
     parser.add_argument("--model", help="hub id to download instead of converting the embedded Gemma GGUF")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    out = bake_hub(args.model, args.out) if args.model else bake_embedded(args.out)
+    out = args.out or default_model_dir()
+    # The embedded bake is skipped when the folder already holds one, so setup can run it unconditionally.
+    out = bake_hub(args.model, out) if args.model else ensure_embedded(out)
     log.info("baked %s into %s", args.model or "embedded Gemma 3 270M", out)
 
 

@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import runpod
@@ -29,7 +28,7 @@ from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread
 from workers.common.validation import StrictInput, parse_input
 from workers.llm import openai
-from workers.llm.bake import ensure_embedded
+from workers.llm.bake import default_model_dir, ensure_embedded
 from workers.llm.generation import (
     GenerationResult,
     LanguageModel,
@@ -49,12 +48,6 @@ EMBEDDED_NAME = "gemma-3-270m"
 MAX_TOKENS_CAP = int(os.environ.get("MAX_TOKENS_CAP", "1024"))
 DEFAULT_MAX_TOKENS = min(256, MAX_TOKENS_CAP)
 MAX_STOPS = 8
-
-
-def default_model_dir() -> Path:
-    """Where the embedded model is baked: ``${VOICEPOD_CACHE:-~/.cache/voicepod}/models/gemma3-270m``."""
-    cache = os.environ.get("VOICEPOD_CACHE") or Path.home() / ".cache" / "voicepod"
-    return Path(cache) / "models" / "gemma3-270m"
 
 
 def _load() -> LanguageModel:

@@ -1,0 +1,205 @@
+"""The LLM worker end to end with the real Gemma 3 270M base weights (the embedded default), through the
+local endpoint emulator (the runpod SDK's own worker loop) and the voicepod client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer
+from voicepod import Endpoint, JobFailed
+from voicepod.local import LocalServer
+from voicepod.protocol import CompletionDone, DeltaChunk
+
+from workers.llm.bake import default_model_dir
+
+pytestmark = pytest.mark.slow
+
+HANDLER = Path(__file__).resolve().parents[1] / "workers" / "llm" / "handler.py"
+CAP = 200
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    # No MODEL_DIR: the worker's embedded default, baked on first use into the voicepod cache.
+    with LocalServer(endpoints={"llm": HANDLER}, env={"MAX_TOKENS_CAP": str(CAP)}, ready_timeout_s=300) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tokenizer(server: LocalServer) -> Any:
+    # The same baked folder the worker loaded (the server fixture has baked it by now).
+    return AutoTokenizer.from_pretrained(default_model_dir())
+
+
+@pytest.fixture
+async def llm(server: LocalServer) -> Any:
+    async with server.endpoint("llm") as endpoint:
+        yield endpoint
+
+
+async def complete(endpoint: Endpoint, job_input: dict[str, Any]) -> tuple[list[tuple[float, DeltaChunk]],
+                                                                              CompletionDone, float]:
+    """Run a job; return its deltas with their arrival times, the done chunk and its arrival time."""
+    started = time.perf_counter()
+    job = await endpoint.run(job_input)
+    deltas: list[tuple[float, DeltaChunk]] = []
+    async for chunk in job.chunks():
+        now = time.perf_counter() - started
+        if isinstance(chunk, DeltaChunk):
+            deltas.append((now, chunk))
+        elif isinstance(chunk, CompletionDone):
+            return deltas, chunk, now
+    raise AssertionError("the stream ended without a done chunk")
+
+
+def joined(deltas: list[tuple[float, DeltaChunk]]) -> str:
+    return "".join(chunk.text for _, chunk in deltas)
+
+
+async def test_answers_the_capital_of_france(llm: Endpoint, tokenizer: Any) -> None:
+    deltas, done, _ = await complete(llm, {"messages": FRANCE, "max_tokens": 24, "temperature": 0})
+    assert "Paris" in done.text
+    assert joined(deltas) == done.text
+    assert "User:" not in done.text and not done.text.startswith(" ")
+    assert done.finish_reason == "stop"
+    assert deltas[0][1].chunk["object"] == "chat.completion.chunk"
+    assert deltas[0][1].chunk["choices"][0]["delta"]["role"] == "assistant"
+    # The plain transcript template of a base model, counted by the model's own tokenizer.
+    template = "User: What is the capital of France?\nAssistant:"
+    assert done.usage.prompt_tokens == len(tokenizer(template).input_ids)
+    assert 0 < done.usage.completion_tokens <= 24
+    assert done.metrics.model_extra["ttft"] > 0 and done.metrics.model_extra["tokens_per_s"] > 0
+
+
+async def test_tokens_stream_before_the_job_is_done(llm: Endpoint) -> None:
+    deltas, done, done_at = await complete(
+        llm, {"prompt": "Once upon a time, in a small village", "max_tokens": 40, "temperature": 0}
+    )
+    assert len(deltas) >= 5
+    first_at = deltas[0][0]
+    assert done_at - first_at > 0.4 * done_at, (first_at, done_at)
+    assert joined(deltas) == done.text
+
+
+async def test_max_tokens_and_usage_are_exact(llm: Endpoint, tokenizer: Any) -> None:
+    prompt = "The three primary colours are"
+    _, done, _ = await complete(llm, {"prompt": prompt, "max_tokens": 6, "temperature": 0})
+    assert done.finish_reason == "length"
+    assert done.usage.completion_tokens == 6
+    assert done.usage.prompt_tokens == len(tokenizer(prompt).input_ids)
+    # Re-tokenizing the text gives back the number of tokens generated.
+    assert len(tokenizer(done.text, add_special_tokens=False).input_ids) == 6
+
+
+async def test_stop_strings_split_across_tokens_never_leak(llm: Endpoint, tokenizer: Any) -> None:
+    base = {"messages": FRANCE, "max_tokens": 24, "temperature": 0}
+    _, full, _ = await complete(llm, base)
+    assert full.text.startswith("The capital of France is Paris")
+    # "ital of Fr" starts inside "capital" and ends inside "France": no token boundary matches it.
+    stop = "ital of Fr"
+    pieces = tokenizer.tokenize(full.text)
+    assert not any(stop in piece.replace("\u2581", " ") for piece in pieces)
+    deltas, done, _ = await complete(llm, {**base, "stop": [stop, "never appears"]})
+    assert done.text == "The cap"
+    assert joined(deltas) == "The cap"
+    assert done.finish_reason == "stop"
+    assert done.usage.completion_tokens < full.usage.completion_tokens
+
+
+async def test_seed_makes_sampling_reproducible(llm: Endpoint) -> None:
+    job = {"prompt": "My favourite food is", "max_tokens": 12, "temperature": 1.0, "top_p": 1.0}
+    first = (await complete(llm, {**job, "seed": 1234}))[1].text
+    again = (await complete(llm, {**job, "seed": 1234}))[1].text
+    others = {(await complete(llm, {**job, "seed": seed}))[1].text for seed in (1, 2)}
+    assert first == again
+    assert others != {first}, "different seeds should sample differently"
+
+
+async def test_cancel_stops_generation(llm: Endpoint) -> None:
+    job = await llm.run({"prompt": "Once upon a time", "max_tokens": CAP, "temperature": 0})
+    async for output in job.stream():
+        if output.get("type") == "delta":
+            break
+    await job.cancel()
+    # Running on to CAP tokens would keep the single worker busy for ~10 s more; a cancelled generation
+    # frees it for the next job at once.
+    started = time.perf_counter()
+    _, done, _ = await complete(llm, {"messages": FRANCE, "max_tokens": 4, "temperature": 0})
+    assert time.perf_counter() - started < 5
+    assert done.usage.completion_tokens == 4
+    assert (await job.status())["status"] == "CANCELLED"
+
+
+@pytest.mark.parametrize(
+    ("job_input", "code", "field"),
+    [
+        ({"messages": []}, "invalid_input", "messages"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "invalid_input", "messages.0.role"),
+        ({"messages": [{"role": "user"}]}, "invalid_input", "messages.0.content"),
+        ({}, "invalid_input", "messages"),
+        ({"prompt": "hi", "messages": FRANCE}, "invalid_input", "messages"),
+        ({"prompt": "hi", "max_tokens": 0}, "invalid_input", "max_tokens"),
+        ({"prompt": "hi", "max_tokens": CAP + 1}, "invalid_input", "max_tokens"),
+        ({"prompt": "hi", "stop": [""]}, "invalid_input", "stop"),
+        ({"prompt": "hi", "temperature": 3}, "invalid_input", "temperature"),
+        ({"prompt": "hi", "max_token": 5}, "invalid_input", "max_token"),
+        ({"prompt": "hello " * 33000}, "input_too_large", "prompt"),
+        ({"openai_route": "/v1/chat/completions", "openai_input": {"messages": []}}, "invalid_input",
+         "openai_input.messages"),
+        ({"openai_route": "/v1/chat/completions", "openai_input": {"messages": FRANCE, "n": 2}},
+         "invalid_input", "openai_input.n"),
+        ({"openai_route": "/v1/embeddings", "openai_input": {}}, "invalid_input", "openai_route"),
+    ],
+)
+async def test_bad_input_fails_the_job_not_the_worker(
+    llm: Endpoint, job_input: dict[str, Any], code: str, field: str
+) -> None:
+    with pytest.raises(JobFailed) as failed:
+        await complete(llm, job_input)
+    assert (failed.value.code, failed.value.field) == (code, field)
+    _, done, _ = await complete(llm, {"messages": FRANCE, "max_tokens": 2, "temperature": 0})
+    assert done.usage.completion_tokens == 2
+
+
+async def test_openai_stream_passthrough(llm: Endpoint) -> None:
+    body = {"model": "gemma-3-270m", "messages": FRANCE, "max_tokens": 24, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    job = await llm.run({"openai_route": "/v1/chat/completions", "openai_input": body})
+    outputs = [output async for output in job.stream()]
+    assert all(o["object"] == "chat.completion.chunk" for o in outputs)
+    content = "".join(o["choices"][0]["delta"].get("content", "") for o in outputs if o["choices"])
+    assert "Paris" in content
+    assert outputs[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert outputs[-2]["choices"][0]["finish_reason"] == "stop"
+    assert outputs[-1]["choices"] == [] and outputs[-1]["usage"]["completion_tokens"] > 0
+    assert len({o["id"] for o in outputs}) == 1
+
+
+async def test_openai_non_stream_and_models(llm: Endpoint) -> None:
+    body = {"messages": FRANCE, "max_completion_tokens": 24, "temperature": 0}
+    job = await llm.run({"openai_route": "/v1/chat/completions", "openai_input": body})
+    outputs = [output async for output in job.stream()]
+    assert len(outputs) == 1
+    completion = outputs[0]
+    assert completion["object"] == "chat.completion"
+    assert "Paris" in completion["choices"][0]["message"]["content"]
+    assert completion["choices"][0]["finish_reason"] == "stop"
+    usage = completion["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    job = await llm.run({"openai_route": "/v1/models"})
+    models = [output async for output in job.stream()]
+    assert models[0]["object"] == "list"
+    assert [m["id"] for m in models[0]["data"]] == ["gemma-3-270m"]
+
+
+async def test_two_jobs_at_once_both_complete(llm: Endpoint) -> None:
+    results = await asyncio.gather(
+        *(complete(llm, {"messages": FRANCE, "max_tokens": 8, "temperature": 0}) for _ in range(2))
+    )
+    assert [done.text for _, done, _ in results] == [results[0][1].text] * 2
