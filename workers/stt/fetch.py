@@ -58,14 +58,18 @@ def fetch_audio(url: str, policy: FetchPolicy, field: str = "audio_url") -> byte
     # trust_env=False: a proxy from the environment would bypass the address check.
     with httpx.Client(timeout=policy.timeout_s, trust_env=False, follow_redirects=False) as client:
         for _ in range(policy.max_redirects + 1):
+            request = _pinned_request(client, current, policy, field)
             try:
-                with client.send(_pinned_request(client, current, policy, field), stream=True) as response:
+                response = client.send(request, stream=True)
+                try:
                     if response.is_redirect:
                         current = _parse(str(current.join(response.headers["location"])), field)
                         continue
                     if response.status_code != 200:
                         raise WorkerError(FETCH_FAILED, f"GET {url} answered HTTP {response.status_code}", field)
                     return _read_capped(response, policy, deadline, field)
+                finally:
+                    response.close()
             except httpx.HTTPError as exc:
                 raise WorkerError(FETCH_FAILED, f"GET {url} failed: {type(exc).__name__}: {exc}", field) from None
     raise WorkerError(FETCH_FAILED, f"GET {url}: more than {policy.max_redirects} redirects", field)
