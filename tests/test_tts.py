@@ -166,3 +166,15 @@ async def test_transformers_engine_through_the_endpoint_tiny_random_vits(tmp_pat
     assert len(samples) == pytest.approx(done.duration * rate, abs=2) and len(samples) > 0
     assert done.metrics.model_dump()["engine"] == "transformers"
     assert failed.value.field == "voice"
+
+
+async def test_largest_chunks_stay_under_runpods_stream_limit(server: LocalServer) -> None:
+    import json
+
+    text = (
+        "This sentence is long enough to fill more than five seconds of audio at the highest rate we allow,"
+        " and it goes on a little longer, just to be sure."
+    )
+    audio, done, _ = await speak(server, {"text": text, "sample_rate": 48000, "chunk_ms": 5000})
+    assert done.duration > 5.0 and len(audio) >= 2
+    assert max(len(json.dumps(c.model_dump())) for c in audio) < 1_000_000
