@@ -1,8 +1,10 @@
-"""The chat-template path of the LLM worker, on a tiny random Gemma 3 built from a config in this test: no
-chat-tuned model ships in any package, so only the template and plumbing are checked, never the answer."""
+"""The chat-template path and the generation plumbing of the LLM worker, on a tiny random Gemma 3 built from
+a config in this test: no chat-tuned model ships in any package, so only the template and plumbing are checked,
+never the answer."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,13 @@ from voicepod.local import LocalServer
 from voicepod.protocol import CompletionDone, DeltaChunk
 
 from workers.llm.bake import default_model_dir
+from workers.llm.generation import (
+    GenerationResult,
+    LanguageModel,
+    SamplingParams,
+    load_language_model,
+    stream_generate,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +98,35 @@ async def test_prompt_over_the_tiny_context_is_refused_tiny_random(server: Local
     assert (failed.value.code, failed.value.field) == ("input_too_large", "messages")
     _, done = await run(server, {"messages": MESSAGES, "max_tokens": 3, "temperature": 0})
     assert done.usage.completion_tokens <= 3
+
+
+@pytest.fixture(scope="module")
+def tiny_random_lm(tiny_random_dir: Path) -> LanguageModel:
+    return load_language_model(str(tiny_random_dir), torch.float32, "cpu")
+
+
+def test_cancel_event_ends_generation_after_one_token_tiny_random(tiny_random_lm: LanguageModel) -> None:
+    ids = tiny_random_lm.tokenizer("Hello there", return_tensors="pt").input_ids
+    cancel = threading.Event()
+    cancel.set()
+    result = GenerationResult()
+    list(stream_generate(tiny_random_lm, ids, SamplingParams(max_tokens=50, temperature=0), (), cancel, result))
+    assert result.completion_tokens == 1
+
+
+def test_generate_failure_reaches_the_caller_and_frees_the_model_tiny_random(
+    tiny_random_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = tiny_random_lm.tokenizer("Hello there", return_tensors="pt").input_ids
+    params = SamplingParams(max_tokens=3, temperature=0)
+
+    def out_of_memory(**kwargs: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tiny_random_lm.model, "generate", out_of_memory)
+        with pytest.raises(torch.OutOfMemoryError):
+            list(stream_generate(tiny_random_lm, ids, params, (), threading.Event(), GenerationResult()))
+    result = GenerationResult()
+    list(stream_generate(tiny_random_lm, ids, params, (), threading.Event(), result))
+    assert result.completion_tokens == 3
