@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-
 from voicepod.protocol import ErrorChunk, ErrorDetail
 
 from .errors import INTERNAL, OUT_OF_MEMORY, OUTPUT_TOO_LARGE, WorkerError

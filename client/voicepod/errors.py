@@ -1,0 +1,75 @@
+"""Typed exceptions of the voicepod client: catch the family you care about, not strings."""
+
+from __future__ import annotations
+
+from .protocol import ErrorDetail
+
+
+class VoicepodError(Exception):
+    """Base of every error the client raises."""
+
+
+# --- talking to the API ----------------------------------------------------------------------------------
+
+
+class TransportError(VoicepodError):
+    """The endpoint could not be reached (connection refused, reset, timed out), after retries."""
+
+
+class APIError(VoicepodError):
+    """The API answered with an error status."""
+
+    def __init__(self, status_code: int, message: str):
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code = status_code
+        self.message = message
+
+
+class AuthError(APIError):
+    """401/403: the API key is missing or wrong."""
+
+
+class NotFoundError(APIError):
+    """404: no such endpoint or job (RunPod forgets finished jobs after a while)."""
+
+
+class RateLimitError(APIError):
+    """429 that persisted through every retry."""
+
+
+class ServerError(APIError):
+    """5xx that persisted through every retry."""
+
+
+# --- the job itself --------------------------------------------------------------------------------------
+
+
+class JobError(VoicepodError):
+    """A job ended without completing."""
+
+    def __init__(self, job_id: str, message: str):
+        super().__init__(f"job {job_id}: {message}")
+        self.job_id = job_id
+
+
+class JobFailed(JobError):
+    """The worker ended the job with an error: ``code`` is stable (``invalid_input``, ``worker_died``, ...)."""
+
+    def __init__(self, job_id: str, detail: ErrorDetail):
+        super().__init__(job_id, f"{detail.code}: {detail.message}")
+        self.detail = detail
+        self.code = detail.code
+        self.message = detail.message
+        self.field = detail.field
+
+
+class JobCancelled(JobError):
+    """The job was cancelled (by this client or another)."""
+
+
+class JobTimedOut(JobError):
+    """The endpoint's execution timeout ended the job."""
+
+
+class StreamIncomplete(JobError):
+    """The job completed but some streamed chunks never arrived and could not be recovered."""

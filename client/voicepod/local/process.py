@@ -1,0 +1,118 @@
+"""Run ``voicepod serve-local`` as a child process: for tests, benchmarks and ``voicepod demo``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..endpoint import Endpoint
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalServer:
+    """A ``serve-local`` subprocess, started on ``with`` and stopped on exit.
+
+    ``endpoints`` maps endpoint names to handler files; ``workers`` maps names to worker counts (default 1);
+    ``env`` is added to the workers' environment; ``ready_timeout_s`` bounds the wait for every worker to load
+    its model; ``extra_args`` are passed to ``serve-local`` as they are. The server's log (its own lines and its
+    workers') goes to ``log_path``, a temporary file by default, and ``logs()`` reads it.
+    """
+
+    def __init__(
+        self,
+        endpoints: dict[str, str | Path],
+        *,
+        workers: dict[str, int] | None = None,
+        api_key: str | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        ready_timeout_s: float = 600.0,
+        extra_args: list[str] | None = None,
+        log_path: str | Path | None = None,
+    ):
+        self.endpoints = {name: Path(path) for name, path in endpoints.items()}
+        self.workers = workers or {}
+        self.api_key = api_key
+        self.env = env or {}
+        self.port = port or free_port()
+        self.ready_timeout_s = ready_timeout_s
+        self.extra_args = extra_args or []
+        self.log_path = Path(log_path or tempfile.mkstemp(prefix="voicepod-serve-local-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2"
+
+    def endpoint(self, name: str, **kwargs: Any) -> Endpoint:
+        kwargs.setdefault("api_key", self.api_key)
+        return Endpoint(name, base_url=self.base_url, **kwargs)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def command(self) -> list[str]:
+        args = [sys.executable, "-m", "voicepod.cli", "serve-local", "--port", str(self.port)]
+        for name, count in self.workers.items():
+            args += ["--workers", f"{name}={count}"]
+        args += self.extra_args
+        args += [f"{name}={path}" for name, path in self.endpoints.items()]
+        return args
+
+    def __enter__(self) -> LocalServer:
+        env = {**os.environ, **self.env}
+        if self.api_key:
+            env["VOICEPOD_LOCAL_API_KEY"] = self.api_key  # not on the command line, where `ps` would show it
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def wait_ready(self) -> None:
+        """Block until every endpoint's workers have taken their first job-take poll (models loaded)."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        deadline = time.monotonic() + self.ready_timeout_s
+        waiting = dict(self.endpoints)
+        while waiting:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"serve-local exited early:\n{self.logs()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers not ready after {self.ready_timeout_s} s:\n{self.logs()[-4000:]}")
+            for name in list(waiting):
+                try:
+                    health = httpx.get(f"{self.base_url}/{name}/health", headers=headers, timeout=2).json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                if health["workers"]["ready"] >= self.workers.get(name, 1):
+                    del waiting[name]
+            time.sleep(0.2)
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,369 @@
+"""The local endpoint emulator: RunPod's public serverless API in front of real SDK worker processes.
+
+Public routes (``/v2/{endpoint}/...``) behave like RunPod's: ``run``, ``runsync``, ``stream/{id}`` (only what is
+new since the last call), ``status/{id}``, ``cancel/{id}``, ``purge-queue``, ``health``, Bearer-key auth.
+Internal routes (``/_worker/{endpoint}/...``, guarded by a per-run token) are the ones the SDK's worker loop
+calls: job-take (long poll), job-stream, job-done, job-stop (long poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .jobs import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    TIMED_OUT,
+    LocalJob,
+    emulator_error,
+)
+from .pool import WorkerPool, WorkerProcess
+
+TAKE_POLL_S = 20.0  # under the SDK's 90 s fetch timeout, so a held job-take is never abandoned mid-answer
+STOP_POLL_S = 20.0
+STREAM_HOLD_S = 1.0  # /stream waits this long for a new chunk before answering with none
+RUNSYNC_WAIT_S = 90.0  # RunPod's /runsync answers IN_PROGRESS after about this long
+JOB_RETENTION_S = 1800.0  # RunPod keeps a finished /run job's result for 30 minutes
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # RunPod's /run payload limit
+
+
+@dataclass
+class EndpointConfig:
+    name: str
+    handler: Path
+    workers: int = 1
+
+
+@dataclass
+class _Endpoint:
+    config: EndpointConfig
+    queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    announced: bool = False
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+class Emulator:
+    """Serve ``endpoints`` at ``host:port``; ``api_key`` guards the public API when given."""
+
+    def __init__(
+        self,
+        endpoints: list[EndpointConfig],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        api_key: str | None = None,
+        execution_timeout_s: float = 600.0,
+        worker_env: dict[str, str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.host = host
+        self.port = port
+        self._api_key = api_key
+        self.execution_timeout_s = execution_timeout_s
+        self._token = secrets.token_urlsafe(16)
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.endpoints = {c.name: _Endpoint(c) for c in endpoints}
+        self.jobs: dict[str, LocalJob] = {}
+        self.started = time.monotonic()
+        self.pool = WorkerPool(
+            f"http://{host}:{port}/_worker", self._token, worker_env or {}, self._worker_exited, self.log
+        )
+        for config in endpoints:
+            self.pool.add(config.name, config.handler, config.workers)
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()  # set on shutdown: held long polls answer at once
+        self._watchdogs: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"Emulator(host={self.host!r}, port={self.port}, endpoints={list(self.endpoints)})"
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth], client_max_size=MAX_PAYLOAD_BYTES)
+        public = [
+            web.post("/v2/{ep}/run", self.run),
+            web.post("/v2/{ep}/runsync", self.runsync),
+            web.get("/v2/{ep}/stream/{job}", self.stream),
+            web.get("/v2/{ep}/status/{job}", self.status),
+            web.post("/v2/{ep}/cancel/{job}", self.cancel),
+            web.post("/v2/{ep}/purge-queue", self.purge_queue),
+            web.get("/v2/{ep}/health", self.health),
+        ]
+        internal = [
+            web.get("/_worker/{ep}/job-take/{worker}", self.job_take),
+            web.get("/_worker/{ep}/job-stop/{worker}", self.job_stop),
+            web.post("/_worker/{ep}/job-stream/{worker}/{job}", self.job_stream),
+            web.post("/_worker/{ep}/job-done/{worker}/{job}", self.job_done),
+        ]
+        app.add_routes(public + internal)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        await self.pool.start()
+        for name, endpoint in self.endpoints.items():
+            self.log(f"starting {endpoint.config.workers} worker(s) for '{name}' ({endpoint.config.handler})")
+
+    async def stop(self) -> None:
+        self._closing.set()
+        for worker in self.pool.workers.values():
+            worker.stop_event.set()
+        await self.pool.stop()
+        for task in self._watchdogs:
+            task.cancel()
+        if self._runner:
+            await self._runner.cleanup()
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if request.path.startswith("/_worker/"):
+            if not hmac.compare_digest(request.query.get("token", ""), self._token):
+                return _json({"error": "forbidden"}, 403)
+        elif self._api_key is not None:
+            given = request.headers.get("Authorization", "")
+            given = given[7:] if given.startswith("Bearer ") else given
+            if not hmac.compare_digest(given.encode(), self._api_key.encode()):
+                return _json({"error": "unauthorized: missing or wrong API key"}, 401)
+        return await handler(request)
+
+    def _endpoint(self, request: web.Request) -> _Endpoint:
+        endpoint = self.endpoints.get(request.match_info["ep"])
+        if endpoint is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": "no such endpoint"}), content_type="application/json")
+        return endpoint
+
+    def _job(self, request: web.Request) -> LocalJob:
+        self._endpoint(request)
+        job = self.jobs.get(request.match_info["job"])
+        if job is None or job.endpoint != request.match_info["ep"]:
+            raise web.HTTPNotFound(text=json.dumps({"error": "no such job"}), content_type="application/json")
+        return job
+
+    def _forget_old_jobs(self) -> None:
+        now = time.monotonic()
+        for job_id in [j.id for j in self.jobs.values() if j.finished and now - j.finished > JOB_RETENTION_S]:
+            del self.jobs[job_id]
+
+    async def _submit(self, request: web.Request) -> LocalJob:
+        endpoint = self._endpoint(request)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON"}),
+                                     content_type="application/json") from None
+        if not isinstance(body, dict) or "input" not in body:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "body must be an object with an 'input' key"}),
+                                     content_type="application/json")
+        policy = body.get("policy") if isinstance(body.get("policy"), dict) else {}
+        timeout_ms = policy.get("executionTimeout")
+        timeout_s = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
+        self._forget_old_jobs()
+        job = LocalJob(endpoint.config.name, body["input"], timeout_s or self.execution_timeout_s)
+        self.jobs[job.id] = job
+        endpoint.queue.put_nowait(job.id)
+        return job
+
+    def _stop_on_worker(self, job: LocalJob) -> None:
+        worker = self.pool.workers.get(job.worker_id or "")
+        if worker is not None:
+            worker.jobs.discard(job.id)
+            worker.request_stop(job.id)
+
+    async def _watch_timeout(self, job: LocalJob) -> None:
+        await asyncio.sleep(job.execution_timeout_s)
+        message = f"execution timeout of {job.execution_timeout_s:g} s exceeded"
+        if job.finish(TIMED_OUT, error=emulator_error("timed_out", message)):
+            self.log(f"job {job.id} timed out on {job.worker_id}")
+            self._stop_on_worker(job)
+
+    def _worker_exited(self, worker: WorkerProcess, returncode: int) -> None:
+        for job_id in list(worker.jobs):
+            job = self.jobs.get(job_id)
+            if job is not None:
+                message = f"worker process {worker.worker_id} exited with code {returncode} during the job"
+                job.finish(FAILED, error=emulator_error("worker_died", message))
+        worker.jobs.clear()
+        worker.stop_ids.clear()
+
+    # --- public API --------------------------------------------------------------------------------------
+
+    async def run(self, request: web.Request) -> web.Response:
+        job = await self._submit(request)
+        return _json({"id": job.id, "status": job.status})
+
+    async def runsync(self, request: web.Request) -> web.Response:
+        job = await self._submit(request)
+        wait_ms = request.query.get("wait")
+        deadline = time.monotonic() + (float(wait_ms) / 1000 if wait_ms and wait_ms.isdigit() else RUNSYNC_WAIT_S)
+        while not job.terminal and (left := deadline - time.monotonic()) > 0:
+            await job.wait_change(left)
+        return _json(job.status_body())
+
+    async def stream(self, request: web.Request) -> web.Response:
+        job = self._job(request)
+        if job.cursor == len(job.stream) and not job.terminal:
+            await job.wait_change(STREAM_HOLD_S)
+        body: dict[str, Any] = {
+            "status": job.status,
+            "stream": [{"output": output} for output in job.take_new_stream()],
+        }
+        if job.error is not None:
+            body["error"] = job.error
+        return _json(body)
+
+    async def status(self, request: web.Request) -> web.Response:
+        return _json(self._job(request).status_body())
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        job = self._job(request)
+        was_running = job.status == IN_PROGRESS
+        if job.finish(CANCELLED) and was_running:
+            self._stop_on_worker(job)
+        return _json({"id": job.id, "status": job.status})
+
+    async def purge_queue(self, request: web.Request) -> web.Response:
+        name = self._endpoint(request).config.name
+        queued = [j for j in self.jobs.values() if j.endpoint == name and j.status == IN_QUEUE]
+        for job in queued:
+            job.finish(CANCELLED)
+        return _json({"removed": len(queued), "status": "completed"})
+
+    async def health(self, request: web.Request) -> web.Response:
+        name = self._endpoint(request).config.name
+        jobs = [j for j in self.jobs.values() if j.endpoint == name]
+        workers = self.pool.of_endpoint(name)
+
+        def count(status: str) -> int:
+            return sum(j.status == status for j in jobs)
+
+        alive = [w for w in workers if w.process and w.process.returncode is None]
+        return _json({
+            "jobs": {
+                "completed": count(COMPLETED),
+                "failed": count(FAILED) + count(TIMED_OUT),
+                "inProgress": count(IN_PROGRESS),
+                "inQueue": count(IN_QUEUE),
+                "retried": 0,
+            },
+            "workers": {
+                "idle": sum(w.ready and not w.jobs for w in alive),
+                "running": sum(w.ready and bool(w.jobs) for w in alive),
+                "ready": sum(w.ready for w in alive),
+                "initializing": sum(not w.ready for w in alive),
+                "unhealthy": len(workers) - len(alive),
+            },
+        })
+
+    # --- the SDK worker loop's routes ----------------------------------------------------------------------
+
+    def _worker(self, request: web.Request) -> WorkerProcess:
+        worker = self.pool.workers.get(request.match_info["worker"])
+        if worker is None or worker.endpoint != request.match_info["ep"]:
+            raise web.HTTPNotFound(text="unknown worker")
+        return worker
+
+    def _mark_ready(self, worker: WorkerProcess) -> None:
+        if worker.ready:
+            return
+        worker.ready = True
+        worker.ready_after_s = time.monotonic() - worker.started_at
+        endpoint = self.endpoints[worker.endpoint]
+        workers = self.pool.of_endpoint(worker.endpoint)
+        if not endpoint.announced and all(w.ready for w in workers):
+            endpoint.announced = True
+            slowest = max(w.ready_after_s or 0.0 for w in workers)
+            self.log(
+                f"ready: '{worker.endpoint}' with {len(workers)} worker(s) in {slowest:.1f} s "
+                f"at http://{self.host}:{self.port}/v2/{worker.endpoint}"
+            )
+
+    async def job_take(self, request: web.Request) -> web.Response:
+        worker = self._worker(request)
+        self._mark_ready(worker)
+        queue = self.endpoints[worker.endpoint].queue
+        deadline = time.monotonic() + TAKE_POLL_S
+        while (left := deadline - time.monotonic()) > 0 and not self._closing.is_set():
+            getter = asyncio.ensure_future(queue.get())
+            closing = asyncio.ensure_future(self._closing.wait())
+            await asyncio.wait({getter, closing}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            closing.cancel()
+            if not getter.done():
+                getter.cancel()
+                break
+            job_id = getter.result()
+            job = self.jobs.get(job_id)
+            if job is None or job.status != IN_QUEUE:  # cancelled or purged while queued
+                continue
+            if request.transport is None or request.transport.is_closing():
+                queue.put_nowait(job_id)  # the worker went away mid-poll: leave the job for another
+                break
+            job.start(worker.worker_id)
+            worker.jobs.add(job.id)
+            task = asyncio.create_task(self._watch_timeout(job))
+            self._watchdogs.add(task)
+            task.add_done_callback(self._watchdogs.discard)
+            return _json({"id": job.id, "input": job.input})
+        return web.Response(status=204)
+
+    async def job_stop(self, request: web.Request) -> web.Response:
+        worker = self._worker(request)
+        if not worker.stop_ids and not self._closing.is_set():
+            worker.stop_event.clear()
+            try:
+                await asyncio.wait_for(worker.stop_event.wait(), STOP_POLL_S)
+            except asyncio.TimeoutError:
+                return web.Response(status=204)
+        if request.transport is None or request.transport.is_closing():
+            # A poll left over from a worker process that died: its successor must get these ids.
+            return web.Response(status=204)
+        ids, worker.stop_ids = worker.stop_ids, []
+        worker.stop_event.clear()
+        return _json({"jobsToStop": ids})
+
+    async def _posted_job(self, request: web.Request) -> tuple[LocalJob | None, Any]:
+        worker = self._worker(request)
+        job = self.jobs.get(request.match_info["job"])
+        body = json.loads(await request.text())
+        if job is None or job.worker_id != worker.worker_id or job.status != IN_PROGRESS:
+            return None, body  # cancelled, timed out or failed meanwhile: late output is dropped, as on RunPod
+        return job, body
+
+    async def job_stream(self, request: web.Request) -> web.Response:
+        job, body = await self._posted_job(request)
+        if job is not None:
+            job.stream.append(body.get("output"))
+            job.notify()
+        return web.Response(text="ok")
+
+    async def job_done(self, request: web.Request) -> web.Response:
+        job, body = await self._posted_job(request)
+        if job is not None:
+            self.pool.workers[job.worker_id or ""].jobs.discard(job.id)
+            if body.get("error"):
+                job.finish(FAILED, error=str(body["error"]))
+            else:
+                job.finish(COMPLETED, output=body.get("output"))
+        return web.Response(text="ok")
+

@@ -1,0 +1,120 @@
+"""HTTP below the endpoint client: auth, timeouts, retries with backoff, and status codes to typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import httpx
+
+from .errors import APIError, AuthError, NotFoundError, RateLimitError, ServerError, TransportError
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+# Safe to resend even when the first attempt may have reached the server.
+IDEMPOTENT = {"GET", "HEAD", "OPTIONS"}
+
+
+class Transport:
+    """One ``httpx.AsyncClient`` with RunPod's auth and a retry policy.
+
+    ``max_retries`` is how many times a failed request is tried again; ``backoff`` is the first pause (seconds),
+    doubled each retry with jitter up to ``max_backoff``, or what a ``Retry-After`` header asks. A POST that may
+    have reached the server (a read error after sending) is not resent unless ``idempotent=True``, so a
+    ``/run`` is never submitted twice.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+    ):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._owns_client = client is None
+        self._headers = headers
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+
+    def __repr__(self) -> str:  # the key stays out of reprs, logs and tracebacks
+        return f"Transport(base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    def _pause(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None and (retry_after := response.headers.get("Retry-After")):
+            try:
+                return min(float(retry_after), self.max_backoff)
+            except ValueError:
+                pass
+        return min(self.backoff * 2**attempt, self.max_backoff) * random.uniform(0.5, 1.0)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotent: bool | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send a request and return its decoded JSON body, retrying what is safe to retry."""
+        resend_ok = method in IDEMPOTENT if idempotent is None else idempotent
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        extra = {"timeout": timeout} if timeout is not None else {}
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = await self._client.request(
+                    method, url, json=json, params=params, headers=self._headers, **extra
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # Never reached the server: always safe to try again.
+                error: Exception = exc
+            except httpx.TransportError as exc:
+                if not resend_ok:
+                    raise TransportError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+                error = exc
+            else:
+                if response.status_code < 400:
+                    return response.json() if response.content else None
+                if response.status_code not in RETRY_STATUS:
+                    raise _api_error(response)
+                error = _api_error(response)
+            if attempt >= self.max_retries:
+                if isinstance(error, APIError):
+                    raise error
+                raise TransportError(f"{method} {url}: {type(error).__name__}: {error}") from error
+            await asyncio.sleep(self._pause(attempt, response))
+            attempt += 1
+
+
+def _api_error(response: httpx.Response) -> APIError:
+    try:
+        body = response.json()
+        message = body.get("error") or body.get("message") or response.text if isinstance(body, dict) else body
+    except ValueError:
+        message = response.text
+    message = str(message)[:500]
+    status = response.status_code
+    if status in (401, 403):
+        return AuthError(status, message)
+    if status == 404:
+        return NotFoundError(status, message)
+    if status == 429:
+        return RateLimitError(status, message)
+    if status >= 500:
+        return ServerError(status, message)
+    return APIError(status, message)

@@ -1,0 +1,32 @@
+"""Test handler: counts slowly, so a test can see chunks arrive while the job still runs.
+
+Input: {"count": N, "delay": seconds between chunks, "fail_at": k (raise before chunk k),
+"error_at": k (yield a structured error chunk at k), "hang": true (sleep forever)}.
+"""
+
+import asyncio
+import os
+
+import runpod
+
+
+async def handler(job):
+    params = job["input"]
+    count = int(params.get("count", 5))
+    delay = float(params.get("delay", 0.05))
+    if params.get("hang"):
+        await asyncio.sleep(3600)
+    for i in range(count):
+        if params.get("fail_at") == i:
+            raise RuntimeError(f"boom at {i}")
+        if params.get("error_at") == i:
+            yield {"seq": i, "type": "error", "error": {"code": "test_error", "message": f"error at {i}"}}
+            return
+        if params.get("exit_at") == i:
+            os._exit(3)  # the worker process dies mid-stream
+        yield {"seq": i, "type": "count", "value": i, "pid": os.getpid()}
+        await asyncio.sleep(delay)
+
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})

@@ -1,0 +1,156 @@
+"""The local endpoint emulator and the endpoint client, together, over real SDK worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from voicepod import AuthError, JobCancelled, JobFailed, JobTimedOut, NotFoundError
+from voicepod.local import LocalServer
+
+from .conftest import TEST_HANDLERS
+
+KEY = "test-key-5f1d"
+COUNTING = TEST_HANDLERS / "counting.py"
+
+
+@pytest.fixture(scope="module")
+def server():
+    # "pair" has two workers (concurrency), "solo" one (cancel and crash tests see the same worker again).
+    with LocalServer(
+        {"pair": COUNTING, "solo": COUNTING},
+        workers={"pair": 2},
+        api_key=KEY,
+        ready_timeout_s=120,
+        extra_args=["--execution-timeout", "30"],
+    ) as srv:
+        yield srv
+
+
+async def collect(job):
+    chunks, arrivals = [], []
+    async for chunk in job.stream():
+        chunks.append(chunk)
+        arrivals.append(time.monotonic())
+    return chunks, arrivals
+
+
+async def test_chunks_arrive_while_the_handler_still_runs(server):
+    async with server.endpoint("solo") as ep:
+        job = await ep.run({"count": 6, "delay": 0.4})
+        seen = []
+        async for chunk in job.stream():
+            if not seen:
+                first_status = (await job.status())["status"]
+            seen.append((chunk, time.monotonic()))
+        assert first_status == "IN_PROGRESS"
+        assert [c["seq"] for c, _ in seen] == list(range(6))
+        assert seen[-1][1] - seen[0][1] > 1.5  # delivered one by one, not all at the end
+
+
+async def test_status_and_run_sync_return_the_aggregate(server):
+    async with server.endpoint("solo") as ep:
+        job = await ep.run({"count": 4, "delay": 0.01})
+        streamed, _ = await collect(job)
+        status = await job.status()
+        assert status["status"] == "COMPLETED"
+        assert status["output"] == streamed
+        assert status["executionTime"] >= 0 and status["delayTime"] >= 0
+        result = await ep.run_sync({"count": 3, "delay": 0.01})
+        assert [c["value"] for c in result["output"]] == [0, 1, 2]
+
+
+async def test_cancel_stops_a_running_job_and_frees_the_worker(server):
+    async with server.endpoint("solo") as ep:
+        job = await ep.run({"count": 200, "delay": 0.1})
+        got = []
+        with pytest.raises(JobCancelled):
+            async for chunk in job.stream():
+                got.append(chunk)
+                if len(got) == 2:
+                    assert (await job.cancel())["status"] == "CANCELLED"
+        assert (await job.status())["status"] == "CANCELLED"
+        # The one worker is free again long before the 20 s the cancelled job would have taken.
+        started = time.monotonic()
+        result = await ep.run_sync({"count": 2, "delay": 0.01})
+        assert result["status"] == "COMPLETED"
+        assert time.monotonic() - started < 8
+
+
+async def test_api_key_is_enforced(server):
+    async with server.endpoint("solo", api_key="wrong", max_retries=0) as ep:
+        with pytest.raises(AuthError):
+            await ep.run({"count": 1})
+    async with server.endpoint("solo", api_key="", max_retries=0) as ep:
+        with pytest.raises(AuthError):
+            await ep.health()
+    response = httpx.get(f"{server.base_url}/solo/health")
+    assert response.status_code == 401
+    assert KEY not in server.logs()
+
+
+async def test_unknown_endpoint_and_job_are_not_found(server):
+    async with server.endpoint("nope", max_retries=0) as ep:
+        with pytest.raises(NotFoundError):
+            await ep.run({"count": 1})
+    async with server.endpoint("solo", max_retries=0) as ep:
+        with pytest.raises(NotFoundError):
+            await ep.job("no-such-job").status()
+
+
+async def test_structured_error_chunk_fails_the_job_with_its_code(server):
+    async with server.endpoint("solo") as ep:
+        job = await ep.run({"count": 5, "delay": 0.01, "error_at": 2})
+        with pytest.raises(JobFailed) as failure:
+            await collect(job)
+        assert failure.value.code == "test_error"
+        assert failure.value.message == "error at 2"
+        assert (await job.status())["status"] == "FAILED"
+
+
+async def test_handler_exception_fails_the_job_and_the_worker_keeps_serving(server):
+    async with server.endpoint("solo") as ep:
+        job = await ep.run({"count": 5, "delay": 0.01, "fail_at": 1})
+        with pytest.raises(JobFailed) as failure:
+            await collect(job)
+        assert failure.value.code == "handler_exception"
+        assert "boom at 1" in failure.value.message
+        assert (await ep.run_sync({"count": 2, "delay": 0}))["status"] == "COMPLETED"
+
+
+async def test_killed_worker_fails_its_job_and_comes_back(server):
+    async with server.endpoint("solo") as ep:
+        job = await ep.run({"count": 5, "delay": 0.05, "exit_at": 2})
+        with pytest.raises(JobFailed) as failure:
+            chunks, _ = await collect(job)
+        assert failure.value.code == "worker_died"
+        old_pid = (await job.status())["status"] == "FAILED"
+        assert old_pid
+        result = await ep.run_sync({"count": 1, "delay": 0})
+        assert result["status"] == "COMPLETED"
+        health = await ep.health()
+        assert health["workers"]["ready"] == 1
+
+
+async def test_two_workers_run_two_jobs_at_once(server):
+    async with server.endpoint("pair") as ep:
+        jobs = [await ep.run({"count": 4, "delay": 0.5}) for _ in range(2)]
+        started = time.monotonic()
+        results = await asyncio.gather(*(collect(job) for job in jobs))
+        elapsed = time.monotonic() - started
+        pids = {chunks[0]["pid"] for chunks, _ in results}
+        assert len(pids) == 2
+        assert elapsed < 3.5  # one after the other would take over 4 s
+        assert [c["seq"] for c in results[0][0]] == [0, 1, 2, 3]
+
+
+async def test_execution_timeout_policy_times_the_job_out(server):
+    async with server.endpoint("solo") as ep:
+        job = await ep.run({"hang": True}, policy={"executionTimeout": 1500})
+        with pytest.raises(JobTimedOut):
+            await collect(job)
+        assert (await job.status())["status"] == "TIMED_OUT"
+        assert (await ep.run_sync({"count": 1, "delay": 0}))["status"] == "COMPLETED"
