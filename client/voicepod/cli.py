@@ -1,77 +1,24 @@
-"""The ``voicepod`` command."""
+"""The ``voicepod`` command: each subcommand lives in its own module, which registers its parser here."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import signal
+import importlib
 import sys
-from pathlib import Path
 
-
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        name, sep, rest = value.partition("=")
-        if not sep or not name or not rest:
-            raise SystemExit(f"voicepod: {what} must look like NAME=VALUE, got {value!r}")
-        pairs[name] = rest
-    return pairs
-
-
-async def _serve_local(args: argparse.Namespace) -> int:
-    from .local.server import Emulator, EndpointConfig
-
-    handlers = _pairs(args.endpoints, "an endpoint")
-    counts = {name: int(n) for name, n in _pairs(args.workers, "--workers").items()}
-    unknown = set(counts) - set(handlers)
-    if unknown:
-        raise SystemExit(f"voicepod: --workers names unknown endpoint(s): {', '.join(sorted(unknown))}")
-    for name, path in handlers.items():
-        if not Path(path).is_file():
-            raise SystemExit(f"voicepod: handler file for '{name}' not found: {path}")
-    emulator = Emulator(
-        [EndpointConfig(name, Path(path), counts.get(name, 1)) for name, path in handlers.items()],
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key or os.environ.get("VOICEPOD_LOCAL_API_KEY") or None,
-        execution_timeout_s=args.execution_timeout,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await emulator.start()
-    print(f"serving RunPod's API at http://{args.host}:{args.port}/v2/{{endpoint}}", file=sys.stderr, flush=True)
-    await stop.wait()
-    print("stopping workers", file=sys.stderr, flush=True)
-    await emulator.stop()
-    return 0
+# Modules with a ``register(subparsers)`` that adds one command whose ``func(args)`` returns an exit code.
+COMMAND_MODULES = [
+    "voicepod.local.command",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="voicepod", description=__doc__)
+    parser = argparse.ArgumentParser(prog="voicepod", description="Self-hosted voice agents on RunPod serverless.")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser(
-        "serve-local",
-        help="serve RunPod's endpoint API locally over real SDK worker processes",
-        description="Start N worker processes per endpoint, each running its handler file unchanged through "
-        "the runpod SDK's worker loop, and serve RunPod's public API for them at /v2/NAME/.",
-    )
-    serve.add_argument("endpoints", nargs="+", metavar="NAME=PATH/TO/handler.py")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key", help="require this Bearer key (or set VOICEPOD_LOCAL_API_KEY)")
-    serve.add_argument("--workers", action="append", default=[], metavar="NAME=N", help="workers per endpoint")
-    serve.add_argument("--execution-timeout", type=float, default=600.0, metavar="SECONDS",
-                       help="fail a job that runs longer (TIMED_OUT), unless its policy says otherwise")
-
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     args = parser.parse_args(argv)
-    if args.command == "serve-local":
-        return asyncio.run(_serve_local(args))
-    return 2
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

