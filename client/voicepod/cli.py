@@ -9,6 +9,7 @@ import sys
 # Modules with a ``register(subparsers)`` that adds one command whose ``func(args)`` returns an exit code.
 COMMAND_MODULES = [
     "voicepod.local.command",
+    "voicepod.deploy",
 ]
 
 
