@@ -9,6 +9,8 @@ import sys
 # Modules with a ``register(subparsers)`` that adds one command whose ``func(args)`` returns an exit code.
 COMMAND_MODULES = [
     "voicepod.local.command",
+    "voicepod.turn",
+    "voicepod.demo",
     "voicepod.deploy",
 ]
 

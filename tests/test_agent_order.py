@@ -1,0 +1,115 @@
+"""VoiceAgent's sequencing, with endpoint doubles whose timing we control: audio in sentence order although
+later sentences finish synthesis first, and barge-in cancels what is in flight. (The real workers are
+exercised end to end in test_agent.py; here only the agent is under test.)"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+
+from voicepod.agent import Audio, Done, VoiceAgent
+
+_ids = itertools.count()
+
+
+class FakeJob:
+    def __init__(self, chunks, delay):
+        self.id = f"job-{next(_ids)}"
+        self._chunks = chunks
+        self._delay = delay
+        self.finished = False
+        self.cancelled = False
+
+    async def chunks(self):
+        from voicepod.protocol import parse_chunk
+
+        for seq, body in enumerate(self._chunks):
+            await asyncio.sleep(self._delay(seq))
+            yield parse_chunk({"seq": seq, **body})
+        self.finished = True
+
+    async def cancel(self):
+        self.cancelled = self.finished = True
+
+
+class FakeEndpoint:
+    def __init__(self, respond):
+        self.respond = respond
+        self.jobs: list[FakeJob] = []
+
+    async def run(self, payload):
+        job = self.respond(payload)
+        self.jobs.append(job)
+        return job
+
+
+METRICS = {"compute_s": 0.1, "load_s": 0.0}
+
+
+def stt():
+    done = {"type": "done", "kind": "transcript", "text": "hello", "language": "en", "language_probability": 1,
+            "duration": 1, "metrics": METRICS}
+    return FakeEndpoint(lambda payload: FakeJob([done], lambda seq: 0))
+
+
+def llm(reply: str, pace: float = 0.01):
+    def respond(payload):
+        deltas = [{"type": "delta", "chunk": {"choices": [{"delta": {"content": word}}]}}
+                  for word in reply.split(" ")[:1] + [" " + w for w in reply.split(" ")[1:]]]
+        done = {"type": "done", "kind": "completion", "text": reply, "finish_reason": "stop",
+                "usage": {"prompt_tokens": 1, "completion_tokens": len(deltas)}, "metrics": METRICS}
+        return FakeJob([*deltas, done], lambda seq: pace)
+    return FakeEndpoint(respond)
+
+
+def tts(delay_for):
+    def respond(payload):
+        text = payload["text"]
+        audio = {"type": "audio", "sentence": 0, "format": "pcm16", "sample_rate": 16000}
+        parts = [{**audio, "audio": base64.b64encode(f"{text}|{i};".encode()).decode()} for i in range(2)]
+        done = {"type": "done", "kind": "speech", "duration": 1, "sentences": 1, "metrics": METRICS}
+        return FakeJob([*parts, done], lambda seq: delay_for(text) if seq == 0 else 0.01)
+    return FakeEndpoint(respond)
+
+
+async def test_audio_comes_in_sentence_order_when_later_sentences_finish_first():
+    # The first sentence takes longest to synthesize, the last the shortest.
+    reply = "First one is slow. Second is faster. Third is instant."
+    delays = {"First one is slow.": 0.5, "Second is faster.": 0.2, "Third is instant.": 0.0}
+    speaker = tts(lambda text: delays[text])
+    agent = VoiceAgent(stt(), llm(reply), speaker, first_cut_words=0)
+    events = [e async for e in agent.respond(b"audio")]
+    audio = [e for e in events if isinstance(e, Audio)]
+    assert [e.data.decode() for e in audio] == [f"{s}|{i};" for s in delays for i in range(2)]
+    assert [e.sentence for e in audio] == [0, 0, 1, 1, 2, 2]
+    # Every sentence was sent to TTS before the first one's audio came back: the stages overlapped.
+    assert len(speaker.jobs) == 3
+    assert events[-1].reply == reply
+
+
+async def test_interrupt_cancels_in_flight_jobs_and_trims_history():
+    reply = "One is said. Two is slow to say. Three never comes."
+    speaker = tts(lambda text: 5.0 if text.startswith("Two") else 0.0)
+    writer = llm(reply, pace=0.05)
+    agent = VoiceAgent(stt(), writer, speaker, first_cut_words=0)
+    events = []
+    async for event in agent.respond(b"audio"):
+        events.append(event)
+        if isinstance(event, Audio) and event.sentence == 0 and len(events) > 2:
+            await agent.interrupt()
+    done = events[-1]
+    assert isinstance(done, Done) and done.interrupted
+    assert done.reply == "One is said."
+    assert agent.history == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "One is said."}]
+    assert any(job.cancelled for job in speaker.jobs)
+
+
+async def test_first_sentence_is_cut_early_at_a_comma():
+    reply = "Well, the answer to that question, as far as I know, is forty two. Thanks."
+    speaker = tts(lambda text: 0.0)
+    agent = VoiceAgent(stt(), llm(reply), speaker, first_cut_words=5)
+    events = [e async for e in agent.respond(b"audio")]
+    spoken = list(dict.fromkeys(e.text for e in events if isinstance(e, Audio)))
+    assert spoken[0] == "Well, the answer to that question,"
+    assert " ".join(spoken) == reply

@@ -1,0 +1,65 @@
+"""The reply sentence aggregator on deltas split anywhere, and the shared audio codecs."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from voicepod.aggregator import SentenceAggregator
+from voicepod.audio import mulaw_decode, mulaw_encode, read_wav, write_wav
+from voicepod.sentences import split_sentences
+
+TEXT = ("Dr. Smith paid $3.50 for it, e.g. at the U.S. store. Was it worth it? Yes... mostly! "
+        "Then, after a long pause, he said: \"fine.\" The end")
+
+
+def feed_in_pieces(aggregator: SentenceAggregator, text: str, cuts: list[int]) -> list[str]:
+    out, start = [], 0
+    for cut in sorted(set(cuts)) + [len(text)]:
+        out += aggregator.feed(text[start:cut])
+        start = cut
+    return out + aggregator.flush()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(TEXT)), max_size=30))
+def test_streamed_deltas_split_anywhere_give_the_whole_text_sentences(cuts):
+    assert feed_in_pieces(SentenceAggregator(first_cut_words=0), TEXT, cuts) == split_sentences(TEXT)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(TEXT)), max_size=30))
+def test_early_first_cut_keeps_every_word_in_order(cuts):
+    pieces = feed_in_pieces(SentenceAggregator(first_cut_words=4), TEXT, cuts)
+    assert " ".join(pieces).split() == TEXT.split()
+    assert pieces[0] == "Dr. Smith paid $3.50 for it,"
+
+
+def test_no_early_cut_before_enough_words():
+    aggregator = SentenceAggregator(first_cut_words=6)
+    assert aggregator.feed("Yes, of course. ") == []  # "of course." is not complete until more text arrives
+    assert aggregator.feed("It") == ["Yes, of course."]
+
+
+def test_mulaw_round_trip_error_is_within_the_codec_step():
+    x = (0.8 * np.sin(np.linspace(0, 200, 16000))).astype(np.float32)
+    y = mulaw_decode(mulaw_encode(x))
+    assert y.shape == x.shape
+    # mu-law's step grows with amplitude: about 3% of the value, plus a small floor near zero.
+    assert np.all(np.abs(x - y) <= 0.035 * np.abs(x) + 2e-3)
+
+
+def test_mulaw_matches_the_itu_reference_coder():
+    audioop = __import__("pytest").importorskip("audioop")  # gone in Python 3.13
+    pcm = np.arange(-32768, 32767, dtype="<i2")
+    ours = mulaw_encode(pcm.astype(np.float32) / 32767.0)
+    assert ours == audioop.lin2ulaw(pcm.tobytes(), 2)
+    every_code = bytes(range(256))
+    reference = np.frombuffer(audioop.ulaw2lin(every_code, 2), dtype="<i2") / 32768.0
+    assert np.array_equal(mulaw_decode(every_code), reference.astype(np.float32))
+
+
+def test_wav_round_trip():
+    x = (0.5 * np.sin(np.linspace(0, 50, 4410))).astype(np.float32)
+    y, rate = read_wav(write_wav(x, 22050))
+    assert rate == 22050 and np.max(np.abs(x - y)) < 1e-4
