@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "voicepod.turn",
     "voicepod.demo",
     "voicepod.deploy",
+    "voicepod.cost",
 ]
 
 
