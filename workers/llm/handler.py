@@ -48,6 +48,11 @@ EMBEDDED_NAME = "gemma-3-270m"
 MAX_TOKENS_CAP = int(os.environ.get("MAX_TOKENS_CAP", "1024"))
 DEFAULT_MAX_TOKENS = min(256, MAX_TOKENS_CAP)
 MAX_STOPS = 8
+# torch.manual_seed takes a signed or unsigned 64-bit seed; a larger one would fail the job as an internal error.
+SEED_RANGE = {"ge": -(2**63), "le": 2**64 - 1}
+# Below this, sampling picks the top token anyway, and dividing logits by a subnormal temperature overflows
+# them to inf (a NaN probability tensor): such temperatures are run as greedy.
+MIN_SAMPLING_TEMPERATURE = 1e-3
 
 
 def _load() -> LanguageModel:
@@ -91,7 +96,7 @@ class OpenAIChatInput(StrictInput):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] = 1
@@ -107,7 +112,7 @@ class LLMRequest(StrictInput):
     temperature: float = Field(1.0, ge=0, le=2, description="0 means greedy")
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
     openai_route: Literal["/v1/chat/completions", "/v1/models"] | None = None
     openai_input: dict[str, Any] | None = None
 
@@ -167,6 +172,8 @@ def _plan(
             f"of {LM.context_length} tokens",
             field=f"{prefix}{'messages' if messages is not None else 'prompt'}",
         )
+    if temperature < MIN_SAMPLING_TEMPERATURE:
+        temperature = 0.0
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     return _Plan(prompt=built, prompt_ids=ids, params=params, stops=(*built.stops, *stops))
 
