@@ -137,6 +137,7 @@ class Job:
         transport = self.endpoint._transport
         expected = 0
         pending: dict[int, Any] = {}
+        last_type: Any = None
         pause = self.endpoint.poll_min
         while True:
             reply = await transport.request("GET", f"stream/{self.id}")
@@ -150,12 +151,16 @@ class Job:
                 if seq >= expected:
                     pending.setdefault(seq, output)
             while expected in pending:
-                yield pending.pop(expected)
+                output = pending.pop(expected)
+                last_type = output.get("type")
+                yield output
                 expected += 1
             status = reply.get("status")
             if status in TERMINAL:
                 self.finished = True
-                if status == "COMPLETED" and pending:
+                # A lost reply may have carried the last chunks, leaving nothing pending: only a final
+                # "done" proves the stream whole; otherwise the aggregate output says what is missing.
+                if status == "COMPLETED" and (pending or last_type != "done"):
                     for output in await self._recover(expected):
                         yield output
                         expected += 1
