@@ -17,8 +17,13 @@ def run(pieces: list[str], stops: list[str]) -> tuple[list[str], bool]:
 
 
 def expected(text: str, stops: list[str]) -> str:
-    found = [text.find(stop) for stop in stops if stop and stop in text]
-    return text[: min(found)] if found else text
+    # Read one character at a time: the first character that completes a stop ends the text, cut at the
+    # earliest start among the stops completing there.
+    for end in range(1, len(text) + 1):
+        starts = [end - len(stop) for stop in stops if stop and text[:end].endswith(stop)]
+        if starts:
+            return text[: min(starts)]
+    return text
 
 
 def split_at(text: str, cuts: list[int]) -> list[str]:
@@ -116,3 +121,10 @@ def test_chat_template_is_used_when_the_tokenizer_has_one() -> None:
 def test_raw_prompt_is_continued_as_is() -> None:
     prompt = raw_prompt("Once upon a time")
     assert prompt.text == "Once upon a time" and prompt.stops == ()
+
+
+def test_overlapping_stops_cut_where_the_first_completes_whatever_the_split() -> None:
+    # "U" completes at the third character, before ":U:" can: the same cut in one piece or in two.
+    assert "".join(run(["::U:"], ["U", ":U:"])[0]) == "::"
+    assert "".join(run(["::U", ":"], ["U", ":U:"])[0]) == "::"
+    assert "".join(run(["a:U:b"], [":U:", "U"])[0]) == "a"

@@ -14,8 +14,9 @@ from collections.abc import Iterable
 class StopMatcher:
     """Feed text pieces in order; get back the text that is safe to emit.
 
-    ``stops`` are the strings that end the completion (empty strings are ignored). After a stop is found,
-    :attr:`stopped` is true and everything from the stop on is dropped.
+    ``stops`` are the strings that end the completion (empty strings are ignored). The completion ends at the
+    first character where some stop string is complete; the text is cut where that stop begins (the earliest
+    begin, if several complete there). After that :attr:`stopped` is true and the rest is dropped.
     """
 
     def __init__(self, stops: Iterable[str]):
@@ -28,11 +29,13 @@ class StopMatcher:
         if self.stopped:
             return ""
         text = self._held + piece
-        found = [index for index in (text.find(stop) for stop in self.stops) if index >= 0]
+        # Generation ends where a stop string first completes, as if the text had come one character at a time;
+        # so the cut does not depend on how the text was split into tokens (see the class docstring).
+        found = [(index + len(stop), index) for stop in self.stops if (index := text.find(stop)) >= 0]
         if found:
             self.stopped = True
             self._held = ""
-            return text[: min(found)]
+            return text[: min(found)[1]]
         keep = self._longest_partial_stop(text)
         self._held = text[len(text) - keep :]
         return text[: len(text) - keep]
