@@ -127,4 +127,5 @@ def test_overlapping_stops_cut_where_the_first_completes_whatever_the_split() ->
     # "U" completes at the third character, before ":U:" can: the same cut in one piece or in two.
     assert "".join(run(["::U:"], ["U", ":U:"])[0]) == "::"
     assert "".join(run(["::U", ":"], ["U", ":U:"])[0]) == "::"
-    assert "".join(run(["a:U:b"], [":U:", "U"])[0]) == "a"
+    assert "".join(run(["a:U:b"], [":U:", "U"])[0]) == "a:"
+    assert "".join(run(["aUb"], ["aU", "U"])[0]) == ""  # both complete at "U": the earlier start wins
