@@ -7,7 +7,6 @@ import time
 
 import httpx
 import pytest
-
 from voicepod import AuthError, JobCancelled, JobFailed, JobTimedOut, NotFoundError
 from voicepod.local import LocalServer
 
@@ -154,3 +153,18 @@ async def test_execution_timeout_policy_times_the_job_out(server):
             await collect(job)
         assert (await job.status())["status"] == "TIMED_OUT"
         assert (await ep.run_sync({"count": 1, "delay": 0}))["status"] == "COMPLETED"
+
+
+def test_one_worker_with_concurrency_takes_jobs_in_batches():
+    async def run_three(server):
+        async with server.endpoint("multi") as ep:
+            jobs = [await ep.run({"count": 4, "delay": 0.5}) for _ in range(3)]
+            started = time.monotonic()
+            results = await asyncio.wait_for(asyncio.gather(*(collect(job) for job in jobs)), 60)
+            return results, time.monotonic() - started
+
+    with LocalServer({"multi": COUNTING}, env={"COUNTING_CONCURRENCY": "3"}, ready_timeout_s=120) as server:
+        results, elapsed = asyncio.run(run_three(server))
+    assert len({chunks[0]["pid"] for chunks, _ in results}) == 1  # one worker process...
+    assert elapsed < 4.5  # ...ran the three 2 s jobs side by side, not one after another (6 s)
+    assert all([c["seq"] for c in chunks] == [0, 1, 2, 3] for chunks, _ in results)

@@ -29,4 +29,8 @@ async def handler(job):
 
 
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+    # COUNTING_CONCURRENCY > 1 makes the SDK take jobs in batches (its job-take-batch route).
+    concurrency = int(os.environ.get("COUNTING_CONCURRENCY", "1"))
+    runpod.serverless.start(
+        {"handler": handler, "return_aggregate_stream": True, "concurrency_modifier": lambda _: concurrency}
+    )

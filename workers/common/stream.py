@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -99,3 +100,19 @@ def _free_accelerator_memory() -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
+
+
+def worker_config(handler: Callable[..., AsyncIterator[dict[str, Any]]], concurrency: int = 1) -> dict[str, Any]:
+    """The ``runpod.serverless.start`` config every voicepod worker uses.
+
+    ``concurrency`` (overridden by the ``MAX_CONCURRENCY`` variable) is how many jobs one worker process takes
+    at once. Above 1 it also keeps the SDK polling for the next job while one runs: with 1, the SDK waits up to
+    a second after a job before taking the next, which a chain of short per-sentence TTS jobs would feel.
+    """
+    jobs = max(1, int(os.environ.get("MAX_CONCURRENCY", concurrency)))
+    return {
+        "handler": handler,
+        # /status and /runsync return every chunk, as a list, once the job is done.
+        "return_aggregate_stream": True,
+        "concurrency_modifier": lambda _current: jobs,
+    }

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, model_source, timed_load
-from workers.common.stream import report_load, serve_job
+from workers.common.stream import report_load, serve_job, worker_config
 from workers.common.threads import iterate_in_thread
 from workers.common.validation import StrictInput, parse_input
 from workers.llm import openai
@@ -287,4 +287,4 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+    runpod.serverless.start(worker_config(handler))

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from workers.common.errors import INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, cuda_available, model_source, timed_load
-from workers.common.stream import report_load, serve_job
+from workers.common.stream import report_load, serve_job, worker_config
 from workers.common.threads import iterate_in_thread, run_in_thread
 from workers.common.validation import StrictInput
 from workers.stt.decode import AudioLimits, RawFormat, decode_audio_bytes, decode_base64
@@ -175,4 +175,4 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+    runpod.serverless.start(worker_config(handler))

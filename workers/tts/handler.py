@@ -27,7 +27,7 @@ from voicepod.sentences import split_sentences
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, timed_load
-from workers.common.stream import report_load, serve_job
+from workers.common.stream import report_load, serve_job, worker_config
 from workers.common.threads import iterate_in_thread
 from workers.common.validation import StrictInput
 from workers.tts.encode import ChunkEncoder
@@ -122,4 +122,5 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+    # Per-sentence jobs of one reply arrive together: take them at once, synthesis runs in threads.
+    runpod.serverless.start(worker_config(handler, concurrency=4))

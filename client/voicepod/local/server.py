@@ -109,6 +109,7 @@ class Emulator:
         ]
         internal = [
             web.get("/_worker/{ep}/job-take/{worker}", self.job_take),
+            web.get("/_worker/{ep}/job-take-batch/{worker}", self.job_take_batch),
             web.get("/_worker/{ep}/job-stop/{worker}", self.job_stop),
             web.post("/_worker/{ep}/job-stream/{worker}/{job}", self.job_stream),
             web.post("/_worker/{ep}/job-done/{worker}/{job}", self.job_done),
@@ -300,32 +301,58 @@ class Emulator:
             )
 
     async def job_take(self, request: web.Request) -> web.Response:
+        return await self._take(request, batch=None)
+
+    async def job_take_batch(self, request: web.Request) -> web.Response:
+        # The SDK asks for a batch when its concurrency is above 1 and more than one slot is free.
+        size = request.query.get("batch_size", "1")
+        return await self._take(request, batch=min(max(int(size), 1), 64) if size.isdigit() else 1)
+
+    def _claimable(self, job_id: str) -> LocalJob | None:
+        job = self.jobs.get(job_id)
+        return job if job is not None and job.status == IN_QUEUE else None  # else cancelled while queued
+
+    async def _next_job_id(self, queue: asyncio.Queue[str], timeout: float) -> str | None:
+        getter = asyncio.ensure_future(queue.get())
+        closing = asyncio.ensure_future(self._closing.wait())
+        await asyncio.wait({getter, closing}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        return None
+
+    async def _take(self, request: web.Request, batch: int | None) -> web.Response:
+        """Hold the poll until a job is queued (or ``TAKE_POLL_S`` passes), then hand out one job, or for a
+        batch request as many queued jobs as asked for without waiting for more."""
         worker = self._worker(request)
         self._mark_ready(worker)
         queue = self.endpoints[worker.endpoint].queue
+        taken: list[LocalJob] = []
         deadline = time.monotonic() + TAKE_POLL_S
-        while (left := deadline - time.monotonic()) > 0 and not self._closing.is_set():
-            getter = asyncio.ensure_future(queue.get())
-            closing = asyncio.ensure_future(self._closing.wait())
-            await asyncio.wait({getter, closing}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            closing.cancel()
-            if not getter.done():
-                getter.cancel()
+        while not taken and (left := deadline - time.monotonic()) > 0 and not self._closing.is_set():
+            job_id = await self._next_job_id(queue, left)
+            if job_id is None:
                 break
-            job_id = getter.result()
-            job = self.jobs.get(job_id)
-            if job is None or job.status != IN_QUEUE:  # cancelled or purged while queued
-                continue
-            if request.transport is None or request.transport.is_closing():
-                queue.put_nowait(job_id)  # the worker went away mid-poll: leave the job for another
-                break
+            if job := self._claimable(job_id):
+                taken.append(job)
+        while taken and batch and len(taken) < batch and not queue.empty():
+            if job := self._claimable(queue.get_nowait()):
+                taken.append(job)
+        if taken and (request.transport is None or request.transport.is_closing()):
+            for job in taken:  # the worker went away mid-poll: leave the jobs for another
+                queue.put_nowait(job.id)
+            taken = []
+        if not taken:
+            return web.Response(status=204)
+        for job in taken:
             job.start(worker.worker_id)
             worker.jobs.add(job.id)
             task = asyncio.create_task(self._watch_timeout(job))
             self._watchdogs.add(task)
             task.add_done_callback(self._watchdogs.discard)
-            return _json({"id": job.id, "input": job.input})
-        return web.Response(status=204)
+        bodies = [{"id": job.id, "input": job.input} for job in taken]
+        return _json(bodies if batch else bodies[0])
 
     async def job_stop(self, request: web.Request) -> web.Response:
         worker = self._worker(request)
