@@ -113,3 +113,17 @@ async def test_first_sentence_is_cut_early_at_a_comma():
     spoken = list(dict.fromkeys(e.text for e in events if isinstance(e, Audio)))
     assert spoken[0] == "Well, the answer to that question,"
     assert " ".join(spoken) == reply
+
+
+async def test_barge_in_during_transcription_starts_no_reply():
+    writer = llm("Never said.")
+    agent = VoiceAgent(stt(), writer, tts(lambda text: 0.0))
+    await agent.interrupt()  # e.g. the caller spoke again before this turn's transcript was in
+    events = []
+    async for event in agent.respond(b"audio"):
+        events.append(event)
+        if len(events) == 1:
+            await agent.interrupt()
+    assert events[-1].interrupted and events[-1].reply == ""
+    assert writer.jobs == []
+    assert agent.history == [{"role": "user", "content": "hello"}]

@@ -253,7 +253,8 @@ class _Turn:
                 if isinstance(event, Transcript) and event.final:
                     transcript = event.text
                 yield event
-            if transcript.strip():
+            interrupted = agent._interrupt.is_set()  # barge-in while transcribing: start no reply at all
+            if transcript.strip() and not interrupted:
                 messages = [{"role": "system", "content": agent.system_prompt}] if agent.system_prompt else []
                 messages += [*agent.history, {"role": "user", "content": transcript}]
                 self.tasks.append(asyncio.create_task(self._guard(self._reply(messages))))
