@@ -1,0 +1,158 @@
+"""The chain: voice-to-voice latency of a turn through ``serve-local`` and ``VoiceAgent`` (stages overlapped,
+audio streamed) against the same three jobs run one after another with ``run_sync`` (STT on the question, LLM
+on the transcript, TTS on the whole reply); the client's and emulator's own time per stage; a waterfall PNG.
+
+``python -m benchmarks.chain [--quick] [--runs N]``. Streamed and sequential turns alternate; medians reported.
+The emulator's overhead per stage is the job's time seen by the client minus the worker's own compute seconds
+(queueing, polling, HTTP, JSON); the JSON and base64 work on one turn's payloads is timed on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import REPO, RESULTS, md_table, median, write_results
+from benchmarks.waterfall import draw
+
+# A reply of several sentences: with one sentence the speech can only start when the LLM job ends, and the
+# streamed turn is no faster than the sequential one (measured: both ~7 s for "What is the capital of France?").
+QUESTION = "Tell me about the city of Paris."
+SYSTEM_PROMPT = "Answer in three short sentences."
+LLM_OPTIONS = {"max_tokens": 64, "temperature": 0.0}
+STAGES = ("stt", "llm", "tts")
+
+
+async def _streamed(server: Any, question: bytes) -> dict[str, Any]:
+    from voicepod.agent import Audio, Done, VoiceAgent
+
+    endpoints = [server.endpoint(stage, timeout=600) for stage in STAGES]
+    try:
+        agent = VoiceAgent(*endpoints, system_prompt=SYSTEM_PROMPT, llm_options=LLM_OPTIONS)
+        audio_s = 0.0
+        async for event in agent.respond(question):
+            if isinstance(event, Audio):
+                audio_s += len(event.data) / 2 / event.sample_rate
+            if isinstance(event, Done):
+                m = event.metrics
+                stages = {s.name: {"started": s.started, "first_chunk": s.first_chunk, "finished": s.finished,
+                                   "billed_s": s.billed_s, "jobs": len(s.job_ids)} for s in (m.stt, m.llm, m.tts)}
+                return {"voice_to_voice_s": m.voice_to_voice_s, "total_s": m.total_s, "reply": event.reply,
+                        "reply_audio_s": audio_s, **stages}
+    finally:
+        for endpoint in endpoints:
+            await endpoint.aclose()
+    raise RuntimeError("the turn ended without Done")
+
+
+def _done(reply: dict[str, Any]) -> dict[str, Any]:
+    return next(chunk for chunk in reply["output"] if chunk.get("type") == "done")
+
+
+async def _sequential(server: Any, question: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    started = time.perf_counter()
+    payloads: list[Any] = []
+
+    async def stage(name: str, job_input: dict[str, Any]) -> dict[str, Any]:
+        async with server.endpoint(name, timeout=600) as endpoint:
+            begun = time.perf_counter() - started
+            reply = await endpoint.run_sync(job_input)
+            finished = time.perf_counter() - started
+        done = _done(reply)
+        payloads.append(reply)
+        result[name] = {"started": begun, "finished": finished, "compute_s": done["metrics"]["compute_s"],
+                        "overhead_s": (finished - begun) - done["metrics"]["compute_s"]}
+        return done
+
+    transcript = (await stage("stt", {"audio_base64": base64.b64encode(question).decode()}))["text"]
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": transcript}]
+    reply = (await stage("llm", {"messages": messages, **LLM_OPTIONS}))["text"]
+    await stage("tts", {"text": reply, "format": "pcm16"})
+    result["total_s"] = time.perf_counter() - started
+    result["codec_s"] = _codec_seconds(question, payloads)
+    return result
+
+
+def _codec_seconds(question: bytes, replies: list[dict[str, Any]]) -> float:
+    """JSON encode + decode of every payload of the turn, base64 both ways of its audio: the client's share."""
+    started = time.perf_counter()
+    json.loads(json.dumps({"input": {"audio_base64": base64.b64encode(question).decode()}}))
+    for reply in replies:
+        for chunk in json.loads(json.dumps(reply))["output"]:
+            if "audio" in chunk:
+                base64.b64decode(chunk["audio"])
+    return time.perf_counter() - started
+
+
+def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
+    from voicepod.audio import read_wav
+    from voicepod.local import LocalServer
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from speech import espeak_wav
+
+    question = espeak_wav(QUESTION)
+    samples, rate = read_wav(question)
+    question_s = len(samples) / rate
+    handlers = {stage: REPO / "workers" / stage / "handler.py" for stage in STAGES}
+    streamed, sequential = [], []
+    with LocalServer(handlers, ready_timeout_s=600) as server:
+        asyncio.run(_streamed(server, question))  # the first jobs carry the model loads (cold start: issue 7)
+        for _ in range(runs):
+            streamed.append(asyncio.run(_streamed(server, question)))
+            sequential.append(asyncio.run(_sequential(server, question)))
+    v2v = median([t["voice_to_voice_s"] for t in streamed])
+    seq_total = median([t["total_s"] for t in sequential])
+    ratio = v2v / seq_total
+    overhead = {s: median([t[s]["overhead_s"] for t in sequential]) for s in STAGES}
+    compute = {s: median([t[s]["compute_s"] for t in sequential]) for s in STAGES}
+    codec = median([t["codec_s"] for t in sequential])
+    billed = {s: median([t[s]["billed_s"] for t in streamed]) for s in STAGES}
+    reply_s = median([t["reply_audio_s"] for t in streamed])
+    # A turn lasts the question, the wait for the answer and the answer; the next question comes after it.
+    turns_per_minute = 60.0 / (question_s + v2v + reply_s)
+    # The waterfall shows the streamed turn closest to the median, beside the sequential one of the same pair.
+    pick = min(range(runs), key=lambda i: abs(streamed[i]["voice_to_voice_s"] - v2v))
+    png = draw(streamed[pick], sequential[pick], out / "waterfall.png",
+               f"One turn: '{QUESTION}' ({question_s:.1f} s) -> {streamed[pick]['reply']!r}")
+    table = md_table(
+        ["", "streamed (VoiceAgent)", "one after another (run_sync)", "streamed / sequential"],
+        [["voice-to-voice s", v2v, seq_total, f"{ratio:.0%}"]],
+    )
+    table += "\n\n" + md_table(
+        ["stage", "worker compute s", "emulator + client overhead s", "overhead share"],
+        [[s, compute[s], overhead[s], f"{overhead[s] / (compute[s] + overhead[s]):.0%}"] for s in STAGES],
+    )
+    table += (f"\n\nJSON + base64 of one turn's payloads in the client: {codec * 1000:.1f} ms. Medians of {runs} "
+              f"alternating turns; LLM {LLM_OPTIONS}. Waterfall: `{png.name}`.")
+    payload = {
+        "runs": runs, "question": QUESTION, "question_s": question_s, "voice_to_voice_s": v2v,
+        "sequential_s": seq_total, "streamed_over_sequential": ratio, "overhead_s": overhead,
+        "compute_s": compute, "codec_s": codec,
+        "cost_inputs": {"billed_s": billed, "turns_per_minute": turns_per_minute, "question_s": question_s,
+                        "reply_audio_s": reply_s},
+        "streamed": streamed, "sequential": sequential, "waterfall": png.name,
+    }
+    write_results("chain", payload, table, out)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run(args.quick, args.runs or (3 if args.quick else 5), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""A waterfall picture of one turn: a bar per stage from its start to its end, a mark at its first chunk, and
+the same three jobs run one after another below it for comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: benchmark machines have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLOURS = {"stt": "#4C72B0", "llm": "#DD8452", "tts": "#55A868"}
+
+
+def draw(streamed: dict[str, Any], sequential: dict[str, Any] | None, path: Path, title: str) -> Path:
+    """Write the PNG. ``streamed``: ``{stage: {"started", "first_chunk", "finished"}, "voice_to_voice_s"}``
+    (seconds since the end of the user's audio); ``sequential``: ``{stage: {"started", "finished"}}``."""
+    rows = [(f"{stage.upper()} (streamed)", stage, streamed[stage]) for stage in COLOURS]
+    if sequential:
+        rows += [(f"{stage.upper()} (one after another)", stage, sequential[stage]) for stage in COLOURS]
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.6), dpi=120)
+    for y, (label, stage, t) in enumerate(rows):
+        if t.get("started") is None or t.get("finished") is None:
+            continue
+        streamed_row = "streamed" in label
+        ax.barh(y, t["finished"] - t["started"], left=t["started"], height=0.6, color=COLOURS[stage],
+                alpha=1.0 if streamed_row else 0.45)
+        if t.get("first_chunk") is not None:
+            ax.plot([t["first_chunk"]] * 2, [y - 0.35, y + 0.35], color="black", linewidth=2)
+    ends = [t["finished"] for _, _, t in rows if t.get("finished") is not None]
+    v2v = streamed.get("voice_to_voice_s")
+    if v2v is not None:
+        ax.axvline(v2v, color="crimson", linestyle="--", linewidth=1.2,
+                   label=f"first reply audio, streamed: {v2v:.2f} s")
+    if sequential and sequential.get("total_s"):
+        ax.axvline(sequential["total_s"], color="dimgrey", linestyle=":", linewidth=1.5,
+                   label=f"reply audio, one after another: {sequential['total_s']:.2f} s")
+        ends.append(sequential["total_s"])
+    ax.set_xlim(0, max(ends, default=1.0) * 1.04)
+    ax.legend(loc="lower center", fontsize=9, framealpha=0.95)
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
+    ax.set_ylim(len(rows) - 0.4, -0.6)
+    ax.set_xlabel("seconds since the end of the user's audio  (black tick: first chunk received)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
