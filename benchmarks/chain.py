@@ -18,13 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from voicepod.agent import BASE_MODEL_PRIMER, DEFAULT_SYSTEM_PROMPT
+
 from benchmarks import REPO, RESULTS, md_table, median, write_results
 from benchmarks.waterfall import draw
 
 # A reply of several sentences: with one sentence the speech can only start when the LLM job ends, and the
 # streamed turn is no faster than the sequential one (measured: both ~7 s for "What is the capital of France?").
-QUESTION = "Tell me about the city of Paris."
-SYSTEM_PROMPT = "Answer in three short sentences."
+# The embedded LLM is a base model: the primer's earlier exchange shows it the shape of a longer answer.
+QUESTION = "Tell me about Paris."
+SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT
 LLM_OPTIONS = {"max_tokens": 64, "temperature": 0.0}
 STAGES = ("stt", "llm", "tts")
 
@@ -34,7 +37,8 @@ async def _streamed(server: Any, question: bytes) -> dict[str, Any]:
 
     endpoints = [server.endpoint(stage, timeout=600) for stage in STAGES]
     try:
-        agent = VoiceAgent(*endpoints, system_prompt=SYSTEM_PROMPT, llm_options=LLM_OPTIONS)
+        agent = VoiceAgent(*endpoints, system_prompt=SYSTEM_PROMPT, llm_options=LLM_OPTIONS,
+                           history=BASE_MODEL_PRIMER)
         audio_s = 0.0
         async for event in agent.respond(question):
             if isinstance(event, Audio):
@@ -72,7 +76,8 @@ async def _sequential(server: Any, question: bytes) -> dict[str, Any]:
         return done
 
     transcript = (await stage("stt", {"audio_base64": base64.b64encode(question).decode()}))["text"]
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": transcript}]
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *BASE_MODEL_PRIMER,
+                {"role": "user", "content": transcript}]
     reply = (await stage("llm", {"messages": messages, **LLM_OPTIONS}))["text"]
     await stage("tts", {"text": reply, "format": "pcm16"})
     result["total_s"] = time.perf_counter() - started

