@@ -109,6 +109,7 @@ class WorkerPool:
         # The emulator's API key is for its public API only; workers never see it.
         env.pop("RUNPOD_API_KEY", None)
         env.pop("RUNPOD_AI_API_KEY", None)
+        env.pop("VOICEPOD_LOCAL_API_KEY", None)  # LocalServer hands the key to serve-local this way
         return env
 
     async def start(self) -> None:

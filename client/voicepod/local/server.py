@@ -171,7 +171,7 @@ class Emulator:
         endpoint = self._endpoint(request)
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # too deep a nesting: refused, not a 500
             raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON"}),
                                      content_type="application/json") from None
         if not isinstance(body, dict) or "input" not in body:
