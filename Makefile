@@ -40,5 +40,8 @@ lint: $(STAMP)
 bench: models
 	$(BIN)/python -m benchmarks
 
+soak: models
+	$(BIN)/python -m benchmarks.soak
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
