@@ -91,12 +91,28 @@ async def test_dropped_poll_replies_lose_and_repeat_nothing(server: LocalServer,
     assert [c["value"] for c in chunks] == list(range(12))
 
 
-@pytest.mark.parametrize("status, retry_after", [(503, None), (429, "0.05"), (502, None)])
+@pytest.mark.parametrize("status, retry_after", [(503, None), (429, "0.05")])
 async def test_a_spell_of_refusals_is_waited_out(server: LocalServer, status: int, retry_after: str | None) -> None:
     faults = Faulty(refuse=4, status=status, retry_after=retry_after)
     async with client(server, "count", faults) as ep:
         job = await ep.run({"count": 3, "delay": 0})
         chunks = await collect(job)
+    assert faults.refused == 4
+    assert [c["seq"] for c in chunks] == [0, 1, 2]
+
+
+async def test_a_502_is_retried_on_polls_but_never_resends_a_run(server: LocalServer) -> None:
+    # A 502 may come after the job was accepted: resending the /run could start it twice.
+    faults = Faulty(refuse=1, status=502)
+    async with client(server, "count", faults) as ep:
+        with pytest.raises(ServerError):
+            await ep.run({"count": 1})
+    assert faults.refused == 1
+    async with server.endpoint("count") as clean:
+        job = await clean.run({"count": 3, "delay": 0})
+    faults = Faulty(refuse=4, status=502)
+    async with client(server, "count", faults) as ep:
+        chunks = await collect(ep.job(job.id))
     assert faults.refused == 4
     assert [c["seq"] for c in chunks] == [0, 1, 2]
 

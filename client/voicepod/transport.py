@@ -11,6 +11,8 @@ import httpx
 from .errors import APIError, AuthError, NotFoundError, RateLimitError, ServerError, TransportError
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+# Statuses that say the server did not act on the request: the only ones after which a POST is resent.
+REFUSED_STATUS = {429, 503}
 # Safe to resend even when the first attempt may have reached the server.
 IDEMPOTENT = {"GET", "HEAD", "OPTIONS"}
 
@@ -20,8 +22,8 @@ class Transport:
 
     ``max_retries`` is how many times a failed request is tried again; ``backoff`` is the first pause (seconds),
     doubled each retry with jitter up to ``max_backoff``, or what a ``Retry-After`` header asks. A POST that may
-    have reached the server (a read error after sending) is not resent unless ``idempotent=True``, so a
-    ``/run`` is never submitted twice.
+    have reached the server (a read error after sending, a 500/502/504) is not resent unless
+    ``idempotent=True``, so a ``/run`` is never submitted twice; 429 and 503 say it was refused, so those are.
     """
 
     def __init__(
@@ -90,7 +92,8 @@ class Transport:
             else:
                 if response.status_code < 400:
                     return response.json() if response.content else None
-                if response.status_code not in RETRY_STATUS:
+                retryable = RETRY_STATUS if resend_ok else REFUSED_STATUS
+                if response.status_code not in retryable:
                     raise _api_error(response)
                 error = _api_error(response)
             if attempt >= self.max_retries:
