@@ -17,7 +17,7 @@ from voicepod.cost import cost_row, load_prices, workload_from_results
 
 from benchmarks import REPO, RESULTS, write_results
 
-PRICES = REPO / "benchmarks" / "prices.json"
+PRICES = REPO / "client" / "voicepod" / "prices.json"
 
 
 def run(out: Path, idle_values: tuple[float, ...] = (0.0, 5.0), active: int = 1) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """``voicepod cost``: what a minute of conversation costs on RunPod serverless, per GPU type.
 
 Pure arithmetic on per-turn compute seconds of each stage (given on the command line, or read from the chain
-benchmark's results json) and a per-second price table (``benchmarks/prices.json``). A flex worker is billed
+benchmark's results json) and a per-second price table (``prices.json`` beside this module). A flex worker is billed
 from its start until it stops, i.e. its compute seconds plus the idle timeout it waits for the next job (capped
 by the time until that job); an active worker is billed every second of the month, busy or not.
 """
@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import voicepod
 
 STAGES = ("stt", "llm", "tts")
 SECONDS_PER_MONTH = 30 * 24 * 3600
@@ -147,8 +145,8 @@ def format_table(rows: list[CostRow], managed_per_minute: float) -> str:
 
 
 def default_prices_path() -> Path:
-    # The price table lives with the benchmarks in a checkout, not in the installed client.
-    return Path(voicepod.__file__).resolve().parents[2] / "benchmarks" / "prices.json"
+    # Shipped as package data, so `voicepod cost` works from an installed client too.
+    return Path(__file__).with_name("prices.json")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
