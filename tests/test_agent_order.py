@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 
 from voicepod.agent import Audio, Done, VoiceAgent
 
@@ -34,11 +35,15 @@ class FakeJob:
 
 
 class FakeEndpoint:
-    def __init__(self, respond):
+    def __init__(self, respond, submit_delay: float = 0.0):
         self.respond = respond
+        self.submit_delay = submit_delay  # how long POST /run takes to answer
         self.jobs: list[FakeJob] = []
+        self.submitted_at: list[float] = []
 
     async def run(self, payload):
+        self.submitted_at.append(time.monotonic())
+        await asyncio.sleep(self.submit_delay)
         job = self.respond(payload)
         self.jobs.append(job)
         return job
@@ -63,14 +68,14 @@ def llm(reply: str, pace: float = 0.01):
     return FakeEndpoint(respond)
 
 
-def tts(delay_for):
+def tts(delay_for, submit_delay: float = 0.0):
     def respond(payload):
         text = payload["text"]
         audio = {"type": "audio", "sentence": 0, "format": "pcm16", "sample_rate": 16000}
         parts = [{**audio, "audio": base64.b64encode(f"{text}|{i};".encode()).decode()} for i in range(2)]
         done = {"type": "done", "kind": "speech", "duration": 1, "sentences": 1, "metrics": METRICS}
         return FakeJob([*parts, done], lambda seq: delay_for(text) if seq == 0 else 0.01)
-    return FakeEndpoint(respond)
+    return FakeEndpoint(respond, submit_delay)
 
 
 async def test_audio_comes_in_sentence_order_when_later_sentences_finish_first():
@@ -79,12 +84,16 @@ async def test_audio_comes_in_sentence_order_when_later_sentences_finish_first()
     delays = {"First one is slow.": 0.5, "Second is faster.": 0.2, "Third is instant.": 0.0}
     speaker = tts(lambda text: delays[text])
     agent = VoiceAgent(stt(), llm(reply), speaker, first_cut_words=0)
-    events = [e async for e in agent.respond(b"audio")]
+    events, first_audio_at = [], None
+    async for event in agent.respond(b"audio"):
+        events.append(event)
+        if isinstance(event, Audio) and first_audio_at is None:
+            first_audio_at = time.monotonic()
     audio = [e for e in events if isinstance(e, Audio)]
     assert [e.data.decode() for e in audio] == [f"{s}|{i};" for s in delays for i in range(2)]
     assert [e.sentence for e in audio] == [0, 0, 1, 1, 2, 2]
-    # Every sentence was sent to TTS before the first one's audio came back: the stages overlapped.
-    assert len(speaker.jobs) == 3
+    # Every sentence went to TTS before the first one's audio came back (0.5 s): the jobs ran side by side.
+    assert len(speaker.submitted_at) == 3 and max(speaker.submitted_at) < first_audio_at
     assert events[-1].reply == reply
 
 
@@ -127,3 +136,15 @@ async def test_barge_in_during_transcription_starts_no_reply():
     assert events[-1].interrupted and events[-1].reply == ""
     assert writer.jobs == []
     assert agent.history == [{"role": "user", "content": "hello"}]
+
+
+async def test_a_job_submitted_while_interrupting_is_cancelled_once_the_endpoint_accepts_it():
+    # POST /run takes 0.3 s: the barge-in lands while the first sentence's job is being submitted.
+    speaker = tts(lambda text: 0.0, submit_delay=0.3)
+    agent = VoiceAgent(stt(), llm("One two three. Four five six.", pace=0.01), speaker, first_cut_words=0)
+    async for _event in agent.respond(b"audio"):
+        if speaker.submitted_at and not speaker.jobs:
+            await agent.interrupt()
+    assert speaker.submitted_at and speaker.jobs == []  # the turn ended before /run answered
+    await asyncio.sleep(0.5)
+    assert speaker.jobs and all(job.cancelled for job in speaker.jobs)

@@ -18,6 +18,7 @@ from typing import Any
 from .aggregator import SentenceAggregator
 from .endpoint import Endpoint, Job
 from .protocol import AudioChunk, CompletionDone, DeltaChunk, SegmentChunk, SpeechDone, TranscriptDone
+from .sentences import is_speakable
 
 DEFAULT_SYSTEM_PROMPT = "Answer in one or two short sentences."
 
@@ -65,22 +66,26 @@ class Audio:
 
 @dataclass
 class StageTiming:
-    """One stage of a turn. Times are seconds since the turn began; ``billed_s`` is the workers' compute
-    (and cold-start load) seconds, what RunPod bills per second; ``job_ids`` are the stage's jobs."""
+    """One stage of a turn. Times are seconds since the turn began; ``billed`` maps each of the stage's jobs
+    to its workers' compute (and cold-start load) seconds, what RunPod bills per second."""
 
     name: str
     started: float | None = None
     first_chunk: float | None = None
     finished: float | None = None
-    billed_s: float = 0.0
     job_ids: list[str] = field(default_factory=list)
+    billed: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def billed_s(self) -> float:
+        return sum(self.billed.values())
 
     def mark_first(self, t: float) -> None:
         if self.first_chunk is None:
             self.first_chunk = t
 
-    def bill(self, done: Any) -> None:
-        self.billed_s += done.metrics.compute_s + done.metrics.load_s
+    def bill(self, job: Job, done: Any) -> None:
+        self.billed[job.id] = done.metrics.compute_s + done.metrics.load_s
 
 
 @dataclass
@@ -139,6 +144,16 @@ class _Sentence:
 
 
 _END = object()
+
+
+_late_cancels: set[asyncio.Task[Any]] = set()  # held so the event loop does not drop them unfinished
+
+
+def _cancel_when_submitted(submit: asyncio.Future[Job]) -> None:
+    if not submit.cancelled() and submit.exception() is None:
+        task = asyncio.ensure_future(submit.result().cancel())
+        _late_cancels.add(task)
+        task.add_done_callback(_late_cancels.discard)
 
 
 class VoiceAgent:
@@ -247,7 +262,14 @@ class _Turn:
     async def _submit(self, endpoint: Endpoint, payload: dict[str, Any], stage: StageTiming) -> Job:
         if stage.started is None:
             stage.started = self.now()
-        job = await endpoint.run(payload)
+        submit = asyncio.ensure_future(endpoint.run(payload))
+        try:
+            job = await asyncio.shield(submit)
+        except asyncio.CancelledError:
+            # Interrupted while /run was in flight: the endpoint may accept the job after all; cancel it then,
+            # or it would run (and bill) to the end for nobody.
+            submit.add_done_callback(_cancel_when_submitted)
+            raise
         self.jobs.append(job)
         stage.job_ids.append(job.id)
         return job
@@ -335,7 +357,7 @@ class _Turn:
                 yield Transcript(chunk.text.strip(), False, self.now())
             elif isinstance(chunk, TranscriptDone):
                 stage.finished = self.now()
-                stage.bill(chunk)
+                stage.bill(job, chunk)
                 yield Transcript(chunk.text.strip(), True, self.now())
 
     async def _reply(self, messages: list[dict[str, str]]) -> None:
@@ -351,15 +373,15 @@ class _Turn:
                     await self._speak(sentence)
             elif isinstance(chunk, CompletionDone):
                 stage.finished = self.now()
-                stage.bill(chunk)
+                stage.bill(job, chunk)
         for sentence in aggregator.flush():
             await self._speak(sentence)
         self.reply_done = True
         self.new_sentence.set()
 
     async def _speak(self, text: str) -> None:
-        if not any(ch.isalnum() for ch in text):
-            return  # nothing a voice could say ("...", "—"): the TTS worker would refuse it
+        if not is_speakable(text):
+            return  # the TTS worker would refuse it
         sentence = _Sentence(len(self.sentences), text)
         self.sentences.append(sentence)
         self.tasks.append(asyncio.create_task(self._synthesize(sentence)))
@@ -373,7 +395,7 @@ class _Turn:
                 if isinstance(chunk, AudioChunk):
                     sentence.queue.put_nowait(chunk)
                 elif isinstance(chunk, SpeechDone):
-                    stage.bill(chunk)
+                    stage.bill(sentence.job, chunk)
             sentence.queue.put_nowait(_END)
         except asyncio.CancelledError:
             raise

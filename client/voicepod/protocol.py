@@ -25,12 +25,14 @@ class _Chunk(BaseModel):
 
 
 class Metrics(BaseModel):
-    """Seconds a job spent, as measured by the worker (``queue_s`` is filled in from RunPod's delayTime)."""
+    """Seconds a job spent, as measured by the worker."""
 
     model_config = ConfigDict(extra="allow")
 
     load_s: float = Field(0.0, description="model load billed to this job: non-zero on a cold start only")
-    queue_s: float | None = Field(None, description="time in the endpoint's queue, when known")
+    queue_s: float | None = Field(
+        None, description="time in the endpoint's queue: a worker cannot see it; RunPod's /status has it (delayTime)"
+    )
     compute_s: float = Field(0.0, description="handler time from job start to the done chunk")
     first_chunk_s: float | None = Field(None, description="handler time from job start to the first chunk")
 

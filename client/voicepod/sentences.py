@@ -136,6 +136,11 @@ class SentenceSplitter:
         return paragraph.end() if paragraph else None
 
 
+def is_speakable(sentence: str) -> bool:
+    """Whether a voice could say anything for ``sentence`` ("..." or "—" alone: no)."""
+    return any(ch.isalnum() for ch in sentence)
+
+
 def split_sentences(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     """Split a whole text into sentences (see :class:`SentenceSplitter` for the rules)."""
     splitter = SentenceSplitter(max_chars)

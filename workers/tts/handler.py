@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import runpod
 from pydantic import Field
-from voicepod.sentences import split_sentences
+from voicepod.sentences import is_speakable, split_sentences
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, timed_load
@@ -52,16 +52,12 @@ class SpeechRequest(StrictInput):
     chunk_ms: int = Field(200, ge=20, le=5000, description="longest audio one chunk holds, in ms")
 
 
-def _speakable(sentence: str) -> bool:
-    return any(ch.isalnum() for ch in sentence)
-
-
 def _check(request: SpeechRequest) -> list[str]:
     if len(request.text) > MAX_TEXT_CHARS:
         raise WorkerError(
             INPUT_TOO_LARGE, f"text is {len(request.text)} characters, over the cap of {MAX_TEXT_CHARS}", "text"
         )
-    sentences = [s for s in split_sentences(request.text) if _speakable(s)]
+    sentences = [s for s in split_sentences(request.text) if is_speakable(s)]
     if not sentences:
         raise WorkerError(INVALID_INPUT, "text has no words to speak", "text")
     if request.voice is not None and request.voice not in ENGINE.voices:

@@ -52,7 +52,7 @@ class LocalJob:
     async def wait_change(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self.changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def start(self, worker_id: str) -> None:

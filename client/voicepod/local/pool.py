@@ -161,7 +161,7 @@ class WorkerPool:
             process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), grace_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             for process in running:
                 if process.returncode is None:
                     process.kill()

@@ -53,7 +53,10 @@ class LocalServer:
         self.port = port or free_port()
         self.ready_timeout_s = ready_timeout_s
         self.extra_args = extra_args or []
-        self.log_path = Path(log_path or tempfile.mkstemp(prefix="voicepod-serve-local-", suffix=".log")[1])
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix="voicepod-serve-local-", suffix=".log")
+            os.close(fd)
+        self.log_path = Path(log_path)
         self.process: subprocess.Popen[bytes] | None = None
         self.on_progress = on_progress
 

@@ -193,7 +193,9 @@ class Emulator:
             worker.request_stop(job.id)
 
     async def _watch_timeout(self, job: LocalJob) -> None:
-        await asyncio.sleep(job.execution_timeout_s)
+        deadline = time.monotonic() + job.execution_timeout_s
+        while not job.terminal and (left := deadline - time.monotonic()) > 0:
+            await job.wait_change(left)  # returns early when the job ends, so no watchdog outlives its job
         message = f"execution timeout of {job.execution_timeout_s:g} s exceeded"
         if job.finish(TIMED_OUT, error=emulator_error("timed_out", message)):
             self.log(f"job {job.id} timed out on {job.worker_id}")
@@ -360,7 +362,7 @@ class Emulator:
             worker.stop_event.clear()
             try:
                 await asyncio.wait_for(worker.stop_event.wait(), STOP_POLL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return web.Response(status=204)
         if request.transport is None or request.transport.is_closing():
             # A poll left over from a worker process that died: its successor must get these ids.

@@ -1,0 +1,116 @@
+"""The job stream wrapper every worker uses: numbering, metrics, and each way a job can fail."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import torch
+from voicepod.protocol import parse_chunk
+
+from workers.common.errors import WorkerError
+from workers.common.stream import serve_job, worker_config
+from workers.common.threads import iterate_in_thread
+from workers.common.validation import StrictInput
+
+
+class Echo(StrictInput):
+    words: list[str]
+
+
+def echo_then(failure: BaseException | None):
+    async def work(request: Echo):
+        for word in request.words:
+            yield {"type": "segment", "id": 0, "start": 0.0, "end": 1.0, "text": word}
+        if failure is not None:
+            raise failure
+        yield {"type": "done", "kind": "transcript", "text": " ".join(request.words), "language": "en",
+               "language_probability": 1.0, "duration": 1.0, "metrics": {"extra": 7}}
+    return work
+
+
+async def run(job_input, failure=None) -> list[dict]:
+    return [chunk async for chunk in serve_job({"id": "j", "input": job_input}, Echo, echo_then(failure))]
+
+
+async def test_chunks_are_numbered_and_done_carries_the_metrics():
+    chunks = await run({"words": ["a", "b"]})
+    assert [c["seq"] for c in chunks] == [0, 1, 2]
+    done = parse_chunk(chunks[-1])
+    assert done.type == "done" and done.text == "a b"
+    assert done.metrics.compute_s >= done.metrics.first_chunk_s >= 0
+    assert chunks[-1]["metrics"]["extra"] == 7
+
+
+@pytest.mark.parametrize(
+    "job_input, code, field",
+    [({"words": "a"}, "invalid_input", "words"), ({"words": [], "x": 1}, "invalid_input", "x"),
+     ([1, 2], "invalid_input", None)],
+)
+async def test_invalid_input_is_an_error_chunk_naming_the_field(job_input, code, field):
+    chunks = await run(job_input)
+    assert len(chunks) == 1 and chunks[0]["seq"] == 0
+    error = parse_chunk(chunks[0]).error
+    assert (error.code, error.field) == (code, field)
+
+
+@pytest.mark.parametrize(
+    "failure, code",
+    [
+        (WorkerError("empty_audio", "nothing to hear", "audio_base64"), "empty_audio"),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out_of_memory"),
+        (ValueError("boom"), "internal_error"),
+    ],
+)
+async def test_a_failure_mid_stream_ends_it_with_one_error_chunk_and_the_next_job_runs(failure, code):
+    chunks = await run({"words": ["a", "b"]}, failure)
+    assert [c["seq"] for c in chunks] == [0, 1, 2]
+    assert chunks[-1]["type"] == "error" and chunks[-1]["error"]["code"] == code
+    assert parse_chunk((await run({"words": ["c"]}))[-1]).type == "done"
+
+
+async def test_a_chunk_over_runpods_limit_is_refused():
+    chunks = await run({"words": ["x" * 1_100_000]})
+    assert chunks[-1]["error"]["code"] == "output_too_large"
+
+
+def test_worker_config_concurrency_comes_from_the_environment(monkeypatch):
+    async def handler(job):
+        yield {}
+
+    assert worker_config(handler, concurrency=4)["concurrency_modifier"](1) == 4
+    monkeypatch.setenv("MAX_CONCURRENCY", "2")
+    config = worker_config(handler, concurrency=4)
+    assert config["concurrency_modifier"](1) == 2 and config["return_aggregate_stream"] is True
+
+
+async def test_iterate_in_thread_yields_as_produced_and_stops_the_producer_when_the_consumer_leaves():
+    produced, stopped = [], threading.Event()
+
+    def make(stop: threading.Event):
+        for i in range(1000):
+            if stop.wait(0.01):
+                stopped.set()
+                return
+            produced.append(i)
+            yield i
+
+    got = []
+    async for item in iterate_in_thread(make):
+        got.append(item)
+        if len(got) == 3:
+            break
+    await asyncio.sleep(0.1)
+    assert got == [0, 1, 2]
+    assert stopped.is_set() and len(produced) < 10
+
+
+async def test_iterate_in_thread_reraises_the_producers_exception():
+    def make(stop):
+        yield 1
+        raise KeyError("lost")
+
+    with pytest.raises(KeyError):
+        async for _ in iterate_in_thread(make):
+            pass
