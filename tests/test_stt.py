@@ -16,8 +16,8 @@ from voicepod.audio import float_to_pcm16, mulaw_encode, read_wav, resample, wri
 from voicepod.local import LocalServer
 from voicepod.protocol import SegmentChunk, TranscriptDone
 
-from tests.speech import espeak_available, espeak_wav
-from tests.stt_util import Route, serve_routes, wer
+from tests.speech import espeak_available, espeak_wav, wer
+from tests.stt_util import Route, serve_routes
 
 pytestmark = [
     pytest.mark.slow,

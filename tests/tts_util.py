@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from pathlib import Path
 
-import jiwer
 import numpy as np
 from voicepod.audio import mulaw_decode, pcm16_to_float, read_wav
 from voicepod.protocol import AudioChunk
@@ -55,9 +53,3 @@ def decode_stream(chunks: list[AudioChunk]) -> tuple[np.ndarray, int]:
         return mulaw_decode(data), rate
     return pcm16_to_float(data), rate
 
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    def norm(text: str) -> str:
-        return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
-
-    return jiwer.wer(norm(reference), norm(hypothesis))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,6 +49,7 @@ class Endpoint:
         self.endpoint_id = endpoint_id
         self.poll_min = poll_min
         self.poll_max = poll_max
+        self._request_timeout = timeout
         self._transport = Transport(
             f"{base.rstrip('/')}/{endpoint_id}",
             api_key if api_key is not None else os.environ.get("RUNPOD_API_KEY"),
@@ -78,10 +80,23 @@ class Endpoint:
 
     async def run_sync(self, input: dict[str, Any], *, timeout: float = 300.0) -> dict[str, Any]:
         """Run a job to its end (``POST /runsync``, then ``/status`` if it outlasts RunPod's wait) and return
-        the final status object, whose ``output`` is the list of all chunks for a streaming worker."""
-        reply = await self._transport.request("POST", "runsync", json={"input": input}, timeout=timeout)
+        the final status object, whose ``output`` is the list of all chunks for a streaming worker.
+
+        ``timeout``: seconds to wait in all; past it the job is cancelled and :class:`TimeoutError` raised.
+        """
+        deadline = time.monotonic() + timeout
+        # RunPod holds /runsync open for up to `wait` ms: ask for less than our own deadline, so the reply (with
+        # the job's id, needed to cancel it) always comes back before we give up on it.
+        wait_s = max(0.1, min(0.8 * timeout, 90.0))
+        reply = await self._transport.request(
+            "POST", "runsync", json={"input": input}, params={"wait": int(wait_s * 1000)},
+            timeout=wait_s + self._request_timeout,
+        )
         job = Job(self, reply["id"])
         while reply.get("status") not in TERMINAL:
+            if time.monotonic() > deadline:
+                await job.cancel()
+                raise TimeoutError(f"job {job.id} not finished after {timeout:g} s; cancelled")
             await asyncio.sleep(self.poll_max)
             reply = await job.status()
         job._raise_for_status(reply)

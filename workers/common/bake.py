@@ -53,7 +53,7 @@ def bake(worker: str, out: Path, model: str | None = None, revision: str | None 
         _bake_llm(out, model, revision)
     else:
         _bake_tts(out, model, revision)
-    _readable_by_all(out)
+    readable_by_all(out)
     return out
 
 
@@ -121,7 +121,7 @@ def _copy_files(source: Path, out: Path) -> None:
             shutil.copyfile(path, out / path.name)
 
 
-def _readable_by_all(folder: Path) -> None:
+def readable_by_all(folder: Path) -> None:
     # An image baked as root runs its worker as another user, which must be able to read every file.
     for path in folder.iterdir():
         if path.is_file():

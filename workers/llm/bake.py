@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from workers.common.bake import readable_by_all
+
 log = logging.getLogger("voicepod.llm.bake")
 
 
@@ -50,7 +52,7 @@ def bake_embedded(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _readable_by_all(out)
+    readable_by_all(out)
     return out
 
 
@@ -79,15 +81,8 @@ def bake_hub(model: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     AutoModelForCausalLM.from_pretrained(model, dtype="auto").save_pretrained(out)
     AutoTokenizer.from_pretrained(model).save_pretrained(out)
-    _readable_by_all(out)
+    readable_by_all(out)
     return out
-
-
-def _readable_by_all(folder: Path) -> None:
-    # save_pretrained writes the weights 0600; an image baked as root must still load as another user.
-    for path in folder.iterdir():
-        if path.is_file():
-            path.chmod(0o644)
 
 
 def main(argv: list[str] | None = None) -> None:
