@@ -244,3 +244,33 @@ async def test_loopback_url_refused_by_default(stt: Endpoint, short_wav: bytes) 
         with pytest.raises(JobFailed) as failed:
             await transcribe(stt, {"audio_url": f"{base}/speech.wav"})
     assert failed.value.code == "url_forbidden" and "ALLOW_PRIVATE_URLS" in failed.value.message
+
+
+def _encode(samples: np.ndarray, rate: int, container: str, codec: str) -> bytes:
+    """Encode speech with PyAV (its wheels carry FFmpeg's mp3 and opus encoders) into a compressed file."""
+    import io
+
+    import av
+
+    codec_rate = 48000 if codec == "libopus" else rate
+    samples = resample(samples, rate, codec_rate)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as output:
+        stream = output.add_stream(codec, rate=codec_rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(
+            np.frombuffer(float_to_pcm16(samples), dtype="<i2").reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = codec_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            output.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("container, codec", [("mp3", "libmp3lame"), ("webm", "libopus")])
+async def test_compressed_files_transcribe(stt: Endpoint, container: str, codec: str) -> None:
+    samples, rate = read_wav(espeak_wav(SHORT, sample_rate=None))
+    data = _encode(samples, rate, container, codec)
+    _, done = await transcribe(stt, {"audio_base64": b64(data)})
+    assert wer(SHORT, done.text) < 0.15, done.text
+    assert done.duration == pytest.approx(len(samples) / rate, abs=0.2)
