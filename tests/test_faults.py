@@ -182,3 +182,22 @@ async def test_dropped_replies_and_refusals_together_across_concurrent_jobs(serv
     assert faults.dropped >= 1 and faults.refused == 3
     for chunks in results:
         assert [c["value"] for c in chunks] == list(range(8))
+
+
+def test_the_emulator_busy_for_a_while_is_waited_out():
+    # serve-local --busy-for: the emulator itself answers 429 and 503 in turn once its worker is ready.
+    seen: list[int] = []
+
+    async def record(response: httpx.Response) -> None:
+        seen.append(response.status_code)
+
+    async def turn(server: LocalServer) -> list[dict]:
+        http = httpx.AsyncClient(timeout=30, event_hooks={"response": [record]})
+        async with server.endpoint("count", http_client=http, max_retries=20) as ep:
+            job = await ep.run({"count": 3, "delay": 0})
+            return await asyncio.wait_for(collect(job), 60)
+
+    with LocalServer({"count": COUNTING}, ready_timeout_s=120, extra_args=["--busy-for", "1.5"]) as server:
+        chunks = asyncio.run(turn(server))
+    assert {429, 503} <= set(seen)
+    assert [c["seq"] for c in chunks] == [0, 1, 2]

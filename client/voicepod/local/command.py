@@ -37,6 +37,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", action="append", default=[], metavar="NAME=N", help="workers per endpoint")
     serve.add_argument("--execution-timeout", type=float, default=600.0, metavar="SECONDS",
                        help="fail a job that runs longer (TIMED_OUT), unless its policy says otherwise")
+    serve.add_argument("--busy-for", type=float, default=0.0, metavar="SECONDS",
+                       help="fault injection: once ready, answer 429 and 503 in turn for this long (tests clients)")
     serve.set_defaults(func=lambda args: asyncio.run(serve_local(args)))
 
 
@@ -55,6 +57,7 @@ async def serve_local(args: argparse.Namespace) -> int:
         port=args.port,
         api_key=args.api_key or os.environ.get("VOICEPOD_LOCAL_API_KEY") or None,
         execution_timeout_s=args.execution_timeout,
+        busy_for_s=args.busy_for,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

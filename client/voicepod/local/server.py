@@ -72,6 +72,7 @@ class Emulator:
         execution_timeout_s: float = 600.0,
         worker_env: dict[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        busy_for_s: float = 0.0,
     ):
         self.host = host
         self.port = port
@@ -89,6 +90,10 @@ class Emulator:
             self.pool.add(config.name, config.handler, config.workers)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # set on shutdown: held long polls answer at once
+        # Fault injection: once every worker is ready, refuse the public API (429 and 503 in turn) this long.
+        self.busy_for_s = busy_for_s
+        self._busy_until = 0.0
+        self._refused = 0
         self._watchdogs: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -142,6 +147,10 @@ class Emulator:
         if request.path.startswith("/_worker/"):
             if not hmac.compare_digest(request.query.get("token", ""), self._token):
                 return _json({"error": "forbidden"}, 403)
+        elif time.monotonic() < self._busy_until and not request.path.endswith("/health"):
+            self._refused += 1
+            status = 429 if self._refused % 2 else 503
+            return web.json_response({"error": "busy (fault injection)"}, status=status, headers={"Retry-After": "0.2"})
         elif self._api_key is not None:
             given = request.headers.get("Authorization", "")
             given = given[7:] if given.startswith("Bearer ") else given
@@ -296,6 +305,9 @@ class Emulator:
         workers = self.pool.of_endpoint(worker.endpoint)
         if not endpoint.announced and all(w.ready for w in workers):
             endpoint.announced = True
+            if self.busy_for_s and all(e.announced for e in self.endpoints.values()):
+                self._busy_until = time.monotonic() + self.busy_for_s
+                self.log(f"refusing the public API with 429/503 for {self.busy_for_s:g} s (--busy-for)")
             slowest = max(w.ready_after_s or 0.0 for w in workers)
             self.log(
                 f"ready: '{worker.endpoint}' with {len(workers)} worker(s) in {slowest:.1f} s "
