@@ -254,7 +254,6 @@ class _Turn:
         self.reply_done = False
         self.jobs: list[Job] = []
         self.tasks: list[asyncio.Task[None]] = []
-        self.reply_text = ""
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -367,7 +366,6 @@ class _Turn:
         async for chunk in job.chunks():
             stage.mark_first(self.now())
             if isinstance(chunk, DeltaChunk) and chunk.text:
-                self.reply_text += chunk.text
                 self.events.put_nowait(ReplyText(chunk.text, self.now()))
                 for sentence in aggregator.feed(chunk.text):
                     await self._speak(sentence)
