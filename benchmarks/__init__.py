@@ -6,6 +6,7 @@ Shared here: where results go, the machine's description, medians, markdown tabl
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -87,3 +88,21 @@ def spoken_clip(seconds: float, sample_rate: int = 16000) -> bytes:
     samples, rate = read_wav(espeak_wav(PASSAGE, sample_rate=sample_rate))
     repeats = int(np.ceil(seconds * rate / len(samples)))
     return write_wav(np.tile(samples, repeats)[: int(seconds * rate)], rate)
+
+
+def run_cli(
+    run: Callable[[bool, int, Path], Any],
+    doc: str,
+    argv: list[str] | None,
+    *,
+    default_runs: int = 5,
+    quick_help: str = "fewer runs",
+) -> None:
+    """The command line every timed benchmark shares: ``--quick``, ``--runs N`` (3 when quick), ``--out DIR``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run(args.quick, args.runs or (3 if args.quick else default_runs), args.out)

@@ -9,7 +9,6 @@ The emulator's overhead per stage is the job's time seen by the client minus the
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -20,7 +19,7 @@ from typing import Any
 
 from voicepod.agent import BASE_MODEL_PRIMER, DEFAULT_SYSTEM_PROMPT
 
-from benchmarks import REPO, RESULTS, md_table, median, write_results
+from benchmarks import REPO, md_table, median, run_cli, write_results
 from benchmarks.waterfall import draw
 
 # A reply of several sentences: with one sentence the speech can only start when the LLM job ends, and the
@@ -150,13 +149,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs")
-    parser.add_argument("--runs", type=int)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    run(args.quick, args.runs or (3 if args.quick else 5), args.out)
+    run_cli(run, __doc__, argv, default_runs=5, quick_help="fewer runs")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import RESULTS, md_table, median, write_results
+from benchmarks import md_table, median, run_cli, write_results
 
 PROMPT = "User: Describe a walk along a harbour in the early morning.\nAssistant:"
 
@@ -107,12 +106,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer and shorter runs")
-    parser.add_argument("--runs", type=int)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    run(args.quick, args.runs or (3 if args.quick else 5), args.out)
+    run_cli(run, __doc__, argv, default_runs=5, quick_help="fewer and shorter runs")
 
 
 if __name__ == "__main__":

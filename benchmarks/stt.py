@@ -9,7 +9,6 @@ the CPU, as a user of the pipeline would run it; the worker and the direct call 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import io
@@ -19,7 +18,7 @@ from typing import Any
 
 import jiwer
 
-from benchmarks import REPO, RESULTS, md_table, median, spoken_clip, write_results
+from benchmarks import REPO, md_table, median, run_cli, spoken_clip, write_results
 
 BEAM = 5
 
@@ -106,12 +105,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the 30 s clip only, fewer runs")
-    parser.add_argument("--runs", type=int)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    run(args.quick, args.runs or (3 if args.quick else 5), args.out)
+    run_cli(run, __doc__, argv, default_runs=5, quick_help="the 30 s clip only, fewer runs")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ against the engine synthesizing the whole 4-sentence text at once.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import RESULTS, md_table, median, write_results
+from benchmarks import md_table, median, run_cli, write_results
 
 TEXT = ("The harbour was quiet in the early morning. A man in a yellow coat walked along the pier. "
         "He stopped at the last crate and frowned. Then he wrote something in a small notebook.")
@@ -61,12 +60,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs")
-    parser.add_argument("--runs", type=int)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    run(args.quick, args.runs or (3 if args.quick else 7), args.out)
+    run_cli(run, __doc__, argv, default_runs=7, quick_help="fewer runs")
 
 
 if __name__ == "__main__":
