@@ -20,7 +20,7 @@ from .protocol import Chunk, ErrorChunk, parse_chunk, parse_job_error
 from .transport import Transport
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 
 class Endpoint:

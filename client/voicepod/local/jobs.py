@@ -9,13 +9,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+# The client and the emulator share one set of end states.
+from ..endpoint import TERMINAL
+
 IN_QUEUE = "IN_QUEUE"
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 TIMED_OUT = "TIMED_OUT"
-TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 
 
 def emulator_error(code: str, message: str) -> str:
