@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 import pytest
 import torch
 from voicepod.protocol import parse_chunk
 
 from workers.common.errors import WorkerError
+from workers.common.models import timed_load
 from workers.common.stream import serve_job, worker_config
 from workers.common.threads import iterate_in_thread
 from workers.common.validation import StrictInput
@@ -83,6 +86,29 @@ def test_worker_config_concurrency_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("MAX_CONCURRENCY", "2")
     config = worker_config(handler, concurrency=4)
     assert config["concurrency_modifier"](1) == 2 and config["return_aggregate_stream"] is True
+
+
+class _Node:
+    pass
+
+
+def test_timed_load_collects_the_loads_garbage_then_freezes_what_it_kept():
+    dropped: list[weakref.ref[_Node]] = []
+
+    def load() -> _Node:
+        cycle = _Node()
+        cycle.me = cycle  # unreachable once load returns, but only a collection frees a cycle
+        dropped.append(weakref.ref(cycle))
+        return _Node()
+
+    gc.unfreeze()
+    try:
+        model, seconds = timed_load("a test model", load)
+        assert isinstance(model, _Node) and seconds >= 0
+        assert dropped[0]() is None  # collected before the freeze, or it would have lived forever
+        assert gc.get_freeze_count() > 0  # the model and all else alive is out of the collector's walks
+    finally:
+        gc.unfreeze()
 
 
 async def test_iterate_in_thread_yields_as_produced_and_stops_the_producer_when_the_consumer_leaves():
