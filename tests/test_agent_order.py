@@ -40,9 +40,11 @@ class FakeEndpoint:
         self.submit_delay = submit_delay  # how long POST /run takes to answer
         self.jobs: list[FakeJob] = []
         self.submitted_at: list[float] = []
+        self.payloads: list[dict] = []
 
     async def run(self, payload):
         self.submitted_at.append(time.monotonic())
+        self.payloads.append(payload)
         await asyncio.sleep(self.submit_delay)
         job = self.respond(payload)
         self.jobs.append(job)
@@ -148,3 +150,14 @@ async def test_a_job_submitted_while_interrupting_is_cancelled_once_the_endpoint
     assert speaker.submitted_at and speaker.jobs == []  # the turn ended before /run answered
     await asyncio.sleep(0.5)
     assert speaker.jobs and all(job.cancelled for job in speaker.jobs)
+
+
+async def test_stt_job_gets_the_fast_defaults_and_the_callers_options():
+    listener = stt()
+    agent = VoiceAgent(listener, llm("Fine."), tts(lambda text: 0.0), language="en",
+                       stt_options={"beam_size": 1, "hotwords": "voicepod"})
+    [e async for e in agent.respond(b"RIFF", audio_format="mulaw", sample_rate=8000)]
+    (payload,) = listener.payloads
+    assert base64.b64decode(payload.pop("audio_base64")) == b"RIFF"
+    assert payload == {"beam_size": 1, "without_timestamps": True, "hotwords": "voicepod", "audio_format": "mulaw",
+                       "sample_rate": 8000, "language": "en"}

@@ -93,6 +93,7 @@ STT_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "initial_prompt": st.text(max_size=40),
     "vad_filter": st.booleans(),
     "word_timestamps": st.booleans(),
+    "without_timestamps": st.booleans(),
     "hotwords": st.text(max_size=20),
 }
 MESSAGE = st.fixed_dictionaries(
@@ -133,7 +134,8 @@ VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "stt": st.one_of(
         st.fixed_dictionaries({"audio_base64": B64_BYTES, "audio_format": st.just("mulaw")},
                               optional={"beam_size": st.integers(1, 2), "word_timestamps": st.booleans(),
-                                        "initial_prompt": TEXT, "temperature": st.floats(0, 1)}),
+                                        "without_timestamps": st.booleans(), "initial_prompt": TEXT,
+                                        "temperature": st.floats(0, 1)}),
         st.fixed_dictionaries({"audio_base64": B64_BYTES, "audio_format": st.just("pcm16"),
                                "sample_rate": st.integers(1000, 192000)}),
         st.fixed_dictionaries({"audio_base64": B64_BYTES}),  # random bytes as a "file" for PyAV to probe

@@ -142,6 +142,13 @@ async def test_word_timestamps(stt: Endpoint, hello_wav: bytes) -> None:
     assert words[0].end <= words[1].start + 0.01
 
 
+async def test_without_timestamps_gives_one_segment_per_window(stt: Endpoint, short_wav: bytes) -> None:
+    # What VoiceAgent asks for by default: the text, decoded faster, one segment per 30 s window.
+    segments, done = await transcribe(stt, {"audio_base64": b64(short_wav), "without_timestamps": True})
+    assert wer(SHORT, done.text) < 0.15, done.text
+    assert len(segments) == 1 and segments[0].start == 0.0, segments
+
+
 async def test_every_option_is_accepted_and_transcribes(stt: Endpoint, short_wav: bytes) -> None:
     _, done = await transcribe(
         stt,

@@ -81,6 +81,9 @@ class TranscribeRequest(StrictInput):
     initial_prompt: Annotated[str, Field(max_length=2000)] | None = None
     vad_filter: bool = False
     word_timestamps: bool = False
+    without_timestamps: bool = Field(
+        False, description="decode text tokens only: faster, and each 30 s window comes back as one segment"
+    )
     hotwords: Annotated[str, Field(max_length=2000)] | None = None
 
 
@@ -118,6 +121,7 @@ def _transcribe(request: TranscribeRequest, audio: np.ndarray, stop: threading.E
         initial_prompt=request.initial_prompt,
         vad_filter=request.vad_filter,
         word_timestamps=request.word_timestamps,
+        without_timestamps=request.without_timestamps,
         hotwords=request.hotwords,
         **options,
     )
