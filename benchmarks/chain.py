@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicepod.agent import BASE_MODEL_PRIMER, DEFAULT_SYSTEM_PROMPT
+from voicepod.agent import BASE_MODEL_PRIMER, DEFAULT_STT_OPTIONS, DEFAULT_SYSTEM_PROMPT
 
 from benchmarks import REPO, md_table, median, run_cli, write_results
 from benchmarks.waterfall import draw
@@ -70,11 +70,14 @@ async def _sequential(server: Any, question: bytes) -> dict[str, Any]:
             finished = time.perf_counter() - started
         done = _done(reply)
         payloads.append(reply)
+        # delayTime: queued until a worker took the job (the SDK looks at its job queue every 0.1 s).
         result[name] = {"started": begun, "finished": finished, "compute_s": done["metrics"]["compute_s"],
-                        "overhead_s": (finished - begun) - done["metrics"]["compute_s"]}
+                        "overhead_s": (finished - begun) - done["metrics"]["compute_s"],
+                        "queue_s": reply.get("delayTime", 0) / 1000}
         return done
 
-    transcript = (await stage("stt", {"audio_base64": base64.b64encode(question).decode()}))["text"]
+    stt_input = {"audio_base64": base64.b64encode(question).decode(), **DEFAULT_STT_OPTIONS}  # as VoiceAgent's
+    transcript = (await stage("stt", stt_input))["text"]
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *BASE_MODEL_PRIMER,
                 {"role": "user", "content": transcript}]
     reply = (await stage("llm", {"messages": messages, **LLM_OPTIONS}))["text"]
@@ -93,6 +96,16 @@ def _codec_seconds(question: bytes, replies: list[dict[str, Any]]) -> float:
             if "audio" in chunk:
                 base64.b64decode(chunk["audio"])
     return time.perf_counter() - started
+
+
+def _budget(turn: dict[str, Any]) -> dict[str, float]:
+    """Where a streamed turn's voice-to-voice time went: the three waits one after another on its critical
+    path (job submission, queueing and polling included in each)."""
+    return {
+        "stt: audio to transcript": turn["stt"]["finished"] - turn["stt"]["started"],
+        "llm: transcript to first sentence": turn["tts"]["started"] - turn["llm"]["started"],
+        "tts: first sentence to first audio": turn["tts"]["first_chunk"] - turn["tts"]["started"],
+    }
 
 
 def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
@@ -116,10 +129,13 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     seq_total = median([t["total_s"] for t in sequential])
     ratio = v2v / seq_total
     overhead = {s: median([t[s]["overhead_s"] for t in sequential]) for s in STAGES}
+    queue = {s: median([t[s]["queue_s"] for t in sequential]) for s in STAGES}
     compute = {s: median([t[s]["compute_s"] for t in sequential]) for s in STAGES}
     codec = median([t["codec_s"] for t in sequential])
     billed = {s: median([t[s]["billed_s"] for t in streamed]) for s in STAGES}
     reply_s = median([t["reply_audio_s"] for t in streamed])
+    budgets = [_budget(t) for t in streamed]
+    budget = {part: median([b[part] for b in budgets]) for part in budgets[0]}
     # A turn lasts the question, the wait for the answer and the answer; the next question comes after it.
     turns_per_minute = 60.0 / (question_s + v2v + reply_s)
     # The waterfall shows the streamed turn closest to the median, beside the sequential one of the same pair.
@@ -131,15 +147,19 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
         [["voice-to-voice s", v2v, seq_total, f"{ratio:.0%}"]],
     )
     table += "\n\n" + md_table(
-        ["stage", "worker compute s", "emulator + client overhead s", "overhead share"],
-        [[s, compute[s], overhead[s], f"{overhead[s] / (compute[s] + overhead[s]):.0%}"] for s in STAGES],
+        ["stage", "worker compute s", "emulator + client overhead s", "of which queued s", "overhead share"],
+        [[s, compute[s], overhead[s], queue[s], f"{overhead[s] / (compute[s] + overhead[s]):.0%}"] for s in STAGES],
+    )
+    table += "\n\n" + md_table(
+        ["voice-to-voice, part by part", "s", "share of voice-to-voice", "share of sequential"],
+        [[part, seconds, f"{seconds / v2v:.0%}", f"{seconds / seq_total:.0%}"] for part, seconds in budget.items()],
     )
     table += (f"\n\nJSON + base64 of one turn's payloads in the client: {codec * 1000:.1f} ms. Medians of {runs} "
               f"alternating turns; LLM {LLM_OPTIONS}. Waterfall: `{png.name}`.")
     payload = {
         "runs": runs, "question": QUESTION, "question_s": question_s, "voice_to_voice_s": v2v,
         "sequential_s": seq_total, "streamed_over_sequential": ratio, "overhead_s": overhead,
-        "compute_s": compute, "codec_s": codec,
+        "queue_s": queue, "compute_s": compute, "codec_s": codec, "voice_to_voice_parts_s": budget,
         "cost_inputs": {"billed_s": billed, "turns_per_minute": turns_per_minute, "question_s": question_s,
                         "reply_audio_s": reply_s},
         "streamed": streamed, "sequential": sequential, "waterfall": png.name,
