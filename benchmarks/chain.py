@@ -29,6 +29,10 @@ QUESTION = "Tell me about Paris."
 SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT
 LLM_OPTIONS = {"max_tokens": 64, "temperature": 0.0}
 STAGES = ("stt", "llm", "tts")
+# In a call, a turn's jobs come seconds after the last turn's (its reply is heard, then the caller speaks).
+# Back to back, they would also measure the runpod SDK's habit of asking for a worker's next job up to 1 s after
+# its last one ended (at concurrency 1): it delayed the LLM job of turns run without a gap.
+TURN_GAP_S = 1.5
 
 
 async def _streamed(server: Any, question: bytes) -> dict[str, Any]:
@@ -123,7 +127,9 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     with LocalServer(handlers, ready_timeout_s=600) as server:
         asyncio.run(_streamed(server, question))  # the first jobs carry the model loads (cold start: issue 7)
         for _ in range(runs):
+            time.sleep(TURN_GAP_S)
             streamed.append(asyncio.run(_streamed(server, question)))
+            time.sleep(TURN_GAP_S)
             sequential.append(asyncio.run(_sequential(server, question)))
     v2v = median([t["voice_to_voice_s"] for t in streamed])
     seq_total = median([t["total_s"] for t in sequential])
