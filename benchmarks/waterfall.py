@@ -3,6 +3,7 @@ the same three jobs run one after another below it for comparison."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def draw(streamed: dict[str, Any], sequential: dict[str, Any] | None, path: Path
     ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
     ax.set_ylim(len(rows) - 0.4, -0.6)
     ax.set_xlabel("seconds since the end of the user's audio  (black tick: first chunk received)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
