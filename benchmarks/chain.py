@@ -74,7 +74,8 @@ async def _sequential(server: Any, question: bytes) -> dict[str, Any]:
             finished = time.perf_counter() - started
         done = _done(reply)
         payloads.append(reply)
-        # delayTime: queued until a worker took the job (the SDK looks at its job queue every 0.1 s).
+        # delayTime: queued until a worker took the job; it shows the up to 1 s the SDK may wait before asking for
+        # the next job of a worker that has just finished one.
         result[name] = {"started": begun, "finished": finished, "compute_s": done["metrics"]["compute_s"],
                         "overhead_s": (finished - begun) - done["metrics"]["compute_s"],
                         "queue_s": reply.get("delayTime", 0) / 1000}

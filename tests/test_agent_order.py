@@ -161,3 +161,10 @@ async def test_stt_job_gets_the_fast_defaults_and_the_callers_options():
     assert base64.b64decode(payload.pop("audio_base64")) == b"RIFF"
     assert payload == {"beam_size": 1, "without_timestamps": True, "hotwords": "voicepod", "audio_format": "mulaw",
                        "sample_rate": 8000, "language": "en"}
+
+
+async def test_asking_for_word_times_drops_the_default_that_would_conflict():
+    listener = stt()
+    agent = VoiceAgent(listener, llm("Fine."), tts(lambda text: 0.0), stt_options={"word_timestamps": True})
+    [e async for e in agent.respond(b"RIFF")]
+    assert "without_timestamps" not in listener.payloads[0] and listener.payloads[0]["word_timestamps"] is True

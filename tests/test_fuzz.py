@@ -134,10 +134,10 @@ VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "stt": st.one_of(
         st.fixed_dictionaries({"audio_base64": B64_BYTES, "audio_format": st.just("mulaw")},
                               optional={"beam_size": st.integers(1, 2), "word_timestamps": st.booleans(),
-                                        "without_timestamps": st.booleans(), "initial_prompt": TEXT,
-                                        "temperature": st.floats(0, 1)}),
+                                        "initial_prompt": TEXT, "temperature": st.floats(0, 1)}),
         st.fixed_dictionaries({"audio_base64": B64_BYTES, "audio_format": st.just("pcm16"),
-                               "sample_rate": st.integers(1000, 192000)}),
+                               "sample_rate": st.integers(1000, 192000)},
+                              optional={"without_timestamps": st.booleans()}),
         st.fixed_dictionaries({"audio_base64": B64_BYTES}),  # random bytes as a "file" for PyAV to probe
     ),
     "llm": st.one_of(

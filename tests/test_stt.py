@@ -206,6 +206,8 @@ BAD_INPUTS: dict[str, tuple[dict[str, Any], str, str | None]] = {
     "unknown_field": ({"audio_base64": "AAAA", "speed": 2}, "invalid_input", "speed"),
     "wrong_type": ({"audio_base64": "AAAA", "beam_size": "5"}, "invalid_input", "beam_size"),
     "bad_task": ({"audio_base64": "AAAA", "task": "summarise"}, "invalid_input", "task"),
+    "words_without_timestamps": ({"audio_base64": "AAAA", "word_timestamps": True, "without_timestamps": True},
+                                 "invalid_input", "without_timestamps"),
     "no_audio": ({"language": "en"}, "invalid_input", "audio_base64"),
     "both_audio_fields": ({"audio_base64": "AAAA", "audio_url": "http://example.com/a.wav"}, "invalid_input",
                           "audio_base64"),

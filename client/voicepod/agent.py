@@ -167,8 +167,8 @@ class VoiceAgent:
     ``system_prompt``: the LLM's instructions. ``voice``: a TTS voice (the worker's default when None).
     ``audio_format``: ``pcm16`` or ``mulaw`` (8 kHz telephony); ``sample_rate``: output rate (the voice's own
     when None). ``stt_options``: extra STT input (``beam_size``, ``initial_prompt``, ``hotwords``...), over
-    :data:`DEFAULT_STT_OPTIONS`. ``llm_options``: extra LLM input (``max_tokens``, ``temperature``, ``stop``,
-    ``seed``).
+    :data:`DEFAULT_STT_OPTIONS` (left out when ``word_timestamps`` is asked for). ``llm_options``: extra LLM
+    input (``max_tokens``, ``temperature``, ``stop``, ``seed``).
     ``first_cut_words``: see :class:`~voicepod.aggregator.SentenceAggregator`. ``history``: earlier turns as
     ``{"role", "content"}`` dicts; each turn appends to it.
     """
@@ -197,7 +197,10 @@ class VoiceAgent:
         self.audio_format = audio_format
         self.sample_rate = sample_rate
         self.language = language
-        self.stt_options = {**DEFAULT_STT_OPTIONS, **(stt_options or {})}
+        stt_options = stt_options or {}
+        # Word times need the timestamps the default leaves out (the STT worker refuses the two together).
+        defaults = {} if stt_options.get("word_timestamps") else DEFAULT_STT_OPTIONS
+        self.stt_options = {**defaults, **stt_options}
         self.llm_options = {"max_tokens": 200, "temperature": 0.7, **(llm_options or {})}
         self.first_cut_words = first_cut_words
         self.history: list[dict[str, str]] = list(history or [])

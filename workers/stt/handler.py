@@ -95,6 +95,11 @@ def _check(request: TranscribeRequest) -> None:
         raise WorkerError(INVALID_INPUT, "sample_rate is only for raw audio (with audio_format)", "sample_rate")
     if request.audio_format == "pcm16" and request.sample_rate is None:
         raise WorkerError(INVALID_INPUT, "sample_rate is required with audio_format pcm16", "sample_rate")
+    if request.word_timestamps and request.without_timestamps:
+        # faster-whisper aligns the words, then decodes again from the last one: on the rest of a short window
+        # it made up words ("Thank you.") that the audio does not have.
+        message = "word_timestamps needs timestamps: drop without_timestamps"
+        raise WorkerError(INVALID_INPUT, message, "without_timestamps")
     if not MODEL.model.is_multilingual and request.language not in (None, "en"):
         raise WorkerError(INVALID_INPUT, f"this worker's model is English-only, got '{request.language}'", "language")
 
