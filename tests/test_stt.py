@@ -4,7 +4,6 @@ emulator (the runpod SDK's own worker loop) and the voicepod client."""
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,20 +117,20 @@ async def test_transcribes_speech_with_low_wer(stt: Endpoint, short_wav: bytes) 
 async def test_first_segment_arrives_before_the_job_finishes(stt: Endpoint) -> None:
     wav = espeak_wav(LONG)
     assert len(read_wav(wav)[0]) / 16000 > 35, "the clip must span two 30 s windows"
-    submitted = time.monotonic()
     job = await stt.run({"audio_base64": b64(wav)})
-    arrivals: list[tuple[float, Any]] = []
+    chunks: list[Any] = []
+    status_at_first: str | None = None
     async for chunk in job.chunks():
-        arrivals.append((time.monotonic() - submitted, chunk))
-    first_at, first = arrivals[0]
-    done_at, done = arrivals[-1]
+        chunks.append(chunk)
+        if status_at_first is None:
+            # Asked of the endpoint, not inferred from timings: the job's queue wait (a busy SDK worker loop takes
+            # its next job up to 1 s late) and the chunk's trip would both skew a comparison of clocks.
+            status_at_first = (await job.status())["status"]
+    first, done = chunks[0], chunks[-1]
     assert isinstance(first, SegmentChunk) and isinstance(done, TranscriptDone)
     assert wer(LONG, done.text) < 0.15, done.text
-    # The worker produced done at compute_s after it started the job, which was after we submitted it: a first
-    # segment received earlier than compute_s after submission was received before done even existed.
-    assert first_at < done.metrics.compute_s, (first_at, done.metrics)
+    assert status_at_first == "IN_PROGRESS"
     assert done.metrics.first_chunk_s is not None and done.metrics.first_chunk_s < 0.8 * done.metrics.compute_s
-    assert first_at < done_at
 
 
 async def test_word_timestamps(stt: Endpoint, hello_wav: bytes) -> None:
