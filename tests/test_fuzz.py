@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from voicepod.protocol import parse_chunk
 
+from tests.sse import parse_event
 from workers.common.errors import INTERNAL, INVALID_INPUT, WorkerError
 from workers.common.validation import parse_input
 
@@ -190,16 +191,26 @@ def handlers() -> dict[str, Any]:
     return {"stt": stt, "llm": llm, "tts": tts}
 
 
-def run_job(loop: asyncio.AbstractEventLoop, handler: Any, raw: Any) -> list[dict[str, Any]]:
-    async def collect() -> list[dict[str, Any]]:
+def run_job(loop: asyncio.AbstractEventLoop, handler: Any, raw: Any) -> list[dict[str, Any] | str]:
+    async def collect() -> list[dict[str, Any] | str]:
         return [chunk async for chunk in handler({"id": "fuzz", "input": raw})]
 
     return loop.run_until_complete(asyncio.wait_for(collect(), JOB_TIMEOUT_S))
 
 
-def check_job(chunks: list[dict[str, Any]], raw: Any, native: bool = True) -> dict[str, Any]:
+def _as_dict(chunk: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(chunk, dict):
+        return chunk
+    # An OpenAI stream's server-sent event: its id is the seq, its data OpenAI's JSON or the final [DONE].
+    event = parse_event(chunk)
+    data = event["data"] if event["data"] == "[DONE]" else json.loads(event["data"])
+    return {"seq": int(event["id"]), "data": data}
+
+
+def check_job(raw_chunks: list[dict[str, Any] | str], raw: Any, native: bool = True) -> dict[str, Any]:
     """Assert the job's chunks obey the protocol; return its last chunk."""
-    assert chunks, f"no chunk at all for {raw!r:.300}"
+    assert raw_chunks, f"no chunk at all for {raw!r:.300}"
+    chunks = [_as_dict(chunk) for chunk in raw_chunks]
     assert [c["seq"] for c in chunks] == list(range(len(chunks)))
     for chunk in chunks:
         json.dumps(chunk, allow_nan=False)  # RunPod's API carries strict JSON: NaN or Infinity would not survive
@@ -213,6 +224,8 @@ def check_job(chunks: list[dict[str, Any]], raw: Any, native: bool = True) -> di
         assert last.get("type") == "done", last
         for chunk in chunks:
             parse_chunk(chunk)
+    elif any("data" in chunk for chunk in chunks):
+        assert last["data"] == "[DONE]", last
     return last
 
 

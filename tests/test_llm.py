@@ -4,17 +4,21 @@ local endpoint emulator (the runpod SDK's own worker loop) and the voicepod clie
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from openai import AsyncOpenAI, BadRequestError
 from transformers import AutoTokenizer
 from voicepod import Endpoint, JobFailed
 from voicepod.local import LocalServer
 from voicepod.protocol import CompletionDone, DeltaChunk
 
+from tests.sse import parse_events
 from workers.llm.bake import default_model_dir
 
 pytestmark = pytest.mark.slow
@@ -167,35 +171,76 @@ async def test_bad_input_fails_the_job_not_the_worker(
     assert done.usage.completion_tokens == 2
 
 
-async def test_openai_stream_passthrough(llm: Endpoint) -> None:
-    body = {"model": "gemma-3-270m", "messages": FRANCE, "max_tokens": 24, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    job = await llm.run({"openai_route": "/v1/chat/completions", "openai_input": body})
-    outputs = [output async for output in job.stream()]
-    assert all(o["object"] == "chat.completion.chunk" for o in outputs)
-    content = "".join(o["choices"][0]["delta"].get("content", "") for o in outputs if o["choices"])
+# --- RunPod's OpenAI-compatible route, called with the OpenAI SDK -----------------------------------------------
+
+
+@pytest.fixture
+async def openai_client(server: LocalServer) -> Any:
+    # No retries: a refused request must fail here, not be sent again.
+    async with AsyncOpenAI(base_url=f"{server.base_url}/llm/openai/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+async def test_openai_sdk_streams_what_it_would_get_whole(openai_client: AsyncOpenAI) -> None:
+    request = {"model": "gemma-3-270m", "messages": FRANCE, "max_tokens": 24, "temperature": 0}
+    stream = await openai_client.chat.completions.create(
+        **request, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "Paris" in content
-    assert outputs[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert outputs[-2]["choices"][0]["finish_reason"] == "stop"
-    assert outputs[-1]["choices"] == [] and outputs[-1]["usage"]["completion_tokens"] > 0
-    assert len({o["id"] for o in outputs}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert len({c.id for c in chunks}) == 1
+    whole = await openai_client.chat.completions.create(**request)
+    assert whole.object == "chat.completion"
+    assert whole.choices[0].message.content == content  # greedy: the same answer, streamed or not
+    assert whole.choices[0].finish_reason == "stop"
+    assert whole.usage is not None and whole.usage.completion_tokens == chunks[-1].usage.completion_tokens
 
 
-async def test_openai_non_stream_and_models(llm: Endpoint) -> None:
-    body = {"messages": FRANCE, "max_completion_tokens": 24, "temperature": 0}
-    job = await llm.run({"openai_route": "/v1/chat/completions", "openai_input": body})
-    outputs = [output async for output in job.stream()]
-    assert len(outputs) == 1
-    completion = outputs[0]
-    assert completion["object"] == "chat.completion"
-    assert "Paris" in completion["choices"][0]["message"]["content"]
-    assert completion["choices"][0]["finish_reason"] == "stop"
-    usage = completion["usage"]
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    job = await llm.run({"openai_route": "/v1/models"})
-    models = [output async for output in job.stream()]
-    assert models[0]["object"] == "list"
-    assert [m["id"] for m in models[0]["data"]] == ["gemma-3-270m"]
+async def test_openai_sdk_lists_the_served_model(openai_client: AsyncOpenAI) -> None:
+    models = await openai_client.models.list()
+    assert [m.id for m in models.data] == ["gemma-3-270m"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_sdk_gets_a_bad_request_error_for_bad_input(openai_client: AsyncOpenAI, stream: bool) -> None:
+    with pytest.raises(BadRequestError) as refused:
+        await openai_client.chat.completions.create(model="gemma-3-270m", messages=FRANCE, n=2, stream=stream)
+    assert (refused.value.code, refused.value.param) == ("invalid_input", "openai_input.n")
+    answer = await openai_client.chat.completions.create(model="gemma-3-270m", messages=FRANCE, max_tokens=2)
+    assert answer.usage is not None and answer.usage.completion_tokens == 2
+
+
+async def test_openai_stream_events_are_numbered_and_end_with_done(server: LocalServer) -> None:
+    body = {"model": "gemma-3-270m", "messages": FRANCE, "max_tokens": 8, "temperature": 0, "stream": True}
+    url = f"{server.base_url}/llm/openai/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=60) as http, http.stream("POST", url, json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join([part async for part in response.aiter_text()])
+    events = parse_events(text)
+    assert [int(e["id"]) for e in events] == list(range(len(events)))  # the chunks' seq: none lost, none twice
+    assert events[-1]["data"] == "[DONE]"
+    assert all(json.loads(e["data"])["object"] == "chat.completion.chunk" for e in events[:-1])
+
+
+async def test_leaving_an_openai_stream_cancels_its_job(server: LocalServer, openai_client: AsyncOpenAI) -> None:
+    stream = await openai_client.chat.completions.create(
+        # Greedy, this runs to max_tokens (12 s here): the job is still writing when the caller leaves.
+        model="gemma-3-270m", messages=[{"role": "user", "content": "Tell me a long story."}],
+        max_tokens=CAP, temperature=0, stream=True,
+    )
+    async for _ in stream:
+        break
+    await stream.close()
+    deadline = time.monotonic() + 10
+    while "the caller left its OpenAI stream; cancelling the job" not in server.logs():
+        assert time.monotonic() < deadline, server.logs()[-2000:]
+        await asyncio.sleep(0.1)
+    answer = await openai_client.chat.completions.create(model="gemma-3-270m", messages=FRANCE, max_tokens=2)
+    assert answer.usage is not None and answer.usage.completion_tokens == 2
 
 
 async def test_two_jobs_at_once_both_complete(llm: Endpoint) -> None:

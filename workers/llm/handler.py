@@ -3,7 +3,8 @@
 Input (native): ``messages`` (OpenAI chat style) or ``prompt``, with ``max_tokens``, ``temperature``,
 ``top_p``, ``stop``, ``seed``. Output: ``delta`` chunks, then a ``completion`` done chunk with the text,
 finish reason, token usage and metrics. RunPod's OpenAI passthrough (``openai_route`` + ``openai_input``)
-is answered with OpenAI's own objects, so OpenAI SDK clients can use the endpoint.
+is answered with OpenAI's own objects, streamed as server-sent-event text, so OpenAI SDK clients can use the
+endpoint's ``/openai/v1`` route.
 
 Settings: ``MODEL_DIR`` (baked folder) or ``MODEL_NAME`` (hub id), ``DTYPE``, ``DEVICE``, ``MAX_TOKENS_CAP``,
 ``SERVED_MODEL_NAME``; with none of them and no GPU, the embedded Gemma 3 270M base model.
@@ -281,8 +282,19 @@ async def work(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
         yield body
 
 
-async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    async for chunk in serve_job(job, LLMRequest, work):
+def _streams_openai(raw: Any) -> bool:
+    # Read off the raw input (validation is strict, so only a real `true` passes it): a request that fails
+    # validation yields just its error chunk, which the SSE wrapper passes through unchanged.
+    if not isinstance(raw, dict) or raw.get("openai_route") != "/v1/chat/completions":
+        return False
+    body = raw.get("openai_input")
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any] | str]:
+    chunks = serve_job(job, LLMRequest, work)
+    stream = openai.server_sent_events(chunks) if _streams_openai(job.get("input")) else chunks
+    async for chunk in stream:
         yield chunk
 
 

@@ -1,12 +1,15 @@
-"""The OpenAI chat-completions object shapes this worker emits (chunk, completion, model list).
+"""The OpenAI chat-completions object shapes this worker emits (chunk, completion, model list), and the
+server-sent-event text a streamed answer travels in.
 
 Plain dicts with OpenAI's field names, so an OpenAI SDK parses them unchanged.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,3 +88,20 @@ def completion(
 def model_list(model: str, created: int) -> dict[str, Any]:
     """The ``/v1/models`` answer: the one model this worker serves."""
     return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "voicepod"}]}
+
+
+async def server_sent_events(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any] | str]:
+    """A streamed answer's numbered chunks as the SSE text RunPod's OpenAI route relays to the caller verbatim.
+
+    One event per chunk, then OpenAI's ``data: [DONE]``. The event ``id`` is the chunk's ``seq``, so the numbering
+    survives in a field SSE clients (an OpenAI SDK's too) know and the JSON stays OpenAI's own. An error chunk stays
+    a dict: the runpod SDK fails the job at it, as for any other request.
+    """
+    seq = -1
+    async for chunk in chunks:
+        if "error" in chunk:
+            yield chunk
+            return
+        seq = chunk.pop("seq")
+        yield f"id: {seq}\ndata: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+    yield f"id: {seq + 1}\ndata: [DONE]\n\n"

@@ -1,7 +1,8 @@
 """The local endpoint emulator: RunPod's public serverless API in front of real SDK worker processes.
 
 Public routes (``/v2/{endpoint}/...``) behave like RunPod's: ``run``, ``runsync``, ``stream/{id}`` (only what is
-new since the last call), ``status/{id}``, ``cancel/{id}``, ``purge-queue``, ``health``, Bearer-key auth.
+new since the last call), ``status/{id}``, ``cancel/{id}``, ``purge-queue``, ``health``, the OpenAI-compatible
+``openai/v1/...`` (see :mod:`.openai_route`), Bearer-key auth.
 Internal routes (``/_worker/{endpoint}/...``, guarded by a per-run token) are the ones the SDK's worker loop
 calls: job-take (long poll), job-stream, job-done, job-stop (long poll).
 """
@@ -31,6 +32,7 @@ from .jobs import (
     LocalJob,
     emulator_error,
 )
+from .openai_route import handle as openai_route
 from .pool import WorkerPool, WorkerProcess
 
 TAKE_POLL_S = 20.0  # under the SDK's 90 s fetch timeout, so a held job-take is never abandoned mid-answer
@@ -111,6 +113,8 @@ class Emulator:
             web.post("/v2/{ep}/cancel/{job}", self.cancel),
             web.post("/v2/{ep}/purge-queue", self.purge_queue),
             web.get("/v2/{ep}/health", self.health),
+            web.post("/v2/{ep}/openai/v1/{path:.+}", self.openai),
+            web.get("/v2/{ep}/openai/v1/{path:.+}", self.openai),
         ]
         internal = [
             web.get("/_worker/{ep}/job-take/{worker}", self.job_take),
@@ -158,14 +162,14 @@ class Emulator:
                 return _json({"error": "unauthorized: missing or wrong API key"}, 401)
         return await handler(request)
 
-    def _endpoint(self, request: web.Request) -> _Endpoint:
+    def endpoint_for(self, request: web.Request) -> _Endpoint:
         endpoint = self.endpoints.get(request.match_info["ep"])
         if endpoint is None:
             raise web.HTTPNotFound(text=json.dumps({"error": "no such endpoint"}), content_type="application/json")
         return endpoint
 
     def _job(self, request: web.Request) -> LocalJob:
-        self._endpoint(request)
+        self.endpoint_for(request)
         job = self.jobs.get(request.match_info["job"])
         if job is None or job.endpoint != request.match_info["ep"]:
             raise web.HTTPNotFound(text=json.dumps({"error": "no such job"}), content_type="application/json")
@@ -177,7 +181,7 @@ class Emulator:
             del self.jobs[job_id]
 
     async def _submit(self, request: web.Request) -> LocalJob:
-        endpoint = self._endpoint(request)
+        endpoint = self.endpoint_for(request)
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # too deep a nesting: refused, not a 500
@@ -189,11 +193,21 @@ class Emulator:
         policy = body.get("policy") if isinstance(body.get("policy"), dict) else {}
         timeout_ms = policy.get("executionTimeout")
         timeout_s = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
+        return self.enqueue(endpoint, body["input"], timeout_s)
+
+    def enqueue(self, endpoint: _Endpoint, job_input: Any, timeout_s: float | None = None) -> LocalJob:
+        """Queue a job for ``endpoint``'s workers; ``timeout_s`` overrides the emulator's execution timeout."""
         self._forget_old_jobs()
-        job = LocalJob(endpoint.config.name, body["input"], timeout_s or self.execution_timeout_s)
+        job = LocalJob(endpoint.config.name, job_input, timeout_s or self.execution_timeout_s)
         self.jobs[job.id] = job
         endpoint.queue.put_nowait(job.id)
         return job
+
+    def cancel_job(self, job: LocalJob) -> None:
+        """Cancel ``job`` as ``/cancel`` does: a running one is also stopped on its worker."""
+        was_running = job.status == IN_PROGRESS
+        if job.finish(CANCELLED) and was_running:
+            self._stop_on_worker(job)
 
     def _stop_on_worker(self, job: LocalJob) -> None:
         worker = self.pool.workers.get(job.worker_id or "")
@@ -250,20 +264,21 @@ class Emulator:
 
     async def cancel(self, request: web.Request) -> web.Response:
         job = self._job(request)
-        was_running = job.status == IN_PROGRESS
-        if job.finish(CANCELLED) and was_running:
-            self._stop_on_worker(job)
+        self.cancel_job(job)
         return _json({"id": job.id, "status": job.status})
 
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        return await openai_route(self, request)
+
     async def purge_queue(self, request: web.Request) -> web.Response:
-        name = self._endpoint(request).config.name
+        name = self.endpoint_for(request).config.name
         queued = [j for j in self.jobs.values() if j.endpoint == name and j.status == IN_QUEUE]
         for job in queued:
             job.finish(CANCELLED)
         return _json({"removed": len(queued), "status": "completed"})
 
     async def health(self, request: web.Request) -> web.Response:
-        name = self._endpoint(request).config.name
+        name = self.endpoint_for(request).config.name
         jobs = [j for j in self.jobs.values() if j.endpoint == name]
         workers = self.pool.of_endpoint(name)
 
