@@ -82,8 +82,7 @@ def spoken_clip(seconds: float, sample_rate: int = 16000) -> bytes:
     import numpy as np
     from voicepod.audio import read_wav, write_wav
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from speech import espeak_wav  # the tests' helper: the same synthetic speech the STT tests transcribe
+    from tests.speech import espeak_wav  # the same synthetic speech the STT tests transcribe
 
     samples, rate = read_wav(espeak_wav(PASSAGE, sample_rate=sample_rate))
     repeats = int(np.ceil(seconds * rate / len(samples)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -117,8 +116,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     from voicepod.audio import read_wav
     from voicepod.local import LocalServer
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from speech import espeak_wav
+    from tests.speech import espeak_wav
 
     question = espeak_wav(QUESTION)
     samples, rate = read_wav(question)
