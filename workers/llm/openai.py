@@ -91,7 +91,8 @@ def model_list(model: str, created: int) -> dict[str, Any]:
 
 
 async def server_sent_events(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any] | str]:
-    """A streamed answer's numbered chunks as the SSE text RunPod's OpenAI route relays to the caller verbatim.
+    """A streamed answer's numbered chunks as SSE text, the form RunPod's OpenAI route relays to the caller (the
+    one RunPod's own vLLM worker streams by default, ``RAW_OPENAI_OUTPUT``).
 
     One event per chunk, then OpenAI's ``data: [DONE]``. The event ``id`` is the chunk's ``seq``, so the numbering
     survives in a field SSE clients (an OpenAI SDK's too) know and the JSON stays OpenAI's own. An error chunk stays
