@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -11,6 +12,7 @@ from voicepod import AuthError, JobCancelled, JobFailed, JobTimedOut, NotFoundEr
 from voicepod.local import LocalServer
 
 from .conftest import TEST_HANDLERS
+from .sse import parse_events
 
 KEY = "test-key-5f1d"
 COUNTING = TEST_HANDLERS / "counting.py"
@@ -178,3 +180,39 @@ async def test_run_sync_gives_up_after_its_timeout_and_cancels_the_job(server):
         assert time.monotonic() - started < 5
         # The worker was freed by the cancel: a short job runs at once.
         assert (await ep.run_sync({"count": 1, "delay": 0}))["status"] == "COMPLETED"
+
+
+# --- RunPod's OpenAI-compatible route: how its answers and failures reach an HTTP caller ----------------------
+
+
+async def openai_post(server: LocalServer, body: dict, key: str = KEY) -> tuple[int, str, str]:
+    """POST ``body`` to the "solo" endpoint's chat completions route; return status, content type and body text."""
+    url = f"{server.base_url}/solo/openai/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
+        async with http.stream("POST", url, json=body) as response:
+            text = "".join([part async for part in response.aiter_text()])
+            return response.status_code, response.headers["content-type"], text
+
+
+async def test_openai_route_streams_events_then_a_mid_stream_failure(server):
+    status, kind, text = await openai_post(server, {"stream": True, "sse": True, "count": 4, "error_at": 2})
+    assert (status, kind.split(";")[0]) == (200, "text/event-stream")
+    events = parse_events(text)
+    assert [e["id"] for e in events[:2]] == ["0", "1"]
+    assert [json.loads(e["data"])["value"] for e in events[:2]] == [0, 1]
+    assert json.loads(events[2]["data"])["error"]["code"] == "test_error"  # what OpenAI SDKs raise on
+    assert len(events) == 3
+
+
+async def test_openai_route_refused_before_any_output_is_an_http_error(server):
+    status, kind, text = await openai_post(server, {"stream": True, "sse": True, "error_at": 0})
+    assert (status, kind.split(";")[0]) == (500, "application/json")
+    error = json.loads(text)["error"]
+    assert (error["code"], error["type"], error["message"]) == ("test_error", "server_error", "error at 0")
+    status, _, text = await openai_post(server, {"count": 1, "delay": 0})  # not streamed: the one output object
+    assert status == 200 and json.loads(text)["value"] == 0
+
+
+async def test_openai_route_needs_the_key(server):
+    status, _, _ = await openai_post(server, {"count": 1}, key="wrong")
+    assert status == 401

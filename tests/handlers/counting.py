@@ -1,10 +1,13 @@
 """Test handler: counts slowly, so a test can see chunks arrive while the job still runs.
 
 Input: {"count": N, "delay": seconds between chunks, "fail_at": k (raise before chunk k),
-"error_at": k (yield a structured error chunk at k), "hang": true (sleep forever)}.
+"error_at": k (yield a structured error chunk at k), "hang": true (sleep forever), "sse": true (yield each count
+as server-sent-event text, as an OpenAI-compatible worker does)}. Through RunPod's OpenAI route, the same keys come
+inside ``openai_input``.
 """
 
 import asyncio
+import json
 import os
 
 import runpod
@@ -12,6 +15,7 @@ import runpod
 
 async def handler(job):
     params = job["input"]
+    params = params.get("openai_input", params)
     count = int(params.get("count", 5))
     delay = float(params.get("delay", 0.05))
     if params.get("hang"):
@@ -24,7 +28,8 @@ async def handler(job):
             return
         if params.get("exit_at") == i:
             os._exit(3)  # the worker process dies mid-stream
-        yield {"seq": i, "type": "count", "value": i, "pid": os.getpid()}
+        chunk = {"seq": i, "type": "count", "value": i, "pid": os.getpid()}
+        yield f"id: {i}\ndata: {json.dumps(chunk)}\n\n" if params.get("sse") else chunk
         await asyncio.sleep(delay)
 
 
