@@ -216,3 +216,16 @@ async def test_openai_route_refused_before_any_output_is_an_http_error(server):
 async def test_openai_route_needs_the_key(server):
     status, _, _ = await openai_post(server, {"count": 1}, key="wrong")
     assert status == 401
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_leaving_an_openai_request_before_any_output_cancels_its_job(server, stream):
+    with pytest.raises(TimeoutError):  # the job hangs: no output, no answer, until the caller gives up
+        await asyncio.wait_for(openai_post(server, {"stream": stream, "hang": True}), 1.5)
+    async with server.endpoint("solo") as ep:
+        deadline = time.monotonic() + 5
+        while (await ep.health())["jobs"]["inProgress"]:
+            assert time.monotonic() < deadline, "the job still runs after its caller left"
+            await asyncio.sleep(0.2)
+        # Its worker is free again: a short job runs at once, not after the hanging one's 30 s timeout.
+        assert (await ep.run_sync({"count": 1, "delay": 0}, timeout=10))["status"] == "COMPLETED"

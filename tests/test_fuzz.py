@@ -148,6 +148,10 @@ VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries(
             {"role": st.sampled_from(["user", "system", "assistant"]), "content": TEXT}), min_size=1, max_size=3),
             "max_tokens": st.integers(1, 2)}),
+        # RunPod's OpenAI route, streamed or not: whatever text the model writes must survive the SSE framing.
+        st.fixed_dictionaries({"openai_route": st.just("/v1/chat/completions"), "openai_input": st.fixed_dictionaries(
+            {"messages": st.lists(st.fixed_dictionaries({"role": st.just("user"), "content": TEXT}), min_size=1,
+                                  max_size=2), "max_tokens": st.integers(1, 2), "stream": st.booleans()})}),
     ),
     "tts": st.fixed_dictionaries(
         {"text": TEXT},
@@ -207,8 +211,9 @@ def _as_dict(chunk: dict[str, Any] | str) -> dict[str, Any]:
     return {"seq": int(event["id"]), "data": data}
 
 
-def check_job(raw_chunks: list[dict[str, Any] | str], raw: Any, native: bool = True) -> dict[str, Any]:
-    """Assert the job's chunks obey the protocol; return its last chunk."""
+def check_job(raw_chunks: list[dict[str, Any] | str], raw: Any, native: bool = True, sse: bool = False
+              ) -> dict[str, Any]:
+    """Assert the job's chunks obey the protocol (``sse``: a streamed OpenAI answer); return its last chunk."""
     assert raw_chunks, f"no chunk at all for {raw!r:.300}"
     chunks = [_as_dict(chunk) for chunk in raw_chunks]
     assert [c["seq"] for c in chunks] == list(range(len(chunks)))
@@ -224,8 +229,11 @@ def check_job(raw_chunks: list[dict[str, Any] | str], raw: Any, native: bool = T
         assert last.get("type") == "done", last
         for chunk in chunks:
             parse_chunk(chunk)
-    elif any("data" in chunk for chunk in chunks):
+    elif sse:
+        assert all(isinstance(chunk, str) for chunk in raw_chunks), raw_chunks
         assert last["data"] == "[DONE]", last
+    else:
+        assert not any(isinstance(chunk, str) for chunk in raw_chunks), raw_chunks
     return last
 
 
@@ -235,7 +243,10 @@ def _fuzz_handler(name: str, fields: dict[str, st.SearchStrategy[Any]], examples
     @given(raw=_inputs(fields, GOOD[name], VALID[name]))
     def test(raw: Any, handlers: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
         native = not (isinstance(raw, dict) and raw.get("openai_route"))
-        last = check_job(run_job(loop, handlers[name].handler, raw), raw, native)
+        body = None if native else raw.get("openai_input")
+        sse = not native and raw["openai_route"] == "/v1/chat/completions" and isinstance(body, dict) and (
+            body.get("stream") is True)
+        last = check_job(run_job(loop, handlers[name].handler, raw), raw, native, sse)
         TRIED[f"{name}_handler"] += 1
         TRIED[f"{name}_handler_{'error' if last.get('type') == 'error' else 'ok'}"] += 1
 

@@ -102,7 +102,7 @@ def _free_accelerator_memory() -> None:
         pass
 
 
-def worker_config(handler: Callable[..., AsyncIterator[dict[str, Any]]], concurrency: int = 1) -> dict[str, Any]:
+def worker_config(handler: Callable[..., AsyncIterator[dict[str, Any] | str]], concurrency: int = 1) -> dict[str, Any]:
     """The ``runpod.serverless.start`` config every voicepod worker uses.
 
     ``concurrency`` (overridden by the ``MAX_CONCURRENCY`` variable) is how many jobs one worker process takes

@@ -4,13 +4,15 @@ RunPod turns such a request into a job whose input is ``{"openai_route": "/v1/<p
 and answers with what the worker produced: a request with ``"stream": true`` gets the worker's streamed text as
 server-sent events, written as it arrives; any other gets the job's one output object. RunPod's gateway is not
 open source; this follows the contract RunPod's own vLLM worker is written to (its default ``RAW_OPENAI_OUTPUT``:
-stream SSE text, answer anything else with one object). Errors come back in OpenAI's shape, so OpenAI SDKs raise
-their own typed exceptions.
+stream SSE text, answer anything else with one object). A failed job's error comes back in OpenAI's shape, so
+OpenAI SDKs raise their own typed exceptions; the emulator's own refusals (no such endpoint, a wrong key) keep the
+shape of its other routes. A caller that leaves before the answer is complete cancels the job.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -21,15 +23,20 @@ from .jobs import CANCELLED, COMPLETED, TIMED_OUT, LocalJob
 if TYPE_CHECKING:
     from .server import Emulator
 
-HOLD_S = 1.0  # how long one wait for the job's next output lasts before the loop looks again
+# wait_change wakes on every change of the job; this bound only makes the loops look at the caller's connection
+# now and then, which aiohttp does not report (it does not cancel a handler whose caller left).
+HOLD_S = 1.0
 CALLER_ERRORS = {"invalid_input", "input_too_large"}  # worker error codes that are the request's fault: HTTP 400
 
 
 def openai_error(status: int, message: str, code: str, param: str | None = None) -> web.Response:
     """An error response in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.json_response(body, status=status)
+    return web.json_response({"error": _error_body(status, message, code, param)}, status=status)
+
+
+def _error_body(status: int, message: str, code: str, param: str | None) -> dict[str, Any]:
+    kind = "invalid_request_error" if status == 400 else "server_error"
+    return {"message": message, "type": kind, "param": param, "code": code}
 
 
 def _job_failure(job: LocalJob) -> tuple[int, ErrorDetail]:
@@ -51,37 +58,54 @@ def _event(output: Any) -> bytes:
     return (output if isinstance(output, str) else f"data: {json.dumps(output)}\n\n").encode()
 
 
-async def _stream(emulator: Emulator, job: LocalJob, request: web.Request) -> web.StreamResponse:
-    # Hold the answer until the first output or the job's end, so a request the worker refuses at once gets an
-    # HTTP error status rather than a 200 stream holding one error event.
-    while not job.stream and not job.terminal:
+def _caller_left(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+async def _wait(job: LocalJob, request: web.Request, ready: Callable[[], bool]) -> bool:
+    """Wait until ``ready()`` or the job's end; False if the caller left first."""
+    while not ready() and not job.terminal:
+        if _caller_left(request):
+            return False
         await job.wait_change(HOLD_S)
-    if job.terminal and job.status != COMPLETED and not job.stream:
-        return _failure_response(job)
+    return True
+
+
+async def _stream(emulator: Emulator, job: LocalJob, request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
     try:
+        # Hold the answer until the first output or the job's end, so a request the worker refuses at once gets
+        # an HTTP error status rather than a 200 stream holding one error event.
+        if not await _wait(job, request, lambda: bool(job.stream)):
+            return response
+        if job.terminal and job.status != COMPLETED and not job.stream:
+            return _failure_response(job)
+        await response.prepare(request)
         while True:
             ended = job.terminal  # read first: outputs the worker posted before it ended are taken below
             for output in job.take_new_stream():
                 await response.write(_event(output))
             if ended:
                 break
-            await job.wait_change(HOLD_S)
+            if not await _wait(job, request, lambda: job.cursor < len(job.stream)):
+                return response
         if job.status != COMPLETED:
-            _, detail = _job_failure(job)
-            error = {"message": detail.message, "type": "server_error", "param": detail.field, "code": detail.code}
+            status, detail = _job_failure(job)
+            error = _error_body(status, detail.message, detail.code, detail.field)
             await response.write(f"data: {json.dumps({'error': error})}\n\n".encode())
         await response.write_eof()
     except ConnectionResetError:
         pass  # the caller hung up: the job is cancelled below
     finally:
-        if not job.terminal:
-            # Left before the job ended (hung up, or the server is shutting down): nobody will read the rest, so
-            # stop the worker from writing it.
-            emulator.log(f"job {job.id}: the caller left its OpenAI stream; cancelling the job")
-            emulator.cancel_job(job)
+        if not job.terminal:  # left before the job ended (hung up, or the server is shutting down)
+            _cancel_unread(emulator, job)
     return response
+
+
+def _cancel_unread(emulator: Emulator, job: LocalJob) -> None:
+    # Nobody will read the rest, so stop the worker from writing it.
+    emulator.log(f"job {job.id}: the caller left its OpenAI request; cancelling the job")
+    emulator.cancel_job(job)
 
 
 async def handle(emulator: Emulator, request: web.Request) -> web.StreamResponse:
@@ -98,8 +122,9 @@ async def handle(emulator: Emulator, request: web.Request) -> web.StreamResponse
     job = emulator.enqueue(endpoint, job_input)
     if isinstance(body, dict) and body.get("stream") is True:
         return await _stream(emulator, job, request)
-    while not job.terminal:
-        await job.wait_change(HOLD_S)
+    if not await _wait(job, request, lambda: False):
+        _cancel_unread(emulator, job)
+        return web.Response(status=499)  # nobody reads it; nginx's code for a request the caller closed
     if job.status != COMPLETED:
         return _failure_response(job)
     output = job.output
