@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # now and then, which aiohttp does not report (it does not cancel a handler whose caller left).
 HOLD_S = 1.0
 CALLER_ERRORS = {"invalid_input", "input_too_large"}  # worker error codes that are the request's fault: HTTP 400
+CALLER_LEFT = 499  # nginx's status for a request its caller closed: nobody reads it, but the access log may
 
 
 def openai_error(status: int, message: str, code: str, param: str | None = None) -> web.Response:
@@ -77,7 +78,7 @@ async def _stream(emulator: Emulator, job: LocalJob, request: web.Request) -> we
         # Hold the answer until the first output or the job's end, so a request the worker refuses at once gets
         # an HTTP error status rather than a 200 stream holding one error event.
         if not await _wait(job, request, lambda: bool(job.stream)):
-            return response
+            return web.Response(status=CALLER_LEFT)
         if job.terminal and job.status != COMPLETED and not job.stream:
             return _failure_response(job)
         await response.prepare(request)
@@ -124,7 +125,7 @@ async def handle(emulator: Emulator, request: web.Request) -> web.StreamResponse
         return await _stream(emulator, job, request)
     if not await _wait(job, request, lambda: False):
         _cancel_unread(emulator, job)
-        return web.Response(status=499)  # nobody reads it; nginx's code for a request the caller closed
+        return web.Response(status=CALLER_LEFT)
     if job.status != COMPLETED:
         return _failure_response(job)
     output = job.output
