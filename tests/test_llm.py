@@ -182,9 +182,9 @@ async def openai_client(server: LocalServer) -> Any:
 
 
 async def test_openai_sdk_streams_what_it_would_get_whole(openai_client: AsyncOpenAI) -> None:
-    request = {"model": "gemma-3-270m", "messages": FRANCE, "max_tokens": 24, "temperature": 0}
     stream = await openai_client.chat.completions.create(
-        **request, stream=True, stream_options={"include_usage": True}
+        model="gemma-3-270m", messages=FRANCE, max_tokens=24, temperature=0, stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -193,11 +193,16 @@ async def test_openai_sdk_streams_what_it_would_get_whole(openai_client: AsyncOp
     assert chunks[-2].choices[0].finish_reason == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert len({c.id for c in chunks}) == 1
-    whole = await openai_client.chat.completions.create(**request)
+    # Greedy: the same answer whole, with the limit under its newer name.
+    whole = await openai_client.chat.completions.create(
+        model="gemma-3-270m", messages=FRANCE, max_completion_tokens=24, temperature=0
+    )
     assert whole.object == "chat.completion"
-    assert whole.choices[0].message.content == content  # greedy: the same answer, streamed or not
+    assert whole.choices[0].message.content == content
     assert whole.choices[0].finish_reason == "stop"
-    assert whole.usage is not None and whole.usage.completion_tokens == chunks[-1].usage.completion_tokens
+    usage = whole.usage
+    assert usage is not None and usage.completion_tokens == chunks[-1].usage.completion_tokens
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
 async def test_openai_sdk_lists_the_served_model(openai_client: AsyncOpenAI) -> None:
