@@ -229,3 +229,12 @@ async def test_leaving_an_openai_request_before_any_output_cancels_its_job(serve
             await asyncio.sleep(0.2)
         # Its worker is free again: a short job runs at once, not after the hanging one's 30 s timeout.
         assert (await ep.run_sync({"count": 1, "delay": 0}, timeout=10))["status"] == "COMPLETED"
+
+
+async def test_openai_route_refuses_a_body_that_is_not_json(server):
+    url = f"{server.base_url}/solo/openai/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        response = await http.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == ("invalid_json", "invalid_request_error")
