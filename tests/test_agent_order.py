@@ -9,7 +9,7 @@ import base64
 import itertools
 import time
 
-from voicepod.agent import Audio, Done, VoiceAgent
+from voicepod.agent import VOICE_MAX_TOKENS, Audio, Done, VoiceAgent
 
 _ids = itertools.count()
 
@@ -168,3 +168,23 @@ async def test_asking_for_word_times_drops_the_default_that_would_conflict():
     agent = VoiceAgent(listener, llm("Fine."), tts(lambda text: 0.0), stt_options={"word_timestamps": True})
     [e async for e in agent.respond(b"RIFF")]
     assert "without_timestamps" not in listener.payloads[0] and listener.payloads[0]["word_timestamps"] is True
+
+
+async def test_a_reply_that_never_ends_a_sentence_reaches_tts_within_a_few_words():
+    # A base model's run-on answer: 60 words, no punctuation, written at 20 words a second (3 s in all).
+    reply = " ".join(f"word{i}" for i in range(60))
+    writer, speaker = llm(reply, pace=0.05), tts(lambda text: 0.0)
+    agent = VoiceAgent(stt(), writer, speaker)
+    events = [e async for e in agent.respond(b"audio")]
+    llm_started = writer.submitted_at[0]
+    first_tts = speaker.payloads[0]["text"]
+    assert first_tts == " ".join(f"word{i}" for i in range(10))
+    # Sent to TTS about 11 deltas in (0.55 s), long before the LLM's 3 s: not held for a full stop.
+    assert speaker.submitted_at[0] - llm_started < 1.5
+    assert " ".join(p["text"] for p in speaker.payloads) == reply
+    assert events[-1].reply == reply
+
+
+def test_voice_defaults_cap_the_reply():
+    agent = VoiceAgent(stt(), llm("Fine."), tts(lambda text: 0.0))
+    assert agent.llm_options["max_tokens"] == VOICE_MAX_TOKENS <= 80

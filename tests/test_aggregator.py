@@ -24,7 +24,8 @@ def feed_in_pieces(aggregator: SentenceAggregator, text: str, cuts: list[int]) -
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=len(TEXT)), max_size=30))
 def test_streamed_deltas_split_anywhere_give_the_whole_text_sentences(cuts):
-    assert feed_in_pieces(SentenceAggregator(first_cut_words=0), TEXT, cuts) == split_sentences(TEXT)
+    aggregator = SentenceAggregator(first_cut_words=0, first_max_words=None, max_words=None)
+    assert feed_in_pieces(aggregator, TEXT, cuts) == split_sentences(TEXT)
 
 
 @settings(max_examples=200, deadline=None)
@@ -63,3 +64,44 @@ def test_wav_round_trip():
     x = (0.5 * np.sin(np.linspace(0, 50, 4410))).astype(np.float32)
     y, rate = read_wav(write_wav(x, 22050))
     assert rate == 22050 and np.max(np.abs(x - y)) < 1e-4
+
+
+RUN_ON = ("i think it is about one million miles away from here but nobody really knows how far it is "
+          "because it moves around a lot and the numbers keep changing every single year so")
+
+
+def test_a_reply_without_punctuation_is_spoken_after_a_bounded_number_of_words():
+    aggregator = SentenceAggregator(first_max_words=10, max_words=20)
+    pieces, fed_words = [], 0
+    for word in RUN_ON.split():
+        out = aggregator.feed(word + " ")
+        fed_words += 1
+        if out and not pieces:
+            assert fed_words <= 11  # the tenth word is complete once the eleventh's space arrives
+        pieces += out
+    pieces += aggregator.flush()
+    assert len(pieces[0].split()) == 10
+    assert all(len(piece.split()) <= 20 for piece in pieces)
+    assert " ".join(pieces).split() == RUN_ON.split()
+
+
+def test_the_word_bound_prefers_the_last_clause_mark():
+    aggregator = SentenceAggregator(first_cut_words=0, first_max_words=10, max_words=10)
+    text = "well you see the moon is far, very far away from us and from everyone"
+    pieces = aggregator.feed(text + " ") + aggregator.flush()
+    assert pieces[0] == "well you see the moon is far,"
+    assert " ".join(pieces).split() == text.split()
+
+
+def test_the_word_bound_off_keeps_waiting_for_a_sentence_end():
+    aggregator = SentenceAggregator(first_max_words=None, max_words=None)
+    assert aggregator.feed(RUN_ON[:100] + " ") == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(TEXT)), max_size=30))
+def test_word_bounds_keep_every_word_in_order(cuts):
+    pieces = feed_in_pieces(SentenceAggregator(first_cut_words=3, first_max_words=4, max_words=6), TEXT, cuts)
+    assert " ".join(pieces).split() == TEXT.split()
+    assert len(pieces[0].split()) <= 4
+    assert all(len(piece.split()) <= 6 for piece in pieces)

@@ -22,6 +22,10 @@ from .sentences import is_speakable
 
 DEFAULT_SYSTEM_PROMPT = "Answer in one or two short sentences."
 
+# What a caller will listen to: about 45 words, 15-20 s of speech. A longer answer is a monologue on a call,
+# and a small model that runs on would otherwise speak for minutes.
+VOICE_MAX_TOKENS = 60
+
 # A turn waits for the whole transcript and has no use for segment times: decoding text tokens only took
 # 0.35 s against 0.39 s on a 1.6 s question (tiny.en, beam 5, 2 CPU cores), with the same accuracy on our
 # spoken test sentences. Greedy decoding (beam_size 1) is faster still but misheard more of them.
@@ -168,7 +172,7 @@ class VoiceAgent:
     ``audio_format``: ``pcm16`` or ``mulaw`` (8 kHz telephony); ``sample_rate``: output rate (the voice's own
     when None). ``stt_options``: extra STT input (``beam_size``, ``initial_prompt``, ``hotwords``...), over
     :data:`DEFAULT_STT_OPTIONS` (left out when ``word_timestamps`` is asked for). ``llm_options``: extra LLM
-    input (``max_tokens``, ``temperature``, ``stop``, ``seed``).
+    input (``max_tokens``, default :data:`VOICE_MAX_TOKENS`; ``temperature``, ``stop``, ``seed``).
     ``first_cut_words``: see :class:`~voicepod.aggregator.SentenceAggregator`. ``history``: earlier turns as
     ``{"role", "content"}`` dicts; each turn appends to it.
     """
@@ -201,7 +205,7 @@ class VoiceAgent:
         # Word times need the timestamps the default leaves out (the STT worker refuses the two together).
         defaults = {} if stt_options.get("word_timestamps") else DEFAULT_STT_OPTIONS
         self.stt_options = {**defaults, **stt_options}
-        self.llm_options = {"max_tokens": 200, "temperature": 0.7, **(llm_options or {})}
+        self.llm_options = {"max_tokens": VOICE_MAX_TOKENS, "temperature": 0.7, **(llm_options or {})}
         self.first_cut_words = first_cut_words
         self.history: list[dict[str, str]] = list(history or [])
         self._interrupt = asyncio.Event()

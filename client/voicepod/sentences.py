@@ -31,6 +31,7 @@ _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _WORD_BEFORE = re.compile(r"[^\s\"'“‘(\[]*$")
 # Where an overlong sentence is best cut: after a clause mark, else at a space.
 _CLAUSE_MARK = re.compile(r"[,;:—–](?=\s)|\s[-–—]\s")
+_WORD = re.compile(r"\S+")
 
 
 def _ends_sentence(word: str, terminator: str, next_char: str) -> bool:
@@ -76,6 +77,19 @@ def _long_cut(text: str, max_chars: int) -> int:
     return space if space > floor else max_chars
 
 
+def _word_cut(text: str, max_words: int) -> int | None:
+    """Where to cut ``text`` so the first piece has at most ``max_words`` words: after the last clause mark
+    past a third of them, else after the last of them; ``None`` while fewer than ``max_words`` words are
+    complete (a word is complete once whitespace follows it)."""
+    ends = [m.end() for m in _WORD.finditer(text) if m.end() < len(text)]
+    if len(ends) < max_words:
+        return None
+    limit = ends[max_words - 1]
+    floor = ends[max(max_words // 3 - 1, 0)]
+    marks = [m.end() for m in _CLAUSE_MARK.finditer(text, 0, limit + 1) if floor <= m.end() <= limit + 1]
+    return marks[-1] if marks else limit
+
+
 class SentenceSplitter:
     """Split text into sentences as it arrives.
 
@@ -83,16 +97,23 @@ class SentenceSplitter:
         max_chars: Longest sentence returned. Longer ones are cut at the last comma, semicolon, colon or
             dash within the limit, else at the last space; text without a sentence end is also released
             in such pieces once it grows past the limit, so a run-on reply still streams.
+        max_words: When set, text that has reached this many complete words without a sentence end is
+            released too, cut at its last clause mark, else after that many words: a voice must not wait
+            for a full stop that may never come. ``None`` (the default, what the TTS worker uses on whole
+            texts) cuts by characters only. May be changed between :meth:`feed` calls.
 
     ``feed`` returns the sentences completed by the text fed so far. A sentence end is only known once the
     next non-space character has arrived ("Dr." followed by "Smith" does not end one, followed by a lowercase
     word neither), so the last sentence stays buffered until more text or :meth:`flush`.
     """
 
-    def __init__(self, max_chars: int = DEFAULT_MAX_CHARS):
+    def __init__(self, max_chars: int = DEFAULT_MAX_CHARS, max_words: int | None = None):
         if max_chars < 10:
             raise ValueError("max_chars must be at least 10")
+        if max_words is not None and max_words < 1:
+            raise ValueError("max_words must be at least 1")
         self.max_chars = max_chars
+        self.max_words = max_words
         self._buffer = ""
 
     def feed(self, text: str) -> list[str]:
@@ -105,14 +126,28 @@ class SentenceSplitter:
             cut = _long_cut(self._buffer, self.max_chars)
             sentences.append(_normalize(self._buffer[:cut]))
             self._buffer = self._buffer[cut:]
-        return [s for s in sentences if s]
+        while self.max_words is not None and (cut := _word_cut(self._buffer, self.max_words)) is not None:
+            sentences.append(_normalize(self._buffer[:cut]))
+            self._buffer = self._buffer[cut:]
+        return self._bounded(sentences)
 
     def flush(self) -> list[str]:
         """End of text: return every sentence still buffered and reset the splitter."""
         sentences = self._take_complete()
         sentences.extend(_split_long(_normalize(self._buffer), self.max_chars))
         self._buffer = ""
-        return [s for s in sentences if s]
+        return self._bounded(sentences)
+
+    def _bounded(self, sentences: list[str]) -> list[str]:
+        """Drop empty pieces and, with ``max_words``, cut longer ones by words as :func:`_word_cut` does."""
+        pieces = []
+        for sentence in filter(None, sentences):
+            while self.max_words is not None and (cut := _word_cut(sentence + " ", self.max_words)) is not None:
+                pieces.append(sentence[:cut].strip())
+                sentence = sentence[cut:].strip()
+            if sentence:
+                pieces.append(sentence)
+        return pieces
 
     def _take_complete(self) -> list[str]:
         sentences: list[str] = []

@@ -11,7 +11,7 @@ from typing import TextIO
 
 import numpy as np
 
-from .agent import DEFAULT_SYSTEM_PROMPT, Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
+from .agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS, Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
 from .audio import mulaw_decode, pcm16_to_float, write_wav
 from .endpoint import Endpoint
 
@@ -47,7 +47,7 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="where to write the reply (WAV)")
     parser.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
     parser.add_argument("--voice", help="TTS voice (the worker's default when omitted)")
-    parser.add_argument("--max-tokens", type=int, default=120)
+    parser.add_argument("--max-tokens", type=int, default=VOICE_MAX_TOKENS, help="cap on the reply's length")
     parser.add_argument("--temperature", type=float, default=0.0)
 
 
