@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from voicepod.cli import main
@@ -17,6 +18,9 @@ from voicepod.cost import (
     default_prices_path,
     load_prices,
 )
+from voicepod.gpus import find_gpu_ids, find_tier
+
+REPO = Path(__file__).resolve().parents[1]
 
 GPU = GpuPrice("test", flex=0.001, active=0.0005)
 
@@ -91,8 +95,39 @@ def test_cli_labels_cpu_results_as_a_projection(tmp_path, capsys):
     assert "6 turns/min" in out and "| H100 (80 GB) |" in out
 
 
-def test_cli_refuses_missing_seconds_and_unknown_gpus():
-    with pytest.raises(SystemExit, match="give --results"):
-        main(["cost", "--stt", "1"])
-    with pytest.raises(SystemExit, match="unknown GPU"):
-        main(["cost", "--stt", "1", "--llm", "1", "--tts", "1", "--gpu", "TPU"])
+def test_cli_refuses_missing_seconds_and_unknown_gpus(capsys):
+    assert main(["cost", "--stt", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "voicepod cost: give --results, or all of --stt, --llm and --tts"
+    assert main(["cost", "--stt", "1", "--llm", "1", "--tts", "1", "--gpu", "TPU"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voicepod cost: unknown GPU 'TPU'; known: A4000 (16 GB), L4 (24 GB)") and err.count("\n") == 1
+    assert main(["cost", "--stt", "1", "--llm", "1", "--tts", "1", "--gpu", "24 GB"]) == 2
+    assert "ambiguous: L4 (24 GB), RTX 4090 (24 GB)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("query", ["4090", "RTX 4090", "rtx 4090 (24 gb)", "NVIDIA GeForce RTX 4090"])
+def test_a_gpu_is_named_by_any_unambiguous_part(query, capsys):
+    assert main(["cost", "--stt", "1", "--llm", "1", "--tts", "1", "--gpu", query]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "| $" in line]
+    assert len(rows) == 1 and rows[0].startswith("| RTX 4090 (24 GB) |")
+
+
+def test_l4_is_not_taken_for_l40s():
+    prices, _ = load_prices()
+    assert find_tier("L4", prices).name == "L4 (24 GB)"
+    assert find_gpu_ids("L4", prices) == ["NVIDIA L4"]
+    assert find_gpu_ids("A100", prices) == ["NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB"]
+
+
+def test_the_readme_cost_figures_come_from_the_command_it_shows(capsys):
+    # README: "`voicepod cost --results benchmarks/results/chain.json --idle-s 0`: $0.0064 (RTX 4090) to $0.024 (H100)"
+    readme = (REPO / "README.md").read_text()
+    command = "voicepod cost --results benchmarks/results/chain.json --idle-s 0"
+    assert command in readme and "$0.0064 (RTX 4090)" in readme and "$0.024 (H100)" in readme
+    assert main([*command.split()[1:3], str(REPO / "benchmarks/results/chain.json"), "--idle-s", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| RTX 4090 (24 GB) | $0.0064 |" in out and "| H100 (80 GB) | $0.0241 |" in out
+    # The flags line reproduces the same table from numbers alone.
+    flags = next(line for line in out.splitlines() if line.startswith("flags:")).split()[2:]
+    assert main(flags) == 0
+    assert "| RTX 4090 (24 GB) | $0.0064 |" in capsys.readouterr().out

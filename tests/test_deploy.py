@@ -149,6 +149,16 @@ def test_dry_run_through_the_cli_without_a_key(monkeypatch, capsys):
     assert "Authorization: Bearer $RUNPOD_API_KEY" in out and '"gpuTypeIds": [\n    "NVIDIA L4"\n  ]' in out
 
 
+def test_deploy_takes_gpu_names_as_cost_does(monkeypatch, capsys):
+    monkeypatch.delenv("RUNPOD_API_KEY")
+    args = ["deploy", "--dry-run", "--worker", "stt", "--image", "stt=me/stt:1", "--gpu", "4090", "--gpu", "A100"]
+    assert cli_main(args) == 0
+    body = capsys.readouterr().out.split("POST https://rest.runpod.io/v1/endpoints")[1]
+    assert '"NVIDIA GeForce RTX 4090",\n    "NVIDIA A100 80GB PCIe",\n    "NVIDIA A100-SXM4-80GB"' in body
+    with pytest.raises(SystemExit, match="ambiguous"):
+        cli_main(["deploy", "--dry-run", "--worker", "stt", "--image", "stt=me/stt:1", "--gpu", "RTX"])
+
+
 def test_example_config_is_valid_and_flags_override_it():
     example = Path(__file__).resolve().parent.parent / "deploy.toml.example"
     import tomllib

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import threading
 import weakref
 
@@ -69,13 +70,14 @@ async def test_invalid_input_is_an_error_chunk_naming_the_field(job_input, code,
 async def test_a_failure_mid_stream_ends_it_with_one_error_chunk_and_the_next_job_runs(failure, code):
     chunks = await run({"words": ["a", "b"]}, failure)
     assert [c["seq"] for c in chunks] == [0, 1, 2]
-    assert chunks[-1]["type"] == "error" and chunks[-1]["error"]["code"] == code
+    assert chunks[-1]["type"] == "error" and parse_chunk(chunks[-1]).error.code == code
+    assert json.loads(chunks[-1]["error"])["code"] == code  # JSON text, as /status will show it
     assert parse_chunk((await run({"words": ["c"]}))[-1]).type == "done"
 
 
 async def test_a_chunk_over_runpods_limit_is_refused():
     chunks = await run({"words": ["x" * 1_100_000]})
-    assert chunks[-1]["error"]["code"] == "output_too_large"
+    assert parse_chunk(chunks[-1]).error.code == "output_too_large"
 
 
 def test_worker_config_concurrency_comes_from_the_environment(monkeypatch):

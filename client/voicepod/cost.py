@@ -13,20 +13,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from .cli_errors import UsageError
+from .gpus import GpuPrice, default_prices_path, find_tier, load_prices
 
 STAGES = ("stt", "llm", "tts")
 SECONDS_PER_MONTH = 30 * 24 * 3600
 MANAGED_USD_PER_MIN = 0.10
-
-
-@dataclass(frozen=True)
-class GpuPrice:
-    """USD per second of one worker on this GPU type: ``flex`` (scales to zero) and ``active`` (always on)."""
-
-    name: str
-    flex: float
-    active: float
 
 
 @dataclass(frozen=True)
@@ -101,13 +94,6 @@ def cost_row(
     return CostRow(price.name, flex, fixed, capacity, active_workers, even)
 
 
-def load_prices(path: Path) -> tuple[list[GpuPrice], dict[str, Any]]:
-    """The GPU prices of a price table file, and the file's other fields (source, date read, notes)."""
-    table = json.loads(Path(path).read_text())
-    prices = [GpuPrice(name, float(p["flex"]), float(p["active"])) for name, p in table["gpus"].items()]
-    return prices, {k: v for k, v in table.items() if k != "gpus"}
-
-
 def workload_from_results(path: Path, idle_s: float) -> tuple[Workload, str]:
     """Per-turn compute seconds and turns per minute from the chain benchmark's json; also where they were
     measured (``device``)."""
@@ -144,11 +130,6 @@ def format_table(rows: list[CostRow], managed_per_minute: float) -> str:
     return "\n".join(lines)
 
 
-def default_prices_path() -> Path:
-    # Shipped as package data, so `voicepod cost` works from an installed client too.
-    return Path(__file__).with_name("prices.json")
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     cost = commands.add_parser(
         "cost",
@@ -164,7 +145,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     cost.add_argument("--idle-s", type=float, default=5.0,
                       help="flex worker idle timeout billed after each job (RunPod's default: 5)")
     cost.add_argument("--prices", type=Path, default=default_prices_path(), help="price table json")
-    cost.add_argument("--gpu", action="append", help="only this GPU type (repeatable; default: all)")
+    cost.add_argument("--gpu", action="append",
+                      help="only this GPU type, by any unambiguous part: 4090, 'RTX 4090', H100 (repeatable)")
     cost.add_argument("--active", type=int, default=1, help="always-on workers per stage for the break-even")
     cost.add_argument("--managed-per-min", type=float, default=MANAGED_USD_PER_MIN,
                       help="the managed platform's price per minute")
@@ -180,18 +162,23 @@ def _cost(args: argparse.Namespace) -> int:
     elif all(value is not None for value in given.values()):
         workload, device = Workload(given, args.turns_per_minute or 4.0, args.idle_s), "given"
     else:
-        raise SystemExit("voicepod cost: give --results, or all of --stt, --llm and --tts")
+        raise UsageError("give --results, or all of --stt, --llm and --tts")
     if args.active < 0 or workload.turns_per_minute <= 0 or any(s < 0 for s in workload.seconds.values()):
-        raise SystemExit("voicepod cost: seconds, --active and --turns-per-minute must not be negative")
+        raise UsageError("seconds, --active and --turns-per-minute must not be negative")
     prices, about = load_prices(args.prices)
     if args.gpu:
-        unknown = set(args.gpu) - {p.name for p in prices}
-        if unknown:
-            raise SystemExit(f"voicepod cost: unknown GPU {sorted(unknown)}; known: {[p.name for p in prices]}")
-        prices = [p for p in prices if p.name in args.gpu]
+        try:
+            chosen = {find_tier(query, prices).name for query in args.gpu}
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        prices = [p for p in prices if p.name in chosen]
     rows = [cost_row(workload, price, args.active, args.managed_per_min) for price in prices]
     per_turn = ", ".join(f"{stage} {workload.seconds[stage]:.2f} s" for stage in STAGES)
     print(f"per turn: {per_turn}; {workload.turns_per_minute:g} turns/min; flex idle timeout {workload.idle_s:g} s")
+    # The same figures from flags alone, so a table quoted anywhere can be reproduced and varied.
+    flags = " ".join(f"--{stage} {workload.seconds[stage]:.4g}" for stage in STAGES)
+    print(f"flags:    voicepod cost {flags} --turns-per-minute {workload.turns_per_minute:.3g} "
+          f"--idle-s {workload.idle_s:g} --active {args.active}")
     print(f"prices: {about.get('source', args.prices)} (read {about.get('read_on', '?')})")
     if device != "given" and "cuda" not in device.lower():
         print(f"PROJECTION: seconds measured on {device}, billed at GPU prices; a GPU runs these models faster, "

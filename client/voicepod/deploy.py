@@ -24,11 +24,14 @@ from typing import Any
 
 import httpx
 
+from .gpus import find_gpu_ids, load_prices
+
 API_URL = "https://rest.runpod.io/v1"
 WORKERS = ("stt", "llm", "tts")
 # 24 GB cards, RunPod's cheapest tier that fits Whisper large-v3-turbo, a 1.5B LLM in bf16 or a VITS voice
-# ($0.00019 per second flex, serverless pricing page); the second and third are fallbacks when the first is scarce.
-DEFAULT_GPU_TYPES = ("NVIDIA L4", "NVIDIA RTX A5000", "NVIDIA GeForce RTX 3090")
+# ($0.00019 per second flex, serverless pricing page): L4, then A5000 and 3090 when the first is scarce. The ids
+# come from the price table, the one naming of GPU types that `voicepod cost` uses too.
+DEFAULT_GPU_TYPES = tuple(find_gpu_ids("L4 (24 GB)", load_prices()[0]))
 # The images are built on CUDA 12.8: hosts whose driver offers less cannot run them.
 DEFAULT_CUDA_VERSIONS = ("12.8", "12.9", "13.0")
 
@@ -73,6 +76,13 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(item) for item in value)
 
 
+def _gpu_ids(value: Any) -> tuple[str, ...]:
+    """GPU types as RunPod ids, each given as an id or any unambiguous part ("4090", "L4 (24 GB)")."""
+    prices = load_prices()[0]
+    ids = [gpu_id for query in _strings(value) for gpu_id in find_gpu_ids(query, prices)]
+    return tuple(dict.fromkeys(ids))
+
+
 def _integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise TypeError("a whole number, 0 or more")
@@ -92,7 +102,7 @@ def _string(value: Any) -> str:
 
 
 _SETTINGS = {
-    "gpu_types": _strings,
+    "gpu_types": _gpu_ids,
     "workers_min": _integer,
     "workers_max": _integer,
     "idle_timeout": _integer,
@@ -318,8 +328,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, default=None, help="settings file (default: ./deploy.toml if present)")
     parser.add_argument("--worker", action="append", choices=WORKERS, help="deploy only this worker (repeatable)")
     parser.add_argument("--image", action="append", default=[], metavar="WORKER=IMAGE", help="image of a worker")
-    parser.add_argument("--gpu", action="append", metavar="GPU_TYPE_ID",
-                        help="GPU type in priority order, e.g. 'NVIDIA L4' (repeatable; replaces the file's list)")
+    parser.add_argument("--gpu", action="append", metavar="GPU",
+                        help="GPU type in priority order: a RunPod id ('NVIDIA L4') or any unambiguous part of one "
+                        "('4090') (repeatable; replaces the file's list)")
     parser.add_argument("--workers-min", type=int, help="active workers, always running (no cold start)")
     parser.add_argument("--workers-max", type=int, help="most workers running at once")
     parser.add_argument("--idle-timeout", type=int, metavar="SECONDS", help="stop an idle worker after this")

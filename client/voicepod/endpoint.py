@@ -136,11 +136,12 @@ class Job:
     def _raise_for_status(self, reply: dict[str, Any]) -> None:
         status = reply.get("status")
         if status == "FAILED":
-            raise JobFailed(self.id, parse_job_error(reply.get("error", "job failed without an error message")))
+            detail = parse_job_error(reply.get("error", "job failed without an error message"))
+            raise JobFailed(self.id, detail, self.endpoint.endpoint_id)
         if status == "CANCELLED":
-            raise JobCancelled(self.id, "cancelled")
+            raise JobCancelled(self.id, "cancelled", self.endpoint.endpoint_id)
         if status == "TIMED_OUT":
-            raise JobTimedOut(self.id, "execution timed out")
+            raise JobTimedOut(self.id, "execution timed out", self.endpoint.endpoint_id)
 
     async def stream(self) -> AsyncIterator[Any]:
         """Yield the job's streamed outputs as they arrive, in ``seq`` order, each exactly once.
@@ -208,5 +209,5 @@ class Job:
         async for output in self.stream():
             chunk = parse_chunk(output)
             if isinstance(chunk, ErrorChunk):  # only if a worker bypassed the SDK's error handling
-                raise JobFailed(self.id, chunk.error)
+                raise JobFailed(self.id, chunk.error, self.endpoint.endpoint_id)
             yield chunk

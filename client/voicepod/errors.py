@@ -13,16 +13,28 @@ class VoicepodError(Exception):
 
 
 class TransportError(VoicepodError):
-    """The endpoint could not be reached (connection refused, reset, timed out), after retries."""
+    """The endpoint could not be reached (connection refused, reset, timed out), after retries.
+
+    ``url`` is what was asked for; ``reason`` what went wrong, in a few words.
+    """
+
+    def __init__(self, method: str, url: str, reason: str):
+        super().__init__(f"{method} {url}: {reason}")
+        self.method = method
+        self.url = url
+        self.reason = reason
 
 
 class APIError(VoicepodError):
-    """The API answered with an error status."""
+    """The API answered with an error status; ``url`` is the request's."""
 
-    def __init__(self, status_code: int, message: str):
-        super().__init__(f"HTTP {status_code}: {message}")
+    def __init__(self, status_code: int, message: str, *, method: str = "", url: str = ""):
+        where = f" from {method} {url}".replace("  ", " ") if url else ""
+        super().__init__(f"HTTP {status_code}{where}: {message}")
         self.status_code = status_code
         self.message = message
+        self.method = method
+        self.url = url
 
 
 class AuthError(APIError):
@@ -45,18 +57,20 @@ class ServerError(APIError):
 
 
 class JobError(VoicepodError):
-    """A job ended without completing."""
+    """A job ended without completing; ``endpoint`` is the id of the endpoint that ran it, when known."""
 
-    def __init__(self, job_id: str, message: str):
-        super().__init__(f"job {job_id}: {message}")
+    def __init__(self, job_id: str, message: str, endpoint: str | None = None):
+        on = f" on endpoint '{endpoint}'" if endpoint else ""
+        super().__init__(f"job {job_id}{on}: {message}")
         self.job_id = job_id
+        self.endpoint = endpoint
 
 
 class JobFailed(JobError):
     """The worker ended the job with an error: ``code`` is stable (``invalid_input``, ``worker_died``, ...)."""
 
-    def __init__(self, job_id: str, detail: ErrorDetail):
-        super().__init__(job_id, f"{detail.code}: {detail.message}")
+    def __init__(self, job_id: str, detail: ErrorDetail, endpoint: str | None = None):
+        super().__init__(job_id, f"{detail.code}: {detail.message}", endpoint)
         self.detail = detail
         self.code = detail.code
         self.message = detail.message

@@ -14,7 +14,7 @@ import ast
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer, field_validator
 
 
 class _Chunk(BaseModel):
@@ -44,8 +44,26 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorChunk(_Chunk):
+    """The last chunk of a failed job. On the wire ``error`` is the detail as JSON *text*: the runpod SDK turns
+    a yielded error into the job's ``error`` with ``str()``, which keeps a string as it is (a dict would become
+    a Python repr), so ``/status`` shows JSON that curl and the SDK's users can parse."""
+
     type: Literal["error"] = "error"
     error: ErrorDetail
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _from_json_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return {"code": "handler_exception", "message": value}
+        return value
+
+    @field_serializer("error")
+    def _as_json_text(self, error: ErrorDetail) -> str:
+        return error.model_dump_json(exclude_none=True)
 
 
 # --- STT -------------------------------------------------------------------------------------------------

@@ -87,37 +87,47 @@ class Transport:
                 error: Exception = exc
             except httpx.TransportError as exc:
                 if not resend_ok:
-                    raise TransportError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+                    raise TransportError(method, url, _reason(exc)) from exc
                 error = exc
             else:
                 if response.status_code < 400:
                     return response.json() if response.content else None
                 retryable = RETRY_STATUS if resend_ok else REFUSED_STATUS
                 if response.status_code not in retryable:
-                    raise _api_error(response)
-                error = _api_error(response)
+                    raise _api_error(response, method, url)
+                error = _api_error(response, method, url)
             if attempt >= self.max_retries:
                 if isinstance(error, APIError):
                     raise error
-                raise TransportError(f"{method} {url}: {type(error).__name__}: {error}") from error
+                raise TransportError(method, url, _reason(error)) from error
             await asyncio.sleep(self._pause(attempt, response))
             attempt += 1
 
 
-def _api_error(response: httpx.Response) -> APIError:
+def _reason(exc: Exception) -> str:
+    """A few words on why a request got no answer ("connection refused", "ConnectTimeout")."""
+    text = str(exc)
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text or "Temporary failure in name" in text:
+        return "host name not found"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _api_error(response: httpx.Response, method: str, url: str) -> APIError:
     try:
         body = response.json()
-        message = body.get("error") or body.get("message") or response.text if isinstance(body, dict) else body
     except ValueError:
-        message = response.text
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        # OpenAI-shaped bodies nest the message: {"error": {"message": ...}}.
+        message = (error.get("message") if isinstance(error, dict) else error) or body.get("message") or response.text
+    else:
+        message = response.text or response.reason_phrase
     message = str(message)[:500]
     status = response.status_code
-    if status in (401, 403):
-        return AuthError(status, message)
-    if status == 404:
-        return NotFoundError(status, message)
-    if status == 429:
-        return RateLimitError(status, message)
-    if status >= 500:
-        return ServerError(status, message)
-    return APIError(status, message)
+    kind = {401: AuthError, 403: AuthError, 404: NotFoundError, 429: RateLimitError}.get(status)
+    if kind is None:
+        kind = ServerError if status >= 500 else APIError
+    return kind(status, message, method=method, url=url)

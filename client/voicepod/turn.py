@@ -13,7 +13,8 @@ import numpy as np
 
 from .agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS, Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
 from .audio import mulaw_decode, pcm16_to_float, write_wav
-from .endpoint import Endpoint
+from .cli_errors import LOCAL_BASE_URL, UsageError, is_local
+from .endpoint import DEFAULT_BASE_URL, Endpoint
 
 
 async def run_turn(agent: VoiceAgent, question: bytes, out: Path, stream: TextIO = sys.stdout) -> Done:
@@ -69,7 +70,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "key to RUNPOD_API_KEY; the base URL to RUNPOD_ENDPOINT_BASE_URL, else RunPod's.",
     )
     turn.add_argument("question", type=Path, metavar="QUESTION.wav")
-    turn.add_argument("--base-url", help="e.g. http://127.0.0.1:8000/v2 for serve-local")
+    turn.add_argument("--base-url", default=os.environ.get("RUNPOD_ENDPOINT_BASE_URL"),
+                      help=f"e.g. {LOCAL_BASE_URL} for serve-local (default: RunPod's API)")
+    turn.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
+                      help="RunPod API key (default: RUNPOD_API_KEY); serve-local without --api-key takes any")
     for stage in ("stt", "llm", "tts"):
         turn.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
                           help=f"{stage.upper()} endpoint id")
@@ -80,8 +84,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 async def _turn(args: argparse.Namespace) -> int:
     missing = [stage for stage in ("stt", "llm", "tts") if not getattr(args, stage)]
     if missing:
-        raise SystemExit(f"voicepod: no endpoint id for {', '.join(missing)} (flags or VOICEPOD_*_ENDPOINT)")
-    endpoints = [Endpoint(getattr(args, stage), base_url=args.base_url) for stage in ("stt", "llm", "tts")]
+        flags = ", ".join(f"--{stage}" for stage in missing)
+        raise UsageError(f"no endpoint id for {', '.join(missing)}: pass {flags} or set VOICEPOD_*_ENDPOINT")
+    if not args.question.is_file():
+        raise UsageError(f"{args.question}: no such file (the question, a WAV/MP3/OGG recording)")
+    base_url = args.base_url or DEFAULT_BASE_URL
+    if not args.api_key and not is_local(base_url):
+        raise UsageError(f"no API key for {base_url}: set RUNPOD_API_KEY or pass --api-key "
+                         f"(for serve-local, pass --base-url {LOCAL_BASE_URL})")
+    endpoints = [Endpoint(getattr(args, stage), api_key=args.api_key or "", base_url=base_url)
+                 for stage in ("stt", "llm", "tts")]
     try:
         await run_turn(agent_from_args(args, *endpoints), args.question.read_bytes(), args.out)
     finally:

@@ -282,18 +282,23 @@ async def work(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
         yield body
 
 
-def _streams_openai(raw: Any) -> bool:
-    # Read off the raw input (validation is strict, so only a real `true` passes it): a request that fails
-    # validation yields just its error chunk, which the SSE wrapper passes through unchanged.
-    if not isinstance(raw, dict) or raw.get("openai_route") != "/v1/chat/completions":
-        return False
+def _openai_form(raw: Any) -> str | None:
+    """``"sse"`` for a streamed OpenAI request, ``"object"`` for another OpenAI one, None for the native protocol.
+
+    Read off the raw input (validation is strict, so only a real `true` passes it): a request that fails
+    validation yields just its error chunk, which both wrappers pass through unchanged.
+    """
+    if not isinstance(raw, dict) or not raw.get("openai_route"):
+        return None
     body = raw.get("openai_input")
-    return isinstance(body, dict) and body.get("stream") is True
+    streamed = raw.get("openai_route") == "/v1/chat/completions" and isinstance(body, dict) and body.get("stream")
+    return "sse" if streamed is True else "object"
 
 
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any] | str]:
     chunks = serve_job(job, LLMRequest, work)
-    stream = openai.server_sent_events(chunks) if _streams_openai(job.get("input")) else chunks
+    form = _openai_form(job.get("input"))
+    stream = {"sse": openai.server_sent_events, "object": openai.plain_objects}[form](chunks) if form else chunks
     async for chunk in stream:
         yield chunk
 

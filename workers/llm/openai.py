@@ -90,6 +90,15 @@ def model_list(model: str, created: int) -> dict[str, Any]:
     return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "voicepod"}]}
 
 
+async def plain_objects(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """A non-streamed answer's one object (or the model list) as OpenAI wrote it: without our ``seq``, which an
+    OpenAI body does not have (one object needs no ordering). An error chunk passes unchanged."""
+    async for chunk in chunks:
+        if "error" not in chunk:
+            chunk.pop("seq", None)
+        yield chunk
+
+
 async def server_sent_events(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any] | str]:
     """A streamed answer's numbered chunks as SSE text, the form RunPod's OpenAI route relays to the caller (the
     one RunPod's own vLLM worker streams by default, ``RAW_OPENAI_OUTPUT``).

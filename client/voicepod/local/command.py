@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import sys
 from pathlib import Path
 
+from ..cli_errors import UsageError
 from .server import Emulator, EndpointConfig
 
 
@@ -18,7 +20,7 @@ def pairs(values: list[str], what: str) -> dict[str, str]:
     for value in values:
         name, sep, rest = value.partition("=")
         if not sep or not name or not rest:
-            raise SystemExit(f"voicepod: {what} must look like NAME=VALUE, got {value!r}")
+            raise UsageError(f"{what} must look like NAME=VALUE, got {value!r}")
         parsed[name] = rest
     return parsed
 
@@ -47,10 +49,10 @@ async def serve_local(args: argparse.Namespace) -> int:
     counts = {name: int(n) for name, n in pairs(args.workers, "--workers").items()}
     unknown = set(counts) - set(handlers)
     if unknown:
-        raise SystemExit(f"voicepod: --workers names unknown endpoint(s): {', '.join(sorted(unknown))}")
+        raise UsageError(f"--workers names unknown endpoint(s): {', '.join(sorted(unknown))}")
     for name, path in handlers.items():
         if not Path(path).is_file():
-            raise SystemExit(f"voicepod: handler file for '{name}' not found: {path}")
+            raise UsageError(f"handler file for '{name}' not found: {path}")
     emulator = Emulator(
         [EndpointConfig(name, Path(path), counts.get(name, 1)) for name, path in handlers.items()],
         host=args.host,
@@ -63,8 +65,17 @@ async def serve_local(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await emulator.start()
-    print(f"serving RunPod's API at http://{args.host}:{args.port}/v2/{{endpoint}}", file=sys.stderr, flush=True)
+    try:
+        await emulator.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"{args.host}:{args.port} is already in use (another serve-local?): "
+                             "stop it or pick another --port") from None
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    keys = ("Bearer key required: the one given with --api-key or VOICEPOD_LOCAL_API_KEY" if emulator.guarded
+            else "no --api-key: any key is accepted")
+    print(f"serving RunPod's API at http://{args.host}:{args.port}/v2/{{endpoint}} ({keys}); "
+          f"loading {', '.join(handlers)}: a line says when all are ready", file=sys.stderr, flush=True)
     await stop.wait()
     print("stopping workers", file=sys.stderr, flush=True)
     await emulator.stop()

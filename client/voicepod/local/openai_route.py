@@ -4,9 +4,9 @@ RunPod turns such a request into a job whose input is ``{"openai_route": "/v1/<p
 and answers with what the worker produced: a request with ``"stream": true`` gets the worker's streamed text as
 server-sent events, written as it arrives; any other gets the job's one output object. RunPod's gateway is not
 open source; this follows the contract RunPod's own vLLM worker is written to (its default ``RAW_OPENAI_OUTPUT``:
-stream SSE text, answer anything else with one object). A failed job's error comes back in OpenAI's shape, so
-OpenAI SDKs raise their own typed exceptions; the emulator's own refusals (no such endpoint, a wrong key) keep the
-shape of its other routes. A caller that leaves before the answer is complete cancels the job.
+stream SSE text, answer anything else with one object). A failed job's error and a wrong key come back in
+OpenAI's shape, so OpenAI SDKs raise their own typed exceptions. A caller that leaves before the answer is
+complete cancels the job.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def openai_error(status: int, message: str, code: str, param: str | None = None)
 
 
 def _error_body(status: int, message: str, code: str, param: str | None) -> dict[str, Any]:
-    kind = "invalid_request_error" if status == 400 else "server_error"
+    kind = "invalid_request_error" if status < 500 else "server_error"  # OpenAI's own 401 says so too
     return {"message": message, "type": kind, "param": param, "code": code}
 
 

@@ -33,6 +33,7 @@ from .jobs import (
     emulator_error,
 )
 from .openai_route import handle as openai_route
+from .openai_route import openai_error
 from .pool import WorkerPool, WorkerProcess
 
 TAKE_POLL_S = 20.0  # under the SDK's 90 s fetch timeout, so a held job-take is never abandoned mid-answer
@@ -101,6 +102,11 @@ class Emulator:
     def __repr__(self) -> str:
         return f"Emulator(host={self.host!r}, port={self.port}, endpoints={list(self.endpoints)})"
 
+    @property
+    def guarded(self) -> bool:
+        """Whether the public API asks for a key."""
+        return self._api_key is not None
+
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -127,9 +133,15 @@ class Emulator:
         return app
 
     async def start(self) -> None:
+        """Bind, then start the workers (none is started when the address is taken: ``OSError``)."""
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except OSError:
+            await self._runner.cleanup()
+            raise
+        self.started = time.monotonic()
         await self.pool.start()
         for name, endpoint in self.endpoints.items():
             self.log(f"starting {endpoint.config.workers} worker(s) for '{name}' ({endpoint.config.handler})")
@@ -159,13 +171,24 @@ class Emulator:
             given = request.headers.get("Authorization", "")
             given = given[7:] if given.startswith("Bearer ") else given
             if not hmac.compare_digest(given.encode(), self._api_key.encode()):
-                return _json({"error": "unauthorized: missing or wrong API key"}, 401)
-        return await handler(request)
+                message = "unauthorized: missing or wrong API key"
+                if "/openai/v1/" in request.path:  # OpenAI SDKs read their own error shape
+                    return openai_error(401, message, "invalid_api_key")
+                return _json({"error": message}, 401)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound as exc:
+            if request.match_info.route.resource is not None:
+                raise  # a route of ours said it: its own message stands
+            hint = "" if request.path.startswith("/v2/") else " (RunPod's API is served under /v2/{endpoint}/)"
+            return _json({"error": f"no route {request.method} {request.path}{hint}"}, exc.status)
 
     def endpoint_for(self, request: web.Request) -> _Endpoint:
-        endpoint = self.endpoints.get(request.match_info["ep"])
+        name = request.match_info["ep"]
+        endpoint = self.endpoints.get(name)
         if endpoint is None:
-            raise web.HTTPNotFound(text=json.dumps({"error": "no such endpoint"}), content_type="application/json")
+            message = f"no endpoint '{name}' here; serving: {', '.join(self.endpoints)}"
+            raise web.HTTPNotFound(text=json.dumps({"error": message}), content_type="application/json")
         return endpoint
 
     def _job(self, request: web.Request) -> LocalJob:
@@ -328,6 +351,8 @@ class Emulator:
                 f"ready: '{worker.endpoint}' with {len(workers)} worker(s) in {slowest:.1f} s "
                 f"at http://{self.host}:{self.port}/v2/{worker.endpoint}"
             )
+            if all(e.announced for e in self.endpoints.values()):
+                self.log(f"all endpoints ready: {', '.join(self.endpoints)} in {time.monotonic() - self.started:.1f} s")
 
     async def job_take(self, request: web.Request) -> web.Response:
         return await self._take(request, batch=None)
