@@ -107,8 +107,11 @@ class Transport:
 def _reason(exc: Exception) -> str:
     """A few words on why a request got no answer ("connection refused", "ConnectTimeout")."""
     text = str(exc)
-    if "Connection refused" in text or "Errno 111" in text:
-        return "connection refused"
+    cause: BaseException | None = exc
+    while cause is not None:  # httpx says "All connection attempts failed"; the OS error below says why
+        if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
     if "Name or service not known" in text or "nodename nor servname" in text or "Temporary failure in name" in text:
         return "host name not found"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
