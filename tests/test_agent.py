@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from voicepod import JobFailed
 from voicepod.agent import BASE_MODEL_PRIMER as PRIMER
-from voicepod.agent import Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
+from voicepod.agent import Audio, Done, ReplyText, Transcript, TurnMetrics, VoiceAgent
 from voicepod.audio import pcm16_to_float, read_wav, resample
 from voicepod.local import LocalServer
 
@@ -57,7 +57,7 @@ async def test_spoken_question_gets_a_spoken_answer_naming_paris(server, whisper
     ]
     assert "".join(e.delta for e in events if isinstance(e, ReplyText)).strip().startswith(done.reply.split()[0])
     metrics = events[-2]
-    assert isinstance(metrics, Metrics)
+    assert isinstance(metrics, TurnMetrics)
     assert 0 < metrics.voice_to_voice_s <= metrics.total_s
     assert metrics.stt.billed_s > 0 and metrics.llm.billed_s > 0 and metrics.tts.billed_s > 0
     assert "voice-to-voice" in metrics.table()

@@ -57,7 +57,8 @@ def wav(tmp_path: Path) -> Path:
 def test_a_missing_question_file(server, tmp_path):
     code, err = turn(server, tmp_path / "nope.wav")
     assert code == 2
-    assert one_line(err) == f"voicepod turn: {tmp_path / 'nope.wav'}: no such file (the question, a WAV/MP3/OGG recording)"
+    missing = tmp_path / "nope.wav"
+    assert one_line(err) == f"voicepod turn: {missing}: no such file (the question, a WAV/MP3/OGG recording)"
 
 
 def test_a_wrong_key_says_which_key_to_set(server, wav):
@@ -144,4 +145,5 @@ def test_serve_local_says_when_all_endpoints_are_ready_and_how_keys_work(server)
 
 def test_serve_local_with_a_missing_handler_file(tmp_path):
     code, err = voicepod("serve-local", f"stt={tmp_path / 'handler.py'}", "--port", str(free_port()))
-    assert code == 2 and one_line(err) == f"voicepod serve-local: handler file for 'stt' not found: {tmp_path}/handler.py"
+    assert code == 2
+    assert one_line(err) == f"voicepod serve-local: handler file for 'stt' not found: {tmp_path}/handler.py"

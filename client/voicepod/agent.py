@@ -98,7 +98,10 @@ class StageTiming:
 
 
 @dataclass
-class Metrics:
+class TurnMetrics:
+    """A turn's timings per stage, and what the listener waited (not to be confused with a job's
+    :class:`voicepod.protocol.Metrics`, which the workers report)."""
+
     stt: StageTiming
     llm: StageTiming
     tts: StageTiming
@@ -134,10 +137,10 @@ class Done:
     reply: str
     interrupted: bool
     history: list[dict[str, str]]
-    metrics: Metrics
+    metrics: TurnMetrics
 
 
-Event = Transcript | ReplyText | Audio | Metrics | Done
+Event = Transcript | ReplyText | Audio | TurnMetrics | Done
 
 
 # --- the agent -------------------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ class VoiceAgent:
         audio_format: str | None = None,
         sample_rate: int | None = None,
     ) -> AsyncIterator[Event]:
-        """Run one turn for the user's ``audio`` and yield its events, ending with :class:`Metrics` and
+        """Run one turn for the user's ``audio`` and yield its events, ending with :class:`TurnMetrics` and
         :class:`Done`.
 
         ``audio``: a file (wav, mp3, ogg...) or, with ``audio_format`` (``pcm16``/``mulaw``) and
@@ -263,7 +266,7 @@ class _Turn:
     def __init__(self, agent: VoiceAgent, started: float):
         self.agent = agent
         self.started = started
-        self.metrics = Metrics(StageTiming("stt"), StageTiming("llm"), StageTiming("tts"))
+        self.metrics = TurnMetrics(StageTiming("stt"), StageTiming("llm"), StageTiming("tts"))
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self.sentences: list[_Sentence] = []
         self.new_sentence = asyncio.Event()

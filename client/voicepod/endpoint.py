@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
-from .errors import JobCancelled, JobFailed, JobTimedOut, StreamIncomplete
-from .protocol import Chunk, ErrorChunk, parse_chunk, parse_job_error
+from .errors import DeadlineExceeded, JobCancelled, JobFailed, JobTimedOut, ProtocolError, StreamIncomplete
+from .protocol import TERMINAL, Chunk, ErrorChunk, parse_chunk, parse_job_error
 from .transport import Transport
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 
 class Endpoint:
@@ -82,7 +82,7 @@ class Endpoint:
         """Run a job to its end (``POST /runsync``, then ``/status`` if it outlasts RunPod's wait) and return
         the final status object, whose ``output`` is the list of all chunks for a streaming worker.
 
-        ``timeout``: seconds to wait in all; past it the job is cancelled and :class:`TimeoutError` raised.
+        ``timeout``: seconds to wait in all; past it the job is cancelled and :class:`DeadlineExceeded` raised.
         """
         deadline = time.monotonic() + timeout
         # RunPod holds /runsync open for up to `wait` ms: ask for less than our own deadline, so the reply (with
@@ -96,7 +96,7 @@ class Endpoint:
         while reply.get("status") not in TERMINAL:
             if time.monotonic() > deadline:
                 await job.cancel()
-                raise TimeoutError(f"job {job.id} not finished after {timeout:g} s; cancelled")
+                raise DeadlineExceeded(job.id, f"not finished after {timeout:g} s; cancelled", self.endpoint_id)
             await asyncio.sleep(self.poll_max)
             reply = await job.status()
         job._raise_for_status(reply)
@@ -205,9 +205,14 @@ class Job:
         return rest
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        """Like :meth:`stream`, each output parsed into its typed protocol chunk."""
+        """Like :meth:`stream`, each output parsed into its typed protocol chunk (an unknown ``type`` from a
+        newer worker comes as :class:`~voicepod.protocol.UnknownChunk`; a malformed known one raises
+        :class:`ProtocolError`)."""
         async for output in self.stream():
-            chunk = parse_chunk(output)
+            try:
+                chunk = parse_chunk(output)
+            except ValidationError as exc:
+                raise ProtocolError(f"job {self.id}: a chunk does not fit the protocol: {exc}") from None
             if isinstance(chunk, ErrorChunk):  # only if a worker bypassed the SDK's error handling
                 raise JobFailed(self.id, chunk.error, self.endpoint.endpoint_id)
             yield chunk

@@ -45,6 +45,11 @@ class NotFoundError(APIError):
     """404: no such endpoint or job (RunPod forgets finished jobs after a while)."""
 
 
+class ProtocolError(VoicepodError):
+    """The API or a worker sent something that is not what the protocol says (a body that is not JSON, a chunk
+    of a known type with missing or ill-typed fields): a proxy in the way, or a worker of another version."""
+
+
 class RateLimitError(APIError):
     """429 that persisted through every retry."""
 
@@ -83,6 +88,13 @@ class JobCancelled(JobError):
 
 class JobTimedOut(JobError):
     """The endpoint's execution timeout ended the job."""
+
+
+class DeadlineExceeded(JobError, TimeoutError):
+    """The caller's own deadline passed first (``Endpoint.run_sync(timeout=...)``); the job was cancelled.
+
+    Also a ``TimeoutError``, so ``except TimeoutError`` written for asyncio timeouts catches it too.
+    """
 
 
 class StreamIncomplete(JobError):

@@ -1,4 +1,5 @@
-"""The wire protocol: every chunk a voicepod worker yields, shared by workers and client.
+"""The contract between voicepod's workers and its clients, in one module: what a job's input may hold (the
+request models), the chunks a worker yields, the job states and the error codes.
 
 A job's stream is a sequence of JSON objects, each with ``seq`` (0, 1, 2, ... within the job) and ``type``.
 The last chunk of a successful job is a ``*_done`` summary carrying :class:`Metrics`. A failure ends the
@@ -12,9 +13,45 @@ from __future__ import annotations
 
 import ast
 import json
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer, field_validator
+
+# --- job states and error codes ----------------------------------------------------------------------------
+
+
+class JobStatus(StrEnum):
+    """A job's state, as RunPod's ``/status`` and ``/stream`` report it."""
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT})
+
+
+class ErrorCode(StrEnum):
+    """Every error ``code`` a voicepod worker or the local emulator reports: stable, so clients match on them."""
+
+    INVALID_INPUT = "invalid_input"  # the input breaks the request model's rules; ``field`` names where
+    INPUT_TOO_LARGE = "input_too_large"  # over a cap (audio length or bytes, text length, context)
+    INTERNAL = "internal_error"  # a bug: the worker logged a traceback
+    OUT_OF_MEMORY = "out_of_memory"
+    OUTPUT_TOO_LARGE = "output_too_large"  # a chunk over RunPod's 1 MB
+    UNDECODABLE_AUDIO = "undecodable_audio"  # STT: not audio, or a format ffmpeg cannot read
+    EMPTY_AUDIO = "empty_audio"  # STT: audio with no samples
+    FETCH_FAILED = "fetch_failed"  # STT: audio_url could not be fetched
+    URL_FORBIDDEN = "url_forbidden"  # STT: audio_url points at a private address
+    HANDLER_EXCEPTION = "handler_exception"  # a handler outside this protocol raised; its text is the message
+    WORKER_DIED = "worker_died"  # the worker process exited during the job (serve-local)
+    TIMED_OUT = "timed_out"  # the execution timeout passed (serve-local)
+    CANCELLED = "cancelled"  # OpenAI route: the job was cancelled before it answered
+    INVALID_JSON = "invalid_json"  # OpenAI route: the body is not JSON
 
 
 class _Chunk(BaseModel):
@@ -58,12 +95,122 @@ class ErrorChunk(_Chunk):
             try:
                 return json.loads(value)
             except ValueError:
-                return {"code": "handler_exception", "message": value}
+                return {"code": ErrorCode.HANDLER_EXCEPTION, "message": value}
         return value
 
     @field_serializer("error")
     def _as_json_text(self, error: ErrorDetail) -> str:
         return error.model_dump_json(exclude_none=True)
+
+
+# --- requests: each worker's job input ----------------------------------------------------------------------
+# Workers validate ``job["input"]`` against these (strictly: unknown keys and wrong types are errors); clients
+# may build their inputs from them. Limits that depend on a worker's settings (audio caps, MAX_TOKENS_CAP,
+# MAX_TEXT_CHARS, the voices it has) are checked by the worker itself.
+
+
+class StrictInput(BaseModel):
+    """Base of every worker's input model: unknown keys and wrong types are errors, not silently coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+RawAudioFormat = Literal["pcm16", "mulaw"]  # headerless audio the STT worker takes
+AudioFormat = Literal["pcm16", "wav", "mulaw"]  # what the TTS worker speaks
+OutputSampleRate = Literal[8000, 16000, 22050, 24000, 44100, 48000]
+# torch.manual_seed takes a signed or unsigned 64-bit seed; a larger one would fail the job as an internal error.
+SEED_RANGE = {"ge": -(2**63), "le": 2**64 - 1}
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class TranscribeRequest(StrictInput):
+    """One transcription job. Exactly one of ``audio_base64`` and ``audio_url`` is given."""
+
+    audio_base64: str | None = Field(None, description="the audio file (wav, mp3, ogg, flac, webm...), base64")
+    audio_url: str | None = Field(None, max_length=4096, description="an http(s) URL to fetch the audio from")
+    audio_format: RawAudioFormat | None = Field(
+        None, description="raw headerless audio: pcm16 (little-endian) or mulaw (G.711); omit for a file"
+    )
+    sample_rate: Annotated[int, Field(ge=1000, le=192000)] | None = Field(
+        None, description="rate of raw audio in Hz (mulaw defaults to 8000, telephony's rate)"
+    )
+    language: Annotated[str, Field(min_length=2, max_length=8)] | None = Field(
+        None, description="ISO code of the spoken language; detected when omitted"
+    )
+    task: Literal["transcribe", "translate"] = "transcribe"
+    beam_size: Annotated[int, Field(ge=1, le=20)] = 5
+    temperature: Probability | Annotated[list[Probability], Field(min_length=1, max_length=10)] | None = Field(
+        None, description="one temperature, or a fallback sequence; faster-whisper's default sequence if omitted"
+    )
+    initial_prompt: Annotated[str, Field(max_length=2000)] | None = None
+    vad_filter: bool = False
+    word_timestamps: bool = False
+    without_timestamps: bool = Field(
+        False, description="decode text tokens only: faster, and each 30 s window comes back as one segment"
+    )
+    hotwords: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class SpeechRequest(StrictInput):
+    text: str = Field(description="what to say")
+    voice: str | None = Field(None, description="one of the engine's voices; default: the worker's VOICE")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate; 2.0 is twice as fast")
+    format: AudioFormat = "pcm16"
+    sample_rate: OutputSampleRate | None = Field(
+        None, description="output rate; default the voice's own (mulaw: 8000, the only rate it takes)"
+    )
+    # 5 s of 48 kHz pcm16 is 640 kB of base64, safely under RunPod's 1 MB per streamed chunk.
+    chunk_ms: int = Field(200, ge=20, le=5000, description="longest audio one chunk holds, in ms")
+
+
+class TextPart(StrictInput):
+    type: Literal["text"]
+    text: str
+
+
+class Message(StrictInput):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class StreamOptions(StrictInput):
+    include_usage: bool = False
+
+
+class OpenAIChatInput(StrictInput):
+    """The body of an OpenAI ``/v1/chat/completions`` request, as far as this worker honours it."""
+
+    messages: list[Message]
+    model: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: Literal[1] = 1
+    user: str | None = None
+
+
+class LLMRequest(StrictInput):
+    """A job's input: ``messages`` or ``prompt`` with sampling settings, or an OpenAI passthrough request."""
+
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = Field(None, description="most tokens to write; default: the worker's "
+                                   "(256, or its MAX_TOKENS_CAP if lower)")
+    temperature: float = Field(1.0, ge=0, le=2, description="0 means greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
+    openai_route: Literal["/v1/chat/completions", "/v1/models"] | None = None
+    openai_input: dict[str, Any] | None = None
 
 
 # --- STT -------------------------------------------------------------------------------------------------
@@ -125,8 +272,6 @@ class CompletionDone(_Chunk):
 
 # --- TTS -------------------------------------------------------------------------------------------------
 
-AudioFormat = Literal["pcm16", "wav", "mulaw"]
-
 
 class AudioChunk(_Chunk):
     type: Literal["audio"] = "audio"
@@ -144,16 +289,28 @@ class SpeechDone(_Chunk):
     metrics: Metrics
 
 
-DoneChunk = Annotated[TranscriptDone | CompletionDone | SpeechDone, Field(discriminator="kind")]
-Chunk = SegmentChunk | DeltaChunk | AudioChunk | ErrorChunk | TranscriptDone | CompletionDone | SpeechDone
+class UnknownChunk(_Chunk):
+    """A chunk of a type this client does not know (from a newer worker): passed on with all its fields."""
 
-_chunk_adapter: TypeAdapter[Any] = TypeAdapter(
-    Annotated[SegmentChunk | DeltaChunk | AudioChunk | ErrorChunk | DoneChunk, Field(discriminator="type")]
-)
+    type: str
+
+
+DoneChunk = Annotated[TranscriptDone | CompletionDone | SpeechDone, Field(discriminator="kind")]
+KnownChunk = Annotated[SegmentChunk | DeltaChunk | AudioChunk | ErrorChunk | DoneChunk, Field(discriminator="type")]
+Chunk = KnownChunk | UnknownChunk
+
+_chunk_adapter: TypeAdapter[Any] = TypeAdapter(KnownChunk)
+_KNOWN_TYPES = {"segment", "delta", "audio", "error"}
+_KNOWN_DONE = {"transcript", "completion", "speech"}
 
 
 def parse_chunk(data: dict[str, Any]) -> Chunk:
-    """Validate one streamed chunk into its typed model (raises ``pydantic.ValidationError``)."""
+    """Validate one streamed chunk into its typed model; a ``type`` (or ``done`` ``kind``) this client does not
+    know becomes an :class:`UnknownChunk`. A known type with missing or ill-typed fields raises
+    ``pydantic.ValidationError``."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if isinstance(kind, str) and kind not in _KNOWN_TYPES and not (kind == "done" and data.get("kind") in _KNOWN_DONE):
+        return UnknownChunk.model_validate(data)
     return _chunk_adapter.validate_python(data)
 
 
@@ -175,9 +332,9 @@ def parse_job_error(error: Any) -> ErrorDetail:
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 continue
         if not isinstance(candidate, dict):
-            return ErrorDetail(code="handler_exception", message=text)
+            return ErrorDetail(code=ErrorCode.HANDLER_EXCEPTION, message=text)
     if isinstance(candidate.get("error"), dict):
         candidate = candidate["error"]
     if isinstance(candidate.get("code"), str) and isinstance(candidate.get("message"), str):
         return ErrorDetail(code=candidate["code"], message=candidate["message"], field=candidate.get("field"))
-    return ErrorDetail(code="handler_exception", message=str(error))
+    return ErrorDetail(code=ErrorCode.HANDLER_EXCEPTION, message=str(error))

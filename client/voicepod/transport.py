@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from .errors import APIError, AuthError, NotFoundError, RateLimitError, ServerError, TransportError
+from .errors import APIError, AuthError, NotFoundError, ProtocolError, RateLimitError, ServerError, TransportError
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 # Statuses that say the server did not act on the request: the only ones after which a POST is resent.
@@ -91,7 +91,7 @@ class Transport:
                 error = exc
             else:
                 if response.status_code < 400:
-                    return response.json() if response.content else None
+                    return _json_body(response, method, url)
                 retryable = RETRY_STATUS if resend_ok else REFUSED_STATUS
                 if response.status_code not in retryable:
                     raise _api_error(response, method, url)
@@ -102,6 +102,16 @@ class Transport:
                 raise TransportError(method, url, _reason(error)) from error
             await asyncio.sleep(self._pause(attempt, response))
             attempt += 1
+
+
+def _json_body(response: httpx.Response, method: str, url: str) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise ProtocolError(f"{method} {url}: HTTP {response.status_code} with a body that is not JSON "
+                            f"({response.text[:80]!r}): is the base URL RunPod's API?") from None
 
 
 def _reason(exc: Exception) -> str:

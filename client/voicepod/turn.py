@@ -11,7 +11,7 @@ from typing import TextIO
 
 import numpy as np
 
-from .agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS, Audio, Done, Metrics, ReplyText, Transcript, VoiceAgent
+from .agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS, Audio, Done, ReplyText, Transcript, TurnMetrics, VoiceAgent
 from .audio import mulaw_decode, pcm16_to_float, write_wav
 from .cli_errors import LOCAL_BASE_URL, UsageError, is_local
 from .endpoint import DEFAULT_BASE_URL, Endpoint
@@ -32,7 +32,7 @@ async def run_turn(agent: VoiceAgent, question: bytes, out: Path, stream: TextIO
         elif isinstance(event, Audio):
             rate = event.sample_rate
             pieces.append(mulaw_decode(event.data) if event.format == "mulaw" else pcm16_to_float(event.data))
-        elif isinstance(event, Metrics):
+        elif isinstance(event, TurnMetrics):
             print("\n", file=stream)
             print(event.table(), file=stream)
         elif isinstance(event, Done):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from voicepod.protocol import ErrorDetail
+from voicepod.protocol import ErrorCode, ErrorDetail
 
-# Codes shared by all workers; a worker may add its own (short, snake_case, stable: clients match on them).
-INVALID_INPUT = "invalid_input"
-INPUT_TOO_LARGE = "input_too_large"
-INTERNAL = "internal_error"
-OUT_OF_MEMORY = "out_of_memory"
-OUTPUT_TOO_LARGE = "output_too_large"
+# Short names for the codes every worker uses; all codes are defined once, in voicepod.protocol.ErrorCode.
+INVALID_INPUT = ErrorCode.INVALID_INPUT
+INPUT_TOO_LARGE = ErrorCode.INPUT_TOO_LARGE
+INTERNAL = ErrorCode.INTERNAL
+OUT_OF_MEMORY = ErrorCode.OUT_OF_MEMORY
+OUTPUT_TOO_LARGE = ErrorCode.OUTPUT_TOO_LARGE
 
 
 class WorkerError(Exception):

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
+from voicepod.protocol import StrictInput
 
 from .errors import INVALID_INPUT, WorkerError
 
+__all__ = ["StrictInput", "parse_input"]  # StrictInput lives in the contract module, beside the request models
+
 M = TypeVar("M", bound=BaseModel)
-
-
-class StrictInput(BaseModel):
-    """Base of every worker's input model: unknown keys and wrong types are errors, not silently coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def parse_input(model: type[M], raw: Any) -> M:

@@ -17,17 +17,17 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import runpod
 import torch
-from pydantic import Field
+from voicepod.protocol import LLMRequest, Message, OpenAIChatInput
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, model_source, timed_load
 from workers.common.stream import report_load, serve_job, worker_config
 from workers.common.threads import iterate_in_thread
-from workers.common.validation import StrictInput, parse_input
+from workers.common.validation import parse_input
 from workers.llm import openai
 from workers.llm.bake import default_model_dir, ensure_embedded
 from workers.llm.generation import (
@@ -49,8 +49,6 @@ EMBEDDED_NAME = "gemma-3-270m"
 MAX_TOKENS_CAP = int(os.environ.get("MAX_TOKENS_CAP", "1024"))
 DEFAULT_MAX_TOKENS = min(256, MAX_TOKENS_CAP)
 MAX_STOPS = 8
-# torch.manual_seed takes a signed or unsigned 64-bit seed; a larger one would fail the job as an internal error.
-SEED_RANGE = {"ge": -(2**63), "le": 2**64 - 1}
 # Below this, sampling picks the top token anyway, and dividing logits by a subnormal temperature overflows
 # them to inf (a NaN probability tensor): such temperatures are run as greedy.
 MIN_SAMPLING_TEMPERATURE = 1e-3
@@ -68,54 +66,6 @@ def _load() -> LanguageModel:
 LM, _load_s = timed_load("llm", _load)
 report_load(_load_s)
 _LOADED_AT = int(time.time())
-
-
-class TextPart(StrictInput):
-    type: Literal["text"]
-    text: str
-
-
-class Message(StrictInput):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
-
-
-class StreamOptions(StrictInput):
-    include_usage: bool = False
-
-
-class OpenAIChatInput(StrictInput):
-    """The body of an OpenAI ``/v1/chat/completions`` request, as far as this worker honours it."""
-
-    messages: list[Message]
-    model: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, **SEED_RANGE)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: Literal[1] = 1
-    user: str | None = None
-
-
-class LLMRequest(StrictInput):
-    """A job's input: ``messages`` or ``prompt`` with sampling settings, or an OpenAI passthrough request."""
-
-    messages: list[Message] | None = None
-    prompt: str | None = None
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    temperature: float = Field(1.0, ge=0, le=2, description="0 means greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, **SEED_RANGE)
-    openai_route: Literal["/v1/chat/completions", "/v1/models"] | None = None
-    openai_input: dict[str, Any] | None = None
 
 
 @dataclass
@@ -221,8 +171,9 @@ def _metrics(outcome: _Outcome) -> dict[str, Any]:
 
 
 async def _native(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
-    plan = _plan(request.messages, request.prompt, request.max_tokens, request.temperature, request.top_p,
-                 request.stop, request.seed)
+    max_tokens = request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS
+    plan = _plan(request.messages, request.prompt, max_tokens, request.temperature, request.top_p, request.stop,
+                 request.seed)
     ids = openai.CompletionIds(model=LM.name)
     outcome = _Outcome()
     role: str | None = "assistant"

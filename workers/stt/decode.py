@@ -12,21 +12,20 @@ import binascii
 import io
 import os
 from dataclasses import dataclass
-from typing import Literal
 
 import av
 import numpy as np
 from faster_whisper.audio import decode_audio
 from voicepod.audio import mulaw_decode, pcm16_to_float, resample
+from voicepod.protocol import ErrorCode, RawAudioFormat
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 
 SAMPLE_RATE = 16000  # what Whisper's feature extractor expects
 
-UNDECODABLE_AUDIO = "undecodable_audio"
-EMPTY_AUDIO = "empty_audio"
+UNDECODABLE_AUDIO = ErrorCode.UNDECODABLE_AUDIO
+EMPTY_AUDIO = ErrorCode.EMPTY_AUDIO
 
-RawFormat = Literal["pcm16", "mulaw"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def decode_base64(text: str, limits: AudioLimits, field: str = "audio_base64") -
 def decode_audio_bytes(
     data: bytes,
     limits: AudioLimits,
-    audio_format: RawFormat | None = None,
+    audio_format: RawAudioFormat | None = None,
     sample_rate: int | None = None,
     field: str = "audio_base64",
 ) -> np.ndarray:
@@ -103,7 +102,7 @@ def _check_length(seconds: float, limits: AudioLimits, field: str) -> None:
 
 
 def _decode_raw(
-    data: bytes, audio_format: RawFormat, sample_rate: int, limits: AudioLimits, field: str
+    data: bytes, audio_format: RawAudioFormat, sample_rate: int, limits: AudioLimits, field: str
 ) -> np.ndarray:
     bytes_per_sample = 2 if audio_format == "pcm16" else 1
     _check_length(len(data) / bytes_per_sample / sample_rate, limits, field)

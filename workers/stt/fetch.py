@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from voicepod.protocol import ErrorCode
 
 from workers.common.errors import INPUT_TOO_LARGE, WorkerError
 
-FETCH_FAILED = "fetch_failed"
-URL_FORBIDDEN = "url_forbidden"
+FETCH_FAILED = ErrorCode.FETCH_FAILED
+URL_FORBIDDEN = ErrorCode.URL_FORBIDDEN
 
 ALLOW_PRIVATE_ENV = "ALLOW_PRIVATE_URLS"  # "1" lets URLs reach private and loopback hosts (tests, VPC setups)
 

@@ -13,19 +13,18 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import runpod
 from faster_whisper import WhisperModel
-from pydantic import Field
+from voicepod.protocol import TranscribeRequest
 
 from workers.common.errors import INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, cuda_available, model_source, timed_load
 from workers.common.stream import report_load, serve_job, worker_config
 from workers.common.threads import iterate_in_thread, run_in_thread
-from workers.common.validation import StrictInput
-from workers.stt.decode import AudioLimits, RawFormat, decode_audio_bytes, decode_base64
+from workers.stt.decode import AudioLimits, decode_audio_bytes, decode_base64
 from workers.stt.fetch import FetchPolicy, fetch_audio
 
 GPU_DEFAULT = "large-v3-turbo"
@@ -55,37 +54,6 @@ MODEL, _load_s = timed_load(
 report_load(_load_s)
 LIMITS = AudioLimits.from_env()
 FETCH = FetchPolicy.from_env(LIMITS.max_bytes)
-
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-
-
-class TranscribeRequest(StrictInput):
-    """One transcription job. Exactly one of ``audio_base64`` and ``audio_url`` is given."""
-
-    audio_base64: str | None = Field(None, description="the audio file (wav, mp3, ogg, flac, webm...), base64")
-    audio_url: str | None = Field(None, max_length=4096, description="an http(s) URL to fetch the audio from")
-    audio_format: RawFormat | None = Field(
-        None, description="raw headerless audio: pcm16 (little-endian) or mulaw (G.711); omit for a file"
-    )
-    sample_rate: Annotated[int, Field(ge=1000, le=192000)] | None = Field(
-        None, description="rate of raw audio in Hz (mulaw defaults to 8000, telephony's rate)"
-    )
-    language: Annotated[str, Field(min_length=2, max_length=8)] | None = Field(
-        None, description="ISO code of the spoken language; detected when omitted"
-    )
-    task: Literal["transcribe", "translate"] = "transcribe"
-    beam_size: Annotated[int, Field(ge=1, le=20)] = 5
-    temperature: Probability | Annotated[list[Probability], Field(min_length=1, max_length=10)] | None = Field(
-        None, description="one temperature, or a fallback sequence; faster-whisper's default sequence if omitted"
-    )
-    initial_prompt: Annotated[str, Field(max_length=2000)] | None = None
-    vad_filter: bool = False
-    word_timestamps: bool = False
-    without_timestamps: bool = Field(
-        False, description="decode text tokens only: faster, and each 30 s window comes back as one segment"
-    )
-    hotwords: Annotated[str, Field(max_length=2000)] | None = None
-
 
 def _check(request: TranscribeRequest) -> None:
     # Rules across fields: pydantic would report these without naming the field at fault.

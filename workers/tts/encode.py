@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 from voicepod.audio import MULAW_RATE, float_to_pcm16, mulaw_encode, resample
 from voicepod.protocol import AudioFormat
 
-SampleRate = Literal[8000, 16000, 22050, 24000, 44100, 48000]
 FORMATS: tuple[str, ...] = get_args(AudioFormat)
 _UNKNOWN_SIZE = 0xFFFFFFFF
 

@@ -22,16 +22,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import runpod
-from pydantic import Field
-from voicepod.protocol import AudioFormat
+from voicepod.protocol import SpeechRequest
 from voicepod.sentences import is_speakable, split_sentences
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, timed_load
 from workers.common.stream import report_load, serve_job, worker_config
 from workers.common.threads import iterate_in_thread
-from workers.common.validation import StrictInput
-from workers.tts.encode import ChunkEncoder, SampleRate
+from workers.tts.encode import ChunkEncoder
 from workers.tts.engine import load_engine
 
 configure_logging()
@@ -39,18 +37,6 @@ ENGINE, _load_s = timed_load("speech engine", load_engine)
 report_load(_load_s)
 
 MAX_TEXT_CHARS = int(os.environ.get("MAX_TEXT_CHARS", "5000"))
-
-
-class SpeechRequest(StrictInput):
-    text: str = Field(description="what to say")
-    voice: str | None = Field(None, description="one of the engine's voices; default: the worker's VOICE")
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate; 2.0 is twice as fast")
-    format: AudioFormat = "pcm16"
-    sample_rate: SampleRate | None = Field(
-        None, description="output rate; default the voice's own (mulaw: 8000, the only rate it takes)"
-    )
-    # 5 s of 48 kHz pcm16 is 640 kB of base64, safely under RunPod's 1 MB per streamed chunk.
-    chunk_ms: int = Field(200, ge=20, le=5000, description="longest audio one chunk holds, in ms")
 
 
 def _check(request: SpeechRequest) -> list[str]:

@@ -9,15 +9,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-# The client and the emulator share one set of end states.
-from ..endpoint import TERMINAL
+# The client and the emulator share one set of states, from the contract module.
+from ..protocol import TERMINAL, JobStatus
 
-IN_QUEUE = "IN_QUEUE"
-IN_PROGRESS = "IN_PROGRESS"
-COMPLETED = "COMPLETED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
-TIMED_OUT = "TIMED_OUT"
+IN_QUEUE = JobStatus.IN_QUEUE
+IN_PROGRESS = JobStatus.IN_PROGRESS
+COMPLETED = JobStatus.COMPLETED
+FAILED = JobStatus.FAILED
+CANCELLED = JobStatus.CANCELLED
+TIMED_OUT = JobStatus.TIMED_OUT
 
 
 def emulator_error(code: str, message: str) -> str:
