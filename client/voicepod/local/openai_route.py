@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from ..protocol import ErrorDetail, parse_job_error
+from ..protocol import ErrorCode, ErrorDetail, parse_job_error
+from .bookkeeping import JobBook
 from .jobs import CANCELLED, COMPLETED, TIMED_OUT, LocalJob
-
-if TYPE_CHECKING:
-    from .server import Emulator
 
 # wait_change wakes on every change of the job; this bound only makes the loops look at the caller's connection
 # now and then, which aiohttp does not report (it does not cancel a handler whose caller left).
 HOLD_S = 1.0
-CALLER_ERRORS = {"invalid_input", "input_too_large"}  # worker error codes that are the request's fault: HTTP 400
+# Worker error codes that are the request's fault: HTTP 400.
+CALLER_ERRORS = {ErrorCode.INVALID_INPUT, ErrorCode.INPUT_TOO_LARGE}
 CALLER_LEFT = 499  # nginx's status for a request its caller closed: nobody reads it, but the access log may
 
 
@@ -44,7 +43,7 @@ def _job_failure(job: LocalJob) -> tuple[int, ErrorDetail]:
     if job.status == TIMED_OUT:
         return 504, parse_job_error(job.error)
     if job.status == CANCELLED:
-        return 409, ErrorDetail(code="cancelled", message="the job was cancelled")
+        return 409, ErrorDetail(code=ErrorCode.CANCELLED, message="the job was cancelled")
     detail = parse_job_error(job.error)
     return (400 if detail.code in CALLER_ERRORS else 500), detail
 
@@ -72,7 +71,8 @@ async def _wait(job: LocalJob, request: web.Request, ready: Callable[[], bool]) 
     return True
 
 
-async def _stream(emulator: Emulator, job: LocalJob, request: web.Request) -> web.StreamResponse:
+async def _stream(book: JobBook, job: LocalJob, request: web.Request, log: Callable[[str], None]
+                  ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     try:
         # Hold the answer until the first output or the job's end, so a request the worker refuses at once gets
@@ -99,32 +99,33 @@ async def _stream(emulator: Emulator, job: LocalJob, request: web.Request) -> we
         pass  # the caller hung up: the job is cancelled below
     finally:
         if not job.terminal:  # left before the job ended (hung up, or the server is shutting down)
-            _cancel_unread(emulator, job)
+            _cancel_unread(book, job, log)
     return response
 
 
-def _cancel_unread(emulator: Emulator, job: LocalJob) -> None:
+def _cancel_unread(book: JobBook, job: LocalJob, log: Callable[[str], None]) -> None:
     # Nobody will read the rest, so stop the worker from writing it.
-    emulator.log(f"job {job.id}: the caller left its OpenAI request; cancelling the job")
-    emulator.cancel_job(job)
+    log(f"job {job.id}: the caller left its OpenAI request; cancelling the job")
+    book.cancel(job)
 
 
-async def handle(emulator: Emulator, request: web.Request) -> web.StreamResponse:
-    """Serve ``/v2/{ep}/openai/v1/{path}`` (POST with an OpenAI request body, or GET as for ``/models``)."""
-    endpoint = emulator.endpoint_for(request)
+async def handle(book: JobBook, endpoint: str, request: web.Request, log: Callable[[str], None]
+                 ) -> web.StreamResponse:
+    """Serve ``/v2/{endpoint}/openai/v1/{path}`` (POST with an OpenAI request body, or GET as for ``/models``)
+    as a job of ``endpoint`` in ``book``; ``log`` takes one line."""
     job_input: dict[str, Any] = {"openai_route": "/v1/" + request.match_info["path"]}
     body: Any = None
     if request.method == "POST":
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            return openai_error(400, "body is not valid JSON", "invalid_json")
+            return openai_error(400, "body is not valid JSON", ErrorCode.INVALID_JSON)
         job_input["openai_input"] = body
-    job = emulator.enqueue(endpoint, job_input)
+    job = book.enqueue(endpoint, job_input)
     if isinstance(body, dict) and body.get("stream") is True:
-        return await _stream(emulator, job, request)
+        return await _stream(book, job, request, log)
     if not await _wait(job, request, lambda: False):
-        _cancel_unread(emulator, job)
+        _cancel_unread(book, job, log)
         return web.Response(status=CALLER_LEFT)
     if job.status != COMPLETED:
         return _failure_response(job)

@@ -16,22 +16,14 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from .jobs import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    IN_PROGRESS,
-    IN_QUEUE,
-    TIMED_OUT,
-    LocalJob,
-    emulator_error,
-)
+from .bookkeeping import JobBook
+from .jobs import COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, LocalJob
 from .openai_route import handle as openai_route
 from .openai_route import openai_error
 from .pool import WorkerPool, WorkerProcess
@@ -40,7 +32,6 @@ TAKE_POLL_S = 20.0  # under the SDK's 90 s fetch timeout, so a held job-take is 
 STOP_POLL_S = 20.0
 STREAM_HOLD_S = 1.0  # /stream waits this long for a new chunk before answering with none
 RUNSYNC_WAIT_S = 90.0  # RunPod's /runsync answers IN_PROGRESS after about this long
-JOB_RETENTION_S = 1800.0  # RunPod keeps a finished /run job's result for 30 minutes
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # RunPod's /run payload limit
 
 
@@ -54,7 +45,6 @@ class EndpointConfig:
 @dataclass
 class _Endpoint:
     config: EndpointConfig
-    queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     announced: bool = False
 
 
@@ -84,7 +74,7 @@ class Emulator:
         self._token = secrets.token_urlsafe(16)
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.endpoints = {c.name: _Endpoint(c) for c in endpoints}
-        self.jobs: dict[str, LocalJob] = {}
+        self.book = JobBook(list(self.endpoints), execution_timeout_s, self._stop_on_worker, self.log)
         self.started = time.monotonic()
         self.pool = WorkerPool(
             f"http://{host}:{port}/_worker", self._token, worker_env or {}, self._worker_exited, self.log
@@ -97,7 +87,6 @@ class Emulator:
         self.busy_for_s = busy_for_s
         self._busy_until = 0.0
         self._refused = 0
-        self._watchdogs: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"Emulator(host={self.host!r}, port={self.port}, endpoints={list(self.endpoints)})"
@@ -151,8 +140,7 @@ class Emulator:
         for worker in self.pool.workers.values():
             worker.stop_event.set()
         await self.pool.stop()
-        for task in self._watchdogs:
-            task.cancel()
+        self.book.close()
         if self._runner:
             await self._runner.cleanup()
 
@@ -192,16 +180,11 @@ class Emulator:
         return endpoint
 
     def _job(self, request: web.Request) -> LocalJob:
-        self.endpoint_for(request)
-        job = self.jobs.get(request.match_info["job"])
-        if job is None or job.endpoint != request.match_info["ep"]:
+        name = self.endpoint_for(request).config.name
+        job = self.book.get(name, request.match_info["job"])
+        if job is None:
             raise web.HTTPNotFound(text=json.dumps({"error": "no such job"}), content_type="application/json")
         return job
-
-    def _forget_old_jobs(self) -> None:
-        now = time.monotonic()
-        for job_id in [j.id for j in self.jobs.values() if j.finished and now - j.finished > JOB_RETENTION_S]:
-            del self.jobs[job_id]
 
     async def _submit(self, request: web.Request) -> LocalJob:
         endpoint = self.endpoint_for(request)
@@ -216,21 +199,7 @@ class Emulator:
         policy = body.get("policy") if isinstance(body.get("policy"), dict) else {}
         timeout_ms = policy.get("executionTimeout")
         timeout_s = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
-        return self.enqueue(endpoint, body["input"], timeout_s)
-
-    def enqueue(self, endpoint: _Endpoint, job_input: Any, timeout_s: float | None = None) -> LocalJob:
-        """Queue a job for ``endpoint``'s workers; ``timeout_s`` overrides the emulator's execution timeout."""
-        self._forget_old_jobs()
-        job = LocalJob(endpoint.config.name, job_input, timeout_s or self.execution_timeout_s)
-        self.jobs[job.id] = job
-        endpoint.queue.put_nowait(job.id)
-        return job
-
-    def cancel_job(self, job: LocalJob) -> None:
-        """Cancel ``job`` as ``/cancel`` does: a running one is also stopped on its worker."""
-        was_running = job.status == IN_PROGRESS
-        if job.finish(CANCELLED) and was_running:
-            self._stop_on_worker(job)
+        return self.book.enqueue(endpoint.config.name, body["input"], timeout_s)
 
     def _stop_on_worker(self, job: LocalJob) -> None:
         worker = self.pool.workers.get(job.worker_id or "")
@@ -238,21 +207,8 @@ class Emulator:
             worker.jobs.discard(job.id)
             worker.request_stop(job.id)
 
-    async def _watch_timeout(self, job: LocalJob) -> None:
-        deadline = time.monotonic() + job.execution_timeout_s
-        while not job.terminal and (left := deadline - time.monotonic()) > 0:
-            await job.wait_change(left)  # returns early when the job ends, so no watchdog outlives its job
-        message = f"execution timeout of {job.execution_timeout_s:g} s exceeded"
-        if job.finish(TIMED_OUT, error=emulator_error("timed_out", message)):
-            self.log(f"job {job.id} timed out on {job.worker_id}")
-            self._stop_on_worker(job)
-
     def _worker_exited(self, worker: WorkerProcess, returncode: int) -> None:
-        for job_id in list(worker.jobs):
-            job = self.jobs.get(job_id)
-            if job is not None:
-                message = f"worker process {worker.worker_id} exited with code {returncode} during the job"
-                job.finish(FAILED, error=emulator_error("worker_died", message))
+        self.book.worker_exited(worker.worker_id, set(worker.jobs), returncode)
         worker.jobs.clear()
         worker.stop_ids.clear()
 
@@ -287,22 +243,19 @@ class Emulator:
 
     async def cancel(self, request: web.Request) -> web.Response:
         job = self._job(request)
-        self.cancel_job(job)
+        self.book.cancel(job)
         return _json({"id": job.id, "status": job.status})
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
-        return await openai_route(self, request)
+        return await openai_route(self.book, self.endpoint_for(request).config.name, request, self.log)
 
     async def purge_queue(self, request: web.Request) -> web.Response:
-        name = self.endpoint_for(request).config.name
-        queued = [j for j in self.jobs.values() if j.endpoint == name and j.status == IN_QUEUE]
-        for job in queued:
-            job.finish(CANCELLED)
-        return _json({"removed": len(queued), "status": "completed"})
+        removed = self.book.purge(self.endpoint_for(request).config.name)
+        return _json({"removed": removed, "status": "completed"})
 
     async def health(self, request: web.Request) -> web.Response:
         name = self.endpoint_for(request).config.name
-        jobs = [j for j in self.jobs.values() if j.endpoint == name]
+        jobs = self.book.of_endpoint(name)
         workers = self.pool.of_endpoint(name)
 
         def count(status: str) -> int:
@@ -362,10 +315,6 @@ class Emulator:
         size = request.query.get("batch_size", "1")
         return await self._take(request, batch=min(max(int(size), 1), 64) if size.isdigit() else 1)
 
-    def _claimable(self, job_id: str) -> LocalJob | None:
-        job = self.jobs.get(job_id)
-        return job if job is not None and job.status == IN_QUEUE else None  # else cancelled while queued
-
     async def _next_job_id(self, queue: asyncio.Queue[str], timeout: float) -> str | None:
         getter = asyncio.ensure_future(queue.get())
         closing = asyncio.ensure_future(self._closing.wait())
@@ -381,30 +330,26 @@ class Emulator:
         batch request as many queued jobs as asked for without waiting for more."""
         worker = self._worker(request)
         self._mark_ready(worker)
-        queue = self.endpoints[worker.endpoint].queue
+        queue = self.book.queues[worker.endpoint]
         taken: list[LocalJob] = []
         deadline = time.monotonic() + TAKE_POLL_S
         while not taken and (left := deadline - time.monotonic()) > 0 and not self._closing.is_set():
             job_id = await self._next_job_id(queue, left)
             if job_id is None:
                 break
-            if job := self._claimable(job_id):
+            if job := self.book.claimable(job_id):
                 taken.append(job)
         while taken and batch and len(taken) < batch and not queue.empty():
-            if job := self._claimable(queue.get_nowait()):
+            if job := self.book.claimable(queue.get_nowait()):
                 taken.append(job)
         if taken and (request.transport is None or request.transport.is_closing()):
-            for job in taken:  # the worker went away mid-poll: leave the jobs for another
-                queue.put_nowait(job.id)
+            self.book.requeue(taken)  # the worker went away mid-poll: leave the jobs for another
             taken = []
         if not taken:
             return web.Response(status=204)
         for job in taken:
-            job.start(worker.worker_id)
+            self.book.start(job, worker.worker_id)
             worker.jobs.add(job.id)
-            task = asyncio.create_task(self._watch_timeout(job))
-            self._watchdogs.add(task)
-            task.add_done_callback(self._watchdogs.discard)
         bodies = [{"id": job.id, "input": job.input} for job in taken]
         return _json(bodies if batch else bodies[0])
 
@@ -425,7 +370,7 @@ class Emulator:
 
     async def _posted_job(self, request: web.Request) -> tuple[LocalJob | None, Any]:
         worker = self._worker(request)
-        job = self.jobs.get(request.match_info["job"])
+        job = self.book.jobs.get(request.match_info["job"])
         body = json.loads(await request.text())
         if job is None or job.worker_id != worker.worker_id or job.status != IN_PROGRESS:
             return None, body  # cancelled, timed out or failed meanwhile: late output is dropped, as on RunPod
