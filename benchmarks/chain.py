@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from voicepod import registry
 from voicepod.agent import BASE_MODEL_PRIMER, DEFAULT_STT_OPTIONS, DEFAULT_SYSTEM_PROMPT
+from voicepod.registry import NAMES
 
 from benchmarks import REPO, md_table, median, run_cli, write_results
 from benchmarks.waterfall import draw
@@ -27,7 +29,7 @@ from benchmarks.waterfall import draw
 QUESTION = "Tell me about Paris."
 SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT
 LLM_OPTIONS = {"max_tokens": 64, "temperature": 0.0}
-STAGES = ("stt", "llm", "tts")
+STAGES = NAMES
 # In a call, a turn's jobs come seconds after the last turn's (its reply is heard, then the caller speaks).
 # Back to back, they would also measure the runpod SDK's habit of asking for a worker's next job up to 1 s after
 # its last one ended (at concurrency 1): it delayed the LLM job of turns run without a gap.
@@ -121,7 +123,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     question = espeak_wav(QUESTION)
     samples, rate = read_wav(question)
     question_s = len(samples) / rate
-    handlers = {stage: REPO / "workers" / stage / "handler.py" for stage in STAGES}
+    handlers = registry.handlers(REPO)
     streamed, sequential = [], []
     with LocalServer(handlers, ready_timeout_s=600) as server:
         asyncio.run(_streamed(server, question))  # the first jobs carry the model loads (cold start: issue 7)

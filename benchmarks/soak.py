@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from voicepod import registry
 from voicepod.agent import Audio, Done, VoiceAgent
 from voicepod.endpoint import Endpoint
 from voicepod.local import LocalServer
 
 REPO = Path(__file__).resolve().parent.parent
-HANDLERS = {name: REPO / "workers" / name / "handler.py" for name in ("stt", "llm", "tts")}
+HANDLERS = registry.handlers(REPO)
 RESULTS = REPO / "benchmarks" / "results"
 LLM_OPTIONS = {"max_tokens": 12, "temperature": 0}
 

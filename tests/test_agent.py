@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from voicepod import JobFailed
+from voicepod import JobFailed, registry
 from voicepod.agent import BASE_MODEL_PRIMER as PRIMER
 from voicepod.agent import Audio, Done, ReplyText, Transcript, TurnMetrics, VoiceAgent
 from voicepod.audio import pcm16_to_float, read_wav, resample
@@ -20,7 +20,7 @@ from .speech import espeak_wav, load_whisper
 
 @pytest.fixture(scope="module")
 def server():
-    handlers = {stage: REPO / "workers" / stage / "handler.py" for stage in ("stt", "llm", "tts")}
+    handlers = registry.handlers(REPO)
     with LocalServer(handlers, ready_timeout_s=300) as srv:
         yield srv
 

@@ -13,26 +13,19 @@ import sys
 import time
 from pathlib import Path
 
-import voicepod
-
+from . import registry
 from .audio import pcm16_to_float, write_wav
 from .local.process import LocalServer
 from .protocol import AudioChunk
+from .registry import checkout_root
 from .turn import add_agent_options, agent_from_args, run_turn
-
-STAGES = ("stt", "llm", "tts")
-
-
-def default_workers_dir() -> Path:
-    # workers/ is deployed as images, not installed with the client: the demo runs from a checkout.
-    return Path(voicepod.__file__).resolve().parents[2] / "workers"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="run one spoken turn through three local workers (no GPU needed)")
     demo.add_argument("--question", default="What is the capital of France?", help="what the demo asks")
     demo.add_argument("--question-wav", type=Path, help="ask with this recording instead of a spoken --question")
-    demo.add_argument("--workers-dir", type=Path, default=default_workers_dir())
+    demo.add_argument("--workers-dir", type=Path, default=checkout_root() / "workers")
     add_agent_options(demo)
     demo.set_defaults(func=_demo)
 
@@ -52,7 +45,7 @@ def _progress(ready: dict[str, bool], started: float) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    handlers = {stage: args.workers_dir / stage / "handler.py" for stage in STAGES}
+    handlers = registry.handlers(args.workers_dir.parent)
     print("starting three workers (speech-to-text, LLM, text-to-speech); loading models takes a few seconds",
           file=sys.stderr)
     started = time.monotonic()
@@ -72,7 +65,7 @@ async def _conversation(server: LocalServer, args: argparse.Namespace) -> None:
         path = args.out.with_name("question.wav")
         path.write_bytes(question)
         print(f"asking (spoken by the TTS worker, saved to {path}): {args.question}\n")
-    endpoints = [server.endpoint(stage) for stage in STAGES]
+    endpoints = [server.endpoint(stage) for stage in registry.NAMES]
     try:
         await run_turn(agent_from_args(args, *endpoints), question, args.out)
     finally:

@@ -25,9 +25,10 @@ from typing import Any
 import httpx
 
 from .gpus import find_gpu_ids, load_prices
+from .registry import NAMES
 
 API_URL = "https://rest.runpod.io/v1"
-WORKERS = ("stt", "llm", "tts")
+WORKERS = NAMES
 # 24 GB cards, RunPod's cheapest tier that fits Whisper large-v3-turbo, a 1.5B LLM in bf16 or a VITS voice
 # ($0.00019 per second flex, serverless pricing page): L4, then A5000 and 3090 when the first is scarce. The ids
 # come from the price table, the one naming of GPU types that `voicepod cost` uses too.
