@@ -33,7 +33,7 @@ COMMANDS: dict[str, Command] = {
     "serve-local": Command("voicepod.local.command",
                            "serve RunPod's endpoint API locally over real SDK worker processes", "local"),
     "turn": Command("voicepod.turn", "one spoken turn: QUESTION.wav in, reply WAV out, with a timing table"),
-    "demo": Command("voicepod.demo", "run one spoken turn through three local workers (no GPU needed)", "local"),
+    "demo": Command("voicepod.demo", "run one spoken turn through three local workers (no GPU needed)", "workers"),
     "deploy": Command("voicepod.deploy", "create or update the three RunPod endpoints from deploy.toml"),
     "cost": Command("voicepod.cost", "what a conversation minute costs per GPU type, against a managed platform"),
 }

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
 from . import registry
 from .audio import pcm16_to_float, write_wav
+from .cli_errors import UsageError
 from .local.process import LocalServer
 from .protocol import AudioChunk
 from .registry import checkout_root
@@ -45,6 +47,15 @@ def _progress(ready: dict[str, bool], started: float) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # The workers run in child processes: check here that this environment can run them at all.
+    missing = [name for name in ("aiohttp", "runpod", "faster_whisper", "torch", "onnxruntime")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"the demo runs the three workers here and needs {', '.join(missing)}: "
+                         "pip install 'voicepod[workers]' from a checkout (or `make demo`)")
+    if not all(path.is_file() for path in registry.handlers(args.workers_dir.parent).values()):
+        raise UsageError(f"no worker handlers under {args.workers_dir}: run the demo from a voicepod checkout "
+                         "(or pass --workers-dir)")
     handlers = registry.handlers(args.workers_dir.parent)
     print("starting three workers (speech-to-text, LLM, text-to-speech); loading models takes a few seconds",
           file=sys.stderr)
