@@ -138,25 +138,29 @@ class TranscribeRequest(StrictInput):
     language: Annotated[str, Field(min_length=2, max_length=8)] | None = Field(
         None, description="ISO code of the spoken language; detected when omitted"
     )
-    task: Literal["transcribe", "translate"] = "transcribe"
-    beam_size: Annotated[int, Field(ge=1, le=20)] = 5
+    task: Literal["transcribe", "translate"] = Field(
+        "transcribe", description="translate: English text from any language"
+    )
+    beam_size: Annotated[int, Field(ge=1, le=20)] = Field(5, description="beam search width; 1 is greedy")
     temperature: Probability | Annotated[list[Probability], Field(min_length=1, max_length=10)] | None = Field(
         None, description="one temperature, or a fallback sequence; faster-whisper's default sequence if omitted"
     )
-    initial_prompt: Annotated[str, Field(max_length=2000)] | None = None
-    vad_filter: bool = False
-    word_timestamps: bool = False
+    initial_prompt: Annotated[str, Field(max_length=2000)] | None = Field(
+        None, description="text the speech continues: names, spellings"
+    )
+    vad_filter: bool = Field(False, description="skip silence with faster-whisper's Silero VAD first")
+    word_timestamps: bool = Field(False, description="each segment's words with start and end times")
     without_timestamps: bool = Field(
         False, description="decode text tokens only: faster, and each 30 s window comes back as one segment"
     )
-    hotwords: Annotated[str, Field(max_length=2000)] | None = None
+    hotwords: Annotated[str, Field(max_length=2000)] | None = Field(None, description="words to favour in decoding")
 
 
 class SpeechRequest(StrictInput):
     text: str = Field(description="what to say")
     voice: str | None = Field(None, description="one of the engine's voices; default: the worker's VOICE")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate; 2.0 is twice as fast")
-    format: AudioFormat = "pcm16"
+    format: AudioFormat = Field("pcm16", description="pcm16 (raw 16-bit), wav (a header per sentence) or mulaw (8 kHz)")
     sample_rate: OutputSampleRate | None = Field(
         None, description="output rate; default the voice's own (mulaw: 8000, the only rate it takes)"
     )
@@ -201,16 +205,20 @@ class OpenAIChatInput(StrictInput):
 class LLMRequest(StrictInput):
     """A job's input: ``messages`` or ``prompt`` with sampling settings, or an OpenAI passthrough request."""
 
-    messages: list[Message] | None = None
-    prompt: str | None = None
+    messages: list[Message] | None = Field(
+        None, description="the conversation, OpenAI style: {role, content}; or give prompt"
+    )
+    prompt: str | None = Field(None, description="plain text to continue, with no chat template")
     max_tokens: int | None = Field(None, description="most tokens to write; default: the worker's "
                                    "(256, or its MAX_TOKENS_CAP if lower)")
     temperature: float = Field(1.0, ge=0, le=2, description="0 means greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, **SEED_RANGE)
-    openai_route: Literal["/v1/chat/completions", "/v1/models"] | None = None
-    openai_input: dict[str, Any] | None = None
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    stop: str | list[str] | None = Field(None, description="up to 8 strings that end the reply (not included)")
+    seed: int | None = Field(None, **SEED_RANGE, description="makes sampling repeatable")
+    openai_route: Literal["/v1/chat/completions", "/v1/models"] | None = Field(
+        None, description="set by RunPod's OpenAI-compatible route, with openai_input"
+    )
+    openai_input: dict[str, Any] | None = Field(None, description="the OpenAI request body (set by that route)")
 
 
 # --- STT -------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from workers.common.run_local import main
-from workers.llm.handler import handler
+from voicepod.protocol import LLMRequest
 
-main(handler, Path(__file__).with_name("test_input.json"))
+from workers.common.run_local import main
+
+main("llm", "workers.llm.handler", LLMRequest, Path(__file__).with_name("test_input.json"))

@@ -1,6 +1,9 @@
+"""``python -m workers.stt [input.json]``: run the STT handler on one input and print its chunks."""
+
 from pathlib import Path
 
-from workers.common.run_local import main
-from workers.stt.handler import handler
+from voicepod.protocol import TranscribeRequest
 
-main(handler, Path(__file__).with_name("test_input.json"))
+from workers.common.run_local import main
+
+main("stt", "workers.stt.handler", TranscribeRequest, Path(__file__).with_name("test_input.json"))
