@@ -147,3 +147,19 @@ def test_serve_local_with_a_missing_handler_file(tmp_path):
     code, err = voicepod("serve-local", f"stt={tmp_path / 'handler.py'}", "--port", str(free_port()))
     assert code == 2
     assert one_line(err) == f"voicepod serve-local: handler file for 'stt' not found: {tmp_path}/handler.py"
+
+
+def test_the_openai_route_refuses_a_wrong_key_in_openais_shape(server):
+    import httpx
+    import openai
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    reply = httpx.post(f"{server.base_url}/llm/openai/v1/chat/completions", json=body,
+                       headers={"Authorization": "Bearer wrong"})
+    assert reply.status_code == 401
+    error = reply.json()["error"]
+    assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error" and error["message"]
+    client = openai.OpenAI(base_url=f"{server.base_url}/llm/openai/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client.models.list()
+    assert refused.value.code == "invalid_api_key"

@@ -219,6 +219,27 @@ async def test_openai_sdk_gets_a_bad_request_error_for_bad_input(openai_client: 
     assert answer.usage is not None and answer.usage.completion_tokens == 2
 
 
+async def test_openai_plain_answers_carry_only_openais_fields(server: LocalServer) -> None:
+    url = f"{server.base_url}/llm/openai/v1"
+    body = {"model": "any", "messages": FRANCE, "max_tokens": 2}
+    async with httpx.AsyncClient(timeout=120) as http:
+        completion = (await http.post(f"{url}/chat/completions", json=body)).json()
+        models = (await http.get(f"{url}/models")).json()
+    assert set(completion) == {"id", "object", "created", "model", "choices", "usage"}, completion
+    assert set(models) == {"object", "data"}, models
+
+
+async def test_a_failed_jobs_error_is_json_in_status(llm: Endpoint) -> None:
+    job = await llm.run({"messages": [], "max_tokens": 2})
+    with pytest.raises(JobFailed):
+        async for _ in job.chunks():
+            pass
+    status = await job.status()
+    assert status["status"] == "FAILED"
+    assert json.loads(status["error"]) == {"code": "invalid_input", "message": "messages must not be empty",
+                                           "field": "messages"}
+
+
 async def test_openai_stream_events_are_numbered_and_end_with_done(server: LocalServer) -> None:
     body = {"model": "gemma-3-270m", "messages": FRANCE, "max_tokens": 8, "temperature": 0, "stream": True}
     url = f"{server.base_url}/llm/openai/v1/chat/completions"
