@@ -4,15 +4,21 @@ and TTS workers under one serve-local (with an API key, so the key travels as it
 from __future__ import annotations
 
 import asyncio
+import base64
+import importlib.util
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
 pytest.importorskip("pipecat", reason="needs the extra voicepod[pipecat]")
 
+import uvicorn  # noqa: E402
+import websockets  # noqa: E402
 from pipecat.audio.vad.silero import SileroVADAnalyzer  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
     EndFrame,
@@ -42,7 +48,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  #
 from pipecat.utils.errors import ErrorCategory  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 from voicepod import Endpoint, Job  # noqa: E402
-from voicepod.audio import pcm16_to_float, read_wav, resample  # noqa: E402
+from voicepod.audio import mulaw_decode, mulaw_encode, pcm16_to_float, read_wav, resample  # noqa: E402
 from voicepod.local import LocalServer  # noqa: E402
 from voicepod.local.process import free_port  # noqa: E402
 from voicepod.pipecat import RunPodLLMService, RunPodSTTService, RunPodTTSService  # noqa: E402
@@ -341,3 +347,84 @@ async def test_a_tts_endpoint_with_a_bad_key_gives_an_error_frame_and_the_pipeli
     [error] = head.frames(ErrorFrame, up=True)
     assert error.category == ErrorCategory.AUTHENTICATION and not tail.frames(TTSAudioRawFrame)
     assert tail.frames(EndFrame), "the EndFrame went through: the pipeline ended on its own, not cancelled"
+
+
+# --- the example phone bot, called the way Twilio calls it ---------------------------------------------
+
+
+def load_example() -> Any:
+    spec = importlib.util.spec_from_file_location("pipecat_phone_bot", REPO / "examples" / "pipecat_phone_bot.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def twilio_media(sid: str, mulaw: bytes, n: int) -> str:
+    return json.dumps({"event": "media", "streamSid": sid, "sequenceNumber": str(n + 2),
+                       "media": {"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20),
+                                 "payload": base64.b64encode(mulaw).decode()}})
+
+
+async def test_example_phone_bot_answers_a_twilio_media_stream(
+    server: LocalServer, whisper: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", server.base_url)
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "VOICEPOD_STT_ENDPOINT", "VOICEPOD_LLM_ENDPOINT",
+                 "VOICEPOD_TTS_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    bot = load_example()
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bot.app), base_url="http://bot.example") as web:
+        twiml = (await web.post("/twiml")).text
+    assert '<Stream url="wss://bot.example/ws" />' in twiml
+
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(bot.app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(uv.serve())
+    while not uv.started:
+        await asyncio.sleep(0.05)
+    sid = "MZ00000000000000000000000000000000"
+    heard_back: list[tuple[float, bytes]] = []
+
+    async def quiet_for(seconds: float, timeout: float) -> None:
+        """Wait for the bot's audio to start, then to pause for ``seconds``."""
+        start, deadline = len(heard_back), time.monotonic() + timeout
+        while len(heard_back) == start or time.monotonic() - heard_back[-1][0] < seconds:
+            assert time.monotonic() < deadline, "the bot did not speak"
+            await asyncio.sleep(0.05)
+
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as call:
+            await call.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await call.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+                "streamSid": sid, "callSid": "CA0", "accountSid": "AC0", "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+
+            async def listen() -> None:
+                async for message in call:
+                    event = json.loads(message)
+                    if event.get("event") == "media":
+                        heard_back.append((time.monotonic(), base64.b64decode(event["media"]["payload"])))
+
+            listening = asyncio.create_task(listen())
+            await quiet_for(1.5, timeout=120)  # the greeting
+            greeting = len(heard_back)
+            samples, rate = read_wav(espeak_wav(QUESTION, sample_rate=8000))
+            mulaw = mulaw_encode(np.concatenate([samples, np.zeros(int(rate * 1.5), dtype=samples.dtype)]))
+            for n, i in enumerate(range(0, len(mulaw), 160)):  # 20 ms frames, in real time, as Twilio sends
+                await call.send(twilio_media(sid, mulaw[i:i + 160], n))
+                await asyncio.sleep(0.02)
+            await quiet_for(2.0, timeout=180)  # the reply
+            listening.cancel()
+    finally:
+        uv.should_exit = True
+        await serving
+
+    def words(chunks: list[tuple[float, bytes]]) -> str:
+        samples = mulaw_decode(b"".join(c for _, c in chunks))
+        return " ".join(s.text for s in whisper.transcribe(resample(samples, 8000, 16000))[0])
+
+    assert wer(bot.GREETING, words(heard_back[:greeting])) < 0.3
+    assert words(heard_back[greeting:]).strip(), "no reply speech"
