@@ -224,6 +224,32 @@ async def test_tts_streams_audio_frames_at_the_pipeline_rate_before_its_job_is_d
     assert wer(LONG_TEXT, heard(whisper, audio)) < 0.25
 
 
+async def test_tts_at_a_rate_the_worker_does_not_speak_is_resampled_from_the_voices_own(
+    server: LocalServer, whisper: Any
+) -> None:
+    tts = RunPodTTSService(endpoint=server.endpoint("tts"))
+    jobs = job_recorder(tts)
+    text = "Hello there, how are you today?"
+
+    async def drive(worker: PipelineWorker, head: Recorder, tail: Recorder) -> None:
+        await worker.queue_frame(TTSSpeakFrame(text))
+        await tail.wait_for(TTSAudioRawFrame)
+        while not jobs[0].finished:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+
+    head, tail = await run_pipeline([tts], drive, out_rate=12000)
+    audio = tail.frames(TTSAudioRawFrame)
+    assert audio and {f.sample_rate for f in audio} == {12000}
+    output = (await jobs[0].status())["output"]
+    native = {c["sample_rate"] for c in output if c["type"] == "audio"}
+    assert len(native) == 1 and native != {12000}
+    # The length survived the resampling: as many seconds at 12 kHz as the worker made at its own rate.
+    made_s = sum(len(base64.b64decode(c["audio"])) for c in output if c["type"] == "audio") / 2 / native.pop()
+    assert abs(sum(len(f.audio) for f in audio) / 2 / 12000 - made_s) < 0.05
+    assert wer(text, heard(whisper, audio)) < 0.3
+
+
 async def test_interruption_during_tts_cancels_the_endpoint_job(server: LocalServer) -> None:
     tts = RunPodTTSService(endpoint=server.endpoint("tts"))
     jobs = job_recorder(tts)

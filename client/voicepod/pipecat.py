@@ -22,7 +22,10 @@ import base64
 from collections.abc import AsyncGenerator
 from typing import Any, get_args
 
+import numpy as np
+
 try:
+    import soxr  # a dependency of Pipecat's
     from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame, TTSAudioRawFrame
     from pipecat.services.openai.llm import OpenAILLMService
     from pipecat.services.settings import STTSettings, TTSSettings
@@ -233,6 +236,7 @@ class RunPodTTSService(TTSService):
         if self._settings.voice:
             job_input["voice"] = self._settings.voice
         job: Job | None = None
+        resampler: soxr.ResampleStream | None = None
         try:
             job = await self._endpoint.run(job_input)
             await self._call_event_handler("on_job_started", job)
@@ -243,8 +247,16 @@ class RunPodTTSService(TTSService):
                 await self.stop_ttfb_metrics()
                 pcm = base64.b64decode(chunk.audio)
                 if chunk.sample_rate != rate:
-                    pcm = await self._resampler.resample(pcm, chunk.sample_rate, rate)
-                yield TTSAudioRawFrame(pcm, rate, 1, context_id=context_id)
+                    # One stream per job, flushed at its end: Pipecat's shared stream resampler has no flush and
+                    # would keep the last tens of milliseconds of every job.
+                    resampler = resampler or soxr.ResampleStream(chunk.sample_rate, rate, 1, dtype="int16")
+                    pcm = resampler.resample_chunk(np.frombuffer(pcm, "<i2")).tobytes()
+                if pcm:
+                    yield TTSAudioRawFrame(pcm, rate, 1, context_id=context_id)
+            if resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, "<i2"), last=True).tobytes()
+                if tail:
+                    yield TTSAudioRawFrame(tail, rate, 1, context_id=context_id)
         except asyncio.CancelledError:
             # Interrupted: nobody will hear the rest, so the endpoint stops making it.
             if job is not None and not job.finished:
