@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from xml.sax.saxutils import quoteattr
 
 from fastapi import FastAPI, Request, WebSocket
@@ -44,13 +46,26 @@ TWILIO_RATE = 8000  # G.711 mu-law: the serializer converts to and from PCM16 at
 SYSTEM = "You are a friendly phone assistant. Answer in one or two short sentences, without lists or markdown."
 GREETING = "Hello! How can I help you today?"
 
-app = FastAPI()
+# Shared by every call, so calls reuse the open connections to the API.
+ENDPOINTS: dict[str, Endpoint] = {}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    for shared in ENDPOINTS.values():
+        await shared.aclose()
+
+
+app = FastAPI(lifespan=lifespan)
 
 
 def endpoint(stage: str) -> Endpoint:
     """The ``stage`` endpoint: its id from ``VOICEPOD_<STAGE>_ENDPOINT`` (default: the stage, serve-local's
     name); the key from ``RUNPOD_API_KEY`` and the API base from ``RUNPOD_ENDPOINT_BASE_URL``, as Endpoint does."""
-    return Endpoint(os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT", stage))
+    if stage not in ENDPOINTS:
+        ENDPOINTS[stage] = Endpoint(os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT", stage))
+    return ENDPOINTS[stage]
 
 
 @app.post("/twiml")
