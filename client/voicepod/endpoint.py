@@ -50,9 +50,11 @@ class Endpoint:
         self.poll_min = poll_min
         self.poll_max = poll_max
         self._request_timeout = timeout
+        # Kept (never shown: no repr or error carries it) for clients of the OpenAI route, which use their own HTTP.
+        self._api_key = api_key if api_key is not None else os.environ.get("RUNPOD_API_KEY")
         self._transport = Transport(
             f"{base.rstrip('/')}/{endpoint_id}",
-            api_key if api_key is not None else os.environ.get("RUNPOD_API_KEY"),
+            self._api_key,
             timeout=timeout,
             max_retries=max_retries,
             client=http_client,
@@ -60,6 +62,12 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.endpoint_id!r}, base_url={self._transport.base_url!r})"
+
+    @property
+    def openai_base_url(self) -> str:
+        """The endpoint's OpenAI-compatible route, the ``base_url`` an OpenAI client takes
+        (``https://api.runpod.ai/v2/ID/openai/v1``; with serve-local, ``http://127.0.0.1:PORT/v2/NAME/openai/v1``)."""
+        return f"{self._transport.base_url}/openai/v1"
 
     async def __aenter__(self) -> Endpoint:
         return self

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer, field_validator
+from pydantic_core import PydanticCustomError
 
 # --- job states and error codes ----------------------------------------------------------------------------
 
@@ -183,10 +184,22 @@ class Message(StrictInput):
 
 class StreamOptions(StrictInput):
     include_usage: bool = False
+    # OpenAI pads streamed chunks against length side channels when asked; nothing here needs it: ignored.
+    include_obfuscation: bool | None = None
+
+
+def _unsupported(message: str) -> PydanticCustomError:
+    # A custom error keeps the message as written (a plain ValueError would read "Value error, ...").
+    return PydanticCustomError("unsupported", message)
 
 
 class OpenAIChatInput(StrictInput):
-    """The body of an OpenAI ``/v1/chat/completions`` request, as far as this worker honours it."""
+    """The body of an OpenAI ``/v1/chat/completions`` request, as far as this worker honours it.
+
+    OpenAI clients such as Pipecat's ``OpenAILLMService`` also send fields that change nothing when left at
+    their neutral values (no tools, no penalties, a service tier, a ``developer`` message): those are accepted.
+    Asking for what this worker cannot do (calling tools, penalties, logprobs) is refused, naming the field.
+    """
 
     messages: list[Message]
     model: str | None = None
@@ -200,6 +213,53 @@ class OpenAIChatInput(StrictInput):
     stream_options: StreamOptions | None = None
     n: Literal[1] = 1
     user: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logprobs: bool | None = None
+    service_tier: str | None = None  # one tier here: accepted, ignored
+    store: bool | None = None  # nothing is ever stored here
+    metadata: dict[str, str] | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _developer_is_system(cls, value: Any) -> Any:
+        # OpenAI's newer name for the system role: the prompt has one place for instructions either way.
+        if isinstance(value, list):
+            return [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m
+                    for m in value]
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value:
+            raise _unsupported("tool calling is not supported by this worker: send no tools")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _no_tool_choice(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if value not in (None, "none", "auto"):
+            raise _unsupported("tool calling is not supported by this worker: tool_choice may only be 'none' or "
+                               "'auto'")
+        return value
+
+    @field_validator("frequency_penalty", "presence_penalty")
+    @classmethod
+    def _no_penalty(cls, value: float | None) -> float | None:
+        if value:
+            raise _unsupported("penalties are not supported by this worker: send 0 or leave it out")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise _unsupported("logprobs are not supported by this worker")
+        return value
 
 
 class LLMRequest(StrictInput):

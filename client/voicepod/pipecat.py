@@ -1,0 +1,292 @@
+"""voicepod's endpoints as Pipecat services: a Pipecat bot (transports, VAD, turn-taking, interruptions) that
+runs its STT, LLM and TTS on self-hosted RunPod endpoints.
+
+Needs the extra: ``pip install 'voicepod[pipecat]'`` (Pipecat 1.14). Nothing else in voicepod imports this
+module. The STT and TTS services call their endpoints through :class:`voicepod.Endpoint` (so retries, auth and
+streaming are voicepod's); the LLM is Pipecat's own ``OpenAILLMService`` on the LLM endpoint's OpenAI route.
+
+- :class:`RunPodSTTService`: each speech segment Pipecat's VAD cuts becomes one STT job (raw PCM16 at the
+  pipeline's rate) and one ``TranscriptionFrame``.
+- :class:`RunPodTTSService`: each sentence becomes one TTS job at the pipeline's output rate; its audio chunks
+  become ``TTSAudioRawFrame`` as they arrive, and an interruption cancels the job on the endpoint.
+- :class:`RunPodLLMService`: ``OpenAILLMService`` with the base URL and key of an LLM endpoint filled in.
+
+Failures reach the pipeline as ``ErrorFrame`` (categorised for Pipecat: a rejected key or unknown endpoint is
+permanent, an unreachable or busy one is not); the pipeline keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncGenerator
+from typing import Any, get_args
+
+import numpy as np
+
+try:
+    import soxr  # a dependency of Pipecat's
+    from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame, TTSAudioRawFrame
+    from pipecat.services.openai.llm import OpenAILLMService
+    from pipecat.services.settings import STTSettings, TTSSettings
+    from pipecat.services.stt_service import SegmentedSTTService
+    from pipecat.services.tts_service import TTSService
+    from pipecat.transcriptions.language import Language
+    from pipecat.utils.errors import ErrorCategory
+    from pipecat.utils.time import time_now_iso8601
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("voicepod.pipecat needs Pipecat: pip install 'voicepod[pipecat]'") from exc
+
+from pydantic import ValidationError
+
+from .endpoint import Endpoint, Job
+from .errors import (
+    AuthError,
+    JobFailed,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    VoicepodError,
+)
+from .protocol import AudioChunk, ErrorCode, OutputSampleRate, SpeechRequest, TranscribeRequest, TranscriptDone
+
+__all__ = ["RunPodLLMService", "RunPodSTTService", "RunPodTTSService"]
+
+# The rates the TTS worker speaks; another pipeline rate is resampled here from the voice's own.
+WORKER_RATES = frozenset(get_args(OutputSampleRate))
+# Input fields the services fill in themselves, so options may not.
+_STT_OWN = {"audio_base64", "audio_url", "audio_format", "sample_rate", "language"}
+_TTS_OWN = {"text", "voice", "format", "sample_rate"}
+
+
+def _category(exc: VoicepodError) -> ErrorCategory:
+    """How Pipecat should take a failure: a permanent category marks the service unusable (every later request
+    would fail the same way); the others are reported and the next request is tried."""
+    if isinstance(exc, AuthError):
+        return ErrorCategory.AUTHORIZATION if exc.status_code == 403 else ErrorCategory.AUTHENTICATION
+    if isinstance(exc, NotFoundError):  # no such endpoint
+        return ErrorCategory.INVALID_REQUEST
+    if isinstance(exc, RateLimitError):
+        return ErrorCategory.RATE_LIMIT
+    if isinstance(exc, TransportError):
+        return ErrorCategory.CONNECTIVITY
+    if isinstance(exc, JobFailed) and exc.code == ErrorCode.INVALID_INPUT:  # e.g. an unknown voice, a bad option
+        return ErrorCategory.INVALID_REQUEST
+    if isinstance(exc, ServerError | JobFailed):
+        return ErrorCategory.SERVER
+    return ErrorCategory.UNKNOWN
+
+
+def _error_frame(service: str, endpoint: Endpoint, exc: VoicepodError) -> ErrorFrame:
+    return ErrorFrame(error=f"{service} on endpoint '{endpoint.endpoint_id}': {exc}", exception=exc,
+                      category=_category(exc))
+
+
+def _check_options(model: type, options: dict[str, Any], own: set[str], required: dict[str, Any]) -> dict[str, Any]:
+    """Validate job options now, against the worker's own request model, rather than fail every job later."""
+    taken = own & options.keys()
+    if taken:
+        raise ValueError(f"options may not set {sorted(taken)}: the service fills them in")
+    try:
+        model.model_validate({**required, **options})
+    except ValidationError as exc:
+        raise ValueError(f"invalid options for {model.__name__}: {exc.errors()[0]['msg']} "
+                         f"({'.'.join(map(str, exc.errors()[0]['loc']))})") from None
+    return dict(options)
+
+
+async def _cancel_quietly(job: Job) -> None:
+    # Best effort on the way out of a cancelled task: the job may have just ended, the endpoint may be gone.
+    try:
+        await asyncio.wait_for(job.cancel(), 5.0)
+    except (VoicepodError, TimeoutError):
+        pass
+
+
+class RunPodSTTService(SegmentedSTTService):
+    """Speech-to-text on a voicepod STT endpoint: one job per speech segment.
+
+    Needs a VAD in the pipeline (Pipecat's ``VADProcessor`` or a user aggregator with ``vad_analyzer``): each
+    segment between the VAD's start and stop is sent as raw PCM16 at the pipeline's input rate, and the job's
+    transcript comes back as one ``TranscriptionFrame`` (with the detected language).
+
+    Args:
+        endpoint: the STT endpoint, e.g. ``Endpoint("stt-id")`` (``LocalServer.endpoint("stt")`` for serve-local).
+        language: the spoken language (a Pipecat ``Language`` or an ISO code); detected per segment when None.
+            Runtime-updatable through ``STTUpdateSettingsFrame``.
+        options: more STT job input (``beam_size``, ``initial_prompt``, ``hotwords``, ``temperature``...: see
+            ``voicepod.protocol.TranscribeRequest``), checked here.
+        **kwargs: Pipecat's ``SegmentedSTTService`` arguments (``sample_rate``, ``trailing_silence_secs``, ...).
+
+    Event ``on_job_started(service, job)`` runs (awaited) as each job is submitted.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: Endpoint,
+        language: Language | str | None = None,
+        options: dict[str, Any] | None = None,
+        settings: STTSettings | None = None,
+        **kwargs: Any,
+    ):
+        default_settings = STTSettings(model=None, language=language)
+        if settings is not None:
+            default_settings.apply_update(settings)
+        super().__init__(settings=default_settings, **kwargs)
+        self._endpoint = endpoint
+        self._options = _check_options(TranscribeRequest, options or {}, _STT_OWN, {"audio_base64": ""})
+        self._register_event_handler("on_job_started", sync=True)
+
+    @property
+    def wants_wav_segments(self) -> bool:
+        """Raw PCM16: the worker takes it with its rate (``audio_format: pcm16``), no WAV re-encode."""
+        return False
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    def language_to_service_language(self, language: Language) -> str | None:
+        # Whisper takes base ISO codes: "en-US" is "en".
+        return str(language.value if isinstance(language, Language) else language).split("-")[0].lower()
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """Transcribe one segment (raw PCM16 mono at :attr:`sample_rate`) on the endpoint."""
+        job_input = {
+            **self._options,
+            "audio_base64": base64.b64encode(audio).decode("ascii"),
+            "audio_format": "pcm16",
+            "sample_rate": self.sample_rate,
+        }
+        if self._settings.language:
+            job_input["language"] = str(self._settings.language)
+        job: Job | None = None
+        done: TranscriptDone | None = None
+        await self.start_processing_metrics()
+        try:
+            job = await self._endpoint.run(job_input)
+            await self._call_event_handler("on_job_started", job)
+            async for chunk in job.chunks():
+                if isinstance(chunk, TranscriptDone):
+                    done = chunk
+        except asyncio.CancelledError:
+            if job is not None and not job.finished:
+                await _cancel_quietly(job)
+            raise
+        except VoicepodError as exc:
+            yield _error_frame("RunPod STT", self._endpoint, exc)
+            return
+        finally:
+            await self.stop_processing_metrics()
+        text = done.text.strip() if done else ""
+        if text:
+            try:
+                language: Language | None = Language(done.language)
+            except ValueError:
+                language = None
+            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), language, result=done.model_dump())
+
+
+class RunPodTTSService(TTSService):
+    """Text-to-speech on a voicepod TTS endpoint: one job per sentence Pipecat hands it, audio streamed.
+
+    The job asks the worker for the pipeline's output rate (8, 16, 22.05, 24, 44.1 or 48 kHz: resampled here
+    from the voice's own rate only for another one), and every audio chunk becomes a ``TTSAudioRawFrame`` the
+    moment it arrives. An interruption (or the pipeline's cancellation) cancels the job on the endpoint.
+
+    Args:
+        endpoint: the TTS endpoint, e.g. ``Endpoint("tts-id")``.
+        voice: one of the worker's voices; the worker's ``VOICE`` when None. Runtime-updatable
+            (``TTSUpdateSettingsFrame``).
+        options: more TTS job input (``speed``, ``chunk_ms``: see ``voicepod.protocol.SpeechRequest``).
+        **kwargs: Pipecat's ``TTSService`` arguments (``sample_rate``, ``text_aggregation_mode``, ...).
+
+    Event ``on_job_started(service, job)`` runs (awaited) as each job is submitted.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: Endpoint,
+        voice: str | None = None,
+        options: dict[str, Any] | None = None,
+        settings: TTSSettings | None = None,
+        **kwargs: Any,
+    ):
+        default_settings = TTSSettings(model=None, voice=voice, language=None)
+        if settings is not None:
+            default_settings.apply_update(settings)
+        kwargs.setdefault("push_start_frame", True)
+        kwargs.setdefault("push_stop_frames", True)
+        super().__init__(settings=default_settings, **kwargs)
+        self._endpoint = endpoint
+        self._options = _check_options(SpeechRequest, options or {}, _TTS_OWN, {"text": ""})
+        self._register_event_handler("on_job_started", sync=True)
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
+        """Start a job speaking ``text`` and yield its audio as each chunk arrives."""
+        rate = self.sample_rate
+        job_input: dict[str, Any] = {**self._options, "text": text, "format": "pcm16"}
+        if rate in WORKER_RATES:
+            job_input["sample_rate"] = rate
+        if self._settings.voice:
+            job_input["voice"] = self._settings.voice
+        job: Job | None = None
+        resampler: soxr.ResampleStream | None = None
+        try:
+            job = await self._endpoint.run(job_input)
+            await self._call_event_handler("on_job_started", job)
+            await self.start_tts_usage_metrics(text)
+            async for chunk in job.chunks():
+                if not isinstance(chunk, AudioChunk):
+                    continue
+                await self.stop_ttfb_metrics()
+                pcm = base64.b64decode(chunk.audio)
+                if chunk.sample_rate != rate:
+                    # One stream per job, flushed at its end: Pipecat's shared stream resampler has no flush and
+                    # would keep the last tens of milliseconds of every job.
+                    resampler = resampler or soxr.ResampleStream(chunk.sample_rate, rate, 1, dtype="int16")
+                    pcm = resampler.resample_chunk(np.frombuffer(pcm, "<i2")).tobytes()
+                if pcm:
+                    yield TTSAudioRawFrame(pcm, rate, 1, context_id=context_id)
+            if resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, "<i2"), last=True).tobytes()
+                if tail:
+                    yield TTSAudioRawFrame(tail, rate, 1, context_id=context_id)
+        except asyncio.CancelledError:
+            # Interrupted: nobody will hear the rest, so the endpoint stops making it.
+            if job is not None and not job.finished:
+                await _cancel_quietly(job)
+            raise
+        except VoicepodError as exc:
+            yield _error_frame("RunPod TTS", self._endpoint, exc)
+        finally:
+            await self.stop_ttfb_metrics()
+
+
+class RunPodLLMService(OpenAILLMService):
+    """Pipecat's ``OpenAILLMService`` on a voicepod LLM endpoint's OpenAI-compatible route: only the base URL and
+    the key are filled in (from ``endpoint``); everything else is Pipecat's.
+
+    Args:
+        endpoint: the LLM endpoint, e.g. ``Endpoint("llm-id")``; its base URL and key (``RUNPOD_API_KEY`` by
+            default) are the route's.
+        **kwargs: ``OpenAILLMService``'s arguments (``settings=RunPodLLMService.Settings(max_tokens=...)``, ...).
+            The model name is not checked by the worker (it serves one model).
+    """
+
+    def __init__(self, *, endpoint: Endpoint, **kwargs: Any):
+        settings = kwargs.pop("settings", None) or OpenAILLMService.Settings()
+        if settings.model is None or not isinstance(settings.model, str):
+            settings.model = endpoint.endpoint_id
+        super().__init__(
+            base_url=endpoint.openai_base_url,
+            # The OpenAI client insists on a key; serve-local without --api-key takes any.
+            api_key=endpoint._api_key or "none",
+            settings=settings,
+            **kwargs,
+        )

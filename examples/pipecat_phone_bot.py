@@ -1,0 +1,150 @@
+"""A Twilio phone bot built with Pipecat, whose STT, LLM and TTS run on your voicepod endpoints.
+
+Pipecat does the call: Twilio's media stream over a FastAPI WebSocket (Pipecat's transport and Twilio
+serializer, G.711 at 8 kHz), Silero VAD, turn-taking and barge-in. voicepod's services do the models.
+
+    pip install 'voicepod[pipecat]'
+    export RUNPOD_API_KEY=...                    # and the endpoint ids:
+    export VOICEPOD_STT_ENDPOINT=... VOICEPOD_LLM_ENDPOINT=... VOICEPOD_TTS_ENDPOINT=...
+    python examples/pipecat_phone_bot.py --port 8765
+
+Expose the port over HTTPS (a tunnel or a proxy) and set the Twilio number's voice webhook to
+``https://YOUR-HOST/twiml`` (POST): the answer tells Twilio to stream the call to ``wss://YOUR-HOST/ws``. With
+``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN`` set, the call is hung up when the bot ends it.
+
+Against ``voicepod serve-local`` instead of RunPod: ``--base-url http://127.0.0.1:8000/v2`` and the endpoint
+names (``stt``, ``llm``, ``tts``) as ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from xml.sax.saxutils import quoteattr
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import Response
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.runner.utils import parse_telephony_websocket
+from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.workers.runner import WorkerRunner
+from voicepod import Endpoint
+from voicepod.pipecat import RunPodLLMService, RunPodSTTService, RunPodTTSService
+
+TWILIO_RATE = 8000  # G.711 mu-law: the serializer converts to and from PCM16 at the pipeline's rate
+SYSTEM = "You are a friendly phone assistant. Answer in one or two short sentences, without lists or markdown."
+GREETING = "Hello! How can I help you today?"
+
+# Shared by every call, so calls reuse the open connections to the API.
+ENDPOINTS: dict[str, Endpoint] = {}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    for shared in ENDPOINTS.values():
+        await shared.aclose()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+def endpoint(stage: str) -> Endpoint:
+    """The ``stage`` endpoint: its id from ``VOICEPOD_<STAGE>_ENDPOINT`` (default: the stage, serve-local's
+    name); the key from ``RUNPOD_API_KEY`` and the API base from ``RUNPOD_ENDPOINT_BASE_URL``, as Endpoint does."""
+    if stage not in ENDPOINTS:
+        ENDPOINTS[stage] = Endpoint(os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT", stage))
+    return ENDPOINTS[stage]
+
+
+@app.post("/twiml")
+async def twiml(request: Request) -> Response:
+    """Twilio's voice webhook: stream this call to our WebSocket."""
+    url = f"wss://{request.headers.get('host')}/ws"
+    stream = f"<Stream url={quoteattr(url)} />"
+    body = f"<?xml version='1.0' encoding='UTF-8'?><Response><Connect>{stream}</Connect></Response>"
+    return Response(content=body, media_type="application/xml")
+
+
+@app.websocket("/ws")
+async def call(websocket: WebSocket) -> None:
+    """One phone call: Twilio's media stream in, the bot's voice out."""
+    await websocket.accept()
+    _, call_data = await parse_telephony_websocket(websocket)
+    account_sid, auth_token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
+    serializer = TwilioFrameSerializer(
+        stream_sid=call_data["stream_id"],
+        call_sid=call_data["call_id"],
+        account_sid=account_sid,
+        auth_token=auth_token,
+        params=TwilioFrameSerializer.InputParams(auto_hang_up=bool(account_sid and auth_token)),
+    )
+    transport = FastAPIWebsocketTransport(
+        websocket=websocket,
+        params=FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True, serializer=serializer),
+    )
+
+    stt = RunPodSTTService(endpoint=endpoint("stt"), language="en")
+    llm = RunPodLLMService(
+        endpoint=endpoint("llm"),
+        settings=RunPodLLMService.Settings(system_instruction=SYSTEM, max_tokens=80, temperature=0.7),
+    )
+    tts = RunPodTTSService(endpoint=endpoint("tts"))
+
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(
+        context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
+    )
+    pipeline = Pipeline([
+        transport.input(),
+        stt,
+        aggregators.user(),
+        llm,
+        tts,
+        transport.output(),
+        aggregators.assistant(),
+    ])
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(audio_in_sample_rate=TWILIO_RATE, audio_out_sample_rate=TWILIO_RATE),
+    )
+
+    @transport.event_handler("on_client_connected")
+    async def greet(transport: FastAPIWebsocketTransport, client: object) -> None:
+        await worker.queue_frames([TTSSpeakFrame(GREETING)])
+
+    @transport.event_handler("on_client_disconnected")
+    async def hang_up(transport: FastAPIWebsocketTransport, client: object) -> None:
+        await worker.cancel()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await runner.run()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (behind your HTTPS proxy)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--base-url", help="endpoints' API base, e.g. http://127.0.0.1:8000/v2 for serve-local")
+    args = parser.parse_args()
+    if args.base_url:
+        os.environ["RUNPOD_ENDPOINT_BASE_URL"] = args.base_url
+    uvicorn.run(app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()
