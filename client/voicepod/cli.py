@@ -13,6 +13,8 @@ COMMAND_MODULES = [
     "voicepod.demo",
     "voicepod.deploy",
     "voicepod.cost",
+    "voicepod.phone.command",
+    "voicepod.phone.call_command",
 ]
 
 
