@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 
 import pytest
-from voicepod.audio import MULAW_RATE, mulaw_decode, resample
+from voicepod.agent import Audio, Done, VoiceAgent
+from voicepod.audio import MULAW_RATE, mulaw_decode, read_wav, resample
 from voicepod.local import LocalServer
 from voicepod.phone.call import APOLOGY
 from voicepod.phone.caller import SimulatedCaller
 
 from .conftest import REPO
 from .phone_util import PhoneServer, spoken_mulaw
-from .speech import load_whisper, wer
+from .speech import espeak_wav, load_whisper, wer
 
 GREETING = "Hello, this is voicepod."
 # Several sentences, so that the first is spoken while the LLM still writes and a barge-in has something to cut.
@@ -188,3 +191,40 @@ async def test_a_failing_llm_gets_a_spoken_apology_and_a_long_turn_is_cut(server
     assert turn["assistant"] == APOLOGY
     assert "sorry" in hear(whisper, bytes(caller.heard)).lower()
     assert set(sum((await job_statuses(server, turn)).values(), [])) <= {"COMPLETED", "FAILED"}
+
+
+async def test_the_agent_keeps_in_its_history_only_the_sentences_said_to_have_played(server):
+    agent = VoiceAgent(server.endpoint("stt"), server.endpoint("llm"), server.endpoint("tts"),
+                       system_prompt="Answer in four or five sentences.", audio_format="mulaw",
+                       sample_rate=MULAW_RATE, llm_options={"temperature": 0, "max_tokens": 60},
+                       confirm_playback=True)
+    events = [e async for e in agent.respond(spoken_mulaw(COUNT), audio_format="mulaw", sample_rate=MULAW_RATE)]
+    sentences = list({e.sentence: e.text for e in events if isinstance(e, Audio)}.values())
+    assert len(sentences) >= 2 and isinstance(events[-1], Done) and not events[-1].interrupted
+    # Sent in full: until the player says otherwise, the whole reply stands.
+    assert agent.history[-1] == {"role": "assistant", "content": " ".join(sentences)}
+    agent.played(0)
+    await agent.interrupt()  # the caller cut in while the second sentence played
+    assert agent.history[-1] == {"role": "assistant", "content": sentences[0]}
+    assert [m["role"] for m in agent.history] == ["user", "assistant"]
+
+
+def test_the_call_command_asks_and_writes_what_it_heard(phone, tmp_path, whisper):
+    question = tmp_path / "question.wav"
+    question.write_bytes(espeak_wav("What is the capital of France?"))
+    out = tmp_path / "reply.wav"
+    result = subprocess.run(
+        [sys.executable, "-m", "voicepod.cli", "call", phone.media_url, str(question), "--out", str(out),
+         "--quiet", str(QUIET_S), "--timeout", "300"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "latency from the end of speech to the first reply audio" in result.stdout
+    call_sid = re.search(r"call (CA[0-9a-f]{32}) connected", result.stderr).group(1)
+    [turn] = phone.record(call_sid)["turns"]
+    assert wer("What is the capital of France?", turn["user"]) <= 0.3
+    samples, rate = read_wav(out.read_bytes())
+    assert rate == MULAW_RATE
+    heard = " ".join(s.text for s in whisper.transcribe(resample(samples, rate, 16000))[0])
+    expected = {w for w in words(turn["assistant"]) if len(w) > 3}
+    assert expected and len(expected & set(words(heard))) / len(expected) >= 0.6

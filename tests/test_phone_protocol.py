@@ -200,3 +200,10 @@ async def test_unknown_events_and_bad_base64_are_skipped_and_the_call_goes_on(se
     await caller.hang_up()
     record = server.record(caller.call_sid)
     assert record["end_reason"] == "stop" and record["ignored_frames"] == 2 and record["dtmf"] == ["5"]
+
+
+def test_an_oversized_webhook_body_is_refused(server):
+    reply = httpx.post(f"{server.url}/twiml", content=b"x=" + b"y" * 200_000,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status_code == 413
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "calls": 0}

@@ -28,6 +28,9 @@ log = logging.getLogger("voicepod.phone")
 
 DEFAULT_GREETING = "Hello! How can I help?"
 APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
+# The history a call's agent keeps: the latest messages only, so a long call stays within the LLM's context (and
+# its memory bounded). 24 messages are 12 exchanges, more than a phone call usually needs to look back.
+HISTORY_MESSAGES = 24
 
 
 @dataclass
@@ -191,6 +194,7 @@ class Call:
         if playback.cleared:
             return
         self._remember_greeting()
+        del self.agent.history[:-HISTORY_MESSAGES]
         record = playback.record
         assert record is not None
         latency = record.latency

@@ -45,6 +45,7 @@ async def _call(args: argparse.Namespace) -> int:
         await caller.connect()
     except Exception as exc:  # noqa: BLE001 - refused or unreachable: one line, not a traceback
         raise SystemExit(f"voicepod call: could not connect to {args.url}: {exc}") from None
+    print(f"call {caller.call_sid} connected", file=sys.stderr)
     try:
         await caller.wait_until_quiet(args.quiet, args.timeout)  # the greeting, if the server says one
         print(f"speaking {args.question} ({len(samples) / rate:.1f} s)", file=sys.stderr)

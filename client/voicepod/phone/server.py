@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,6 +29,8 @@ log = logging.getLogger("voicepod.phone")
 
 # Twilio's frames are about 300 bytes of JSON; anything this big is not one of them.
 MAX_FRAME_BYTES = 64 * 1024
+# Twilio's webhook form is a few dozen short fields.
+MAX_WEBHOOK_BYTES = 64 * 1024
 
 # Close codes (RFC 6455) for a call closed over bad input.
 _CLOSE_CODES = {"binary_frame": 1003, "frame_too_big": 1009, "out_of_order": 1008}
@@ -88,7 +91,13 @@ def create_app(settings: PhoneSettings) -> Starlette:
         return JSONResponse({"status": "ok", "calls": state["calls"]})
 
     async def voice_webhook(request: Request) -> Response:
-        params = {key: str(value) for key, value in (await request.form()).items()}
+        body = b""
+        async for part in request.stream():
+            body += part
+            if len(body) > MAX_WEBHOOK_BYTES:
+                return PlainTextResponse("request too large", status_code=413)
+        # Twilio posts application/x-www-form-urlencoded.
+        params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         if check.enabled:
             url = str(request.url)
             if settings.public_url:
