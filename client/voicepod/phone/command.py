@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..agent import DEFAULT_SYSTEM_PROMPT
 from .call import DEFAULT_GREETING
@@ -64,6 +65,9 @@ def _phone(args: argparse.Namespace) -> int:
 
     if args.end_silence <= 0 or args.max_utterance <= 1:
         raise SystemExit("voicepod phone: --end-silence must be above 0 and --max-utterance above 1 second")
+    if args.public_url and not _is_http_url(args.public_url):
+        raise SystemExit(f"voicepod phone: --public-url must be a full URL like https://phone.example.com, "
+                         f"got {args.public_url!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of every job otherwise
     if args.local:
@@ -93,6 +97,11 @@ def _phone(args: argparse.Namespace) -> int:
         server.run()
         return 0
     return _run_local(args, settings, server)
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.query
 
 
 def _run_local(args: argparse.Namespace, settings, server) -> int:
