@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -85,6 +86,15 @@ class PhoneServer:
 
     def active_calls(self) -> int:
         return httpx.get(f"{self.url}/health", timeout=5).json()["calls"]
+
+    async def reply_over(self, timeout: float) -> None:
+        """Wait until no call has a reply being made or still playing (every mark back)."""
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=5) as client:
+            while (await client.get(f"{self.url}/health")).json()["replying"]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"a reply still going after {timeout} s")
+                await asyncio.sleep(0.2)
 
     def record(self, call_sid: str, timeout: float = 30.0) -> dict:
         """The call record ``<callSid>.json``, waiting for the call to end."""

@@ -95,6 +95,11 @@ class Call:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
+    def replying(self) -> bool:
+        """Whether a reply (or the greeting) is being made or is still playing (its marks not all back)."""
+        return self._busy() or (self._current is not None and self._current.playing)
+
+    @property
     def stream_sid(self) -> str:
         return self.record.stream_sid or ""
 

@@ -71,7 +71,8 @@ class _Refused(Exception):
 def create_app(settings: PhoneSettings) -> Starlette:
     """The phone server's ASGI app."""
     check = SignatureCheck(settings.auth_token)
-    state: dict[str, Any] = {"calls": 0, "endpoints": None}
+    state: dict[str, Any] = {"endpoints": None}
+    calls: set[Call] = set()
     if not check.enabled:
         log.warning("TWILIO_AUTH_TOKEN is not set: requests to /twiml and /media are NOT verified, so anyone who "
                     "can reach this server can place calls on your endpoints. Set it before taking real calls.")
@@ -88,7 +89,7 @@ def create_app(settings: PhoneSettings) -> Starlette:
                 await endpoint.aclose()
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "calls": state["calls"]})
+        return JSONResponse({"status": "ok", "calls": len(calls), "replying": sum(c.replying for c in calls)})
 
     async def voice_webhook(request: Request) -> Response:
         body = b""
@@ -123,7 +124,7 @@ def create_app(settings: PhoneSettings) -> Starlette:
                            audio_format="mulaw", sample_rate=MULAW_RATE, llm_options=settings.llm_options,
                            confirm_playback=True)
         call = Call(agent, websocket.send_text, settings.call)
-        state["calls"] += 1
+        calls.add(call)
         reason = "disconnected"
         try:
             reason = await _serve(websocket, call, settings.max_frame_bytes)
@@ -135,7 +136,7 @@ def create_app(settings: PhoneSettings) -> Starlette:
                     await websocket.close(code=_CLOSE_CODES.get(refused.code, 1007), reason=refused.code)
         finally:
             record = await call.end(reason)
-            state["calls"] -= 1
+            calls.discard(call)
             if settings.transcripts and call.started:
                 try:
                     path = record.write(settings.transcripts)
