@@ -136,6 +136,19 @@ async def test_media_upgrade_with_twilios_signature_is_accepted(signed_server):
     assert record["end_reason"] == "stop" and record["stream_sid"] == caller.stream_sid
 
 
+async def test_without_a_public_url_signatures_are_checked_over_the_requests_own_address():
+    with PhoneServer(NOWHERE, ["--greeting", ""], env={"TWILIO_AUTH_TOKEN": TOKEN}) as srv:
+        form = {"CallSid": "CA1"}
+        good = sign(TOKEN, f"{srv.url}/twiml", form)
+        assert httpx.post(f"{srv.url}/twiml", data=form, headers={"X-Twilio-Signature": good}).status_code == 200
+        bad = sign(TOKEN, f"{PUBLIC}/twiml", form)
+        assert httpx.post(f"{srv.url}/twiml", data=form, headers={"X-Twilio-Signature": bad}).status_code == 403
+        caller = SimulatedCaller(srv.media_url, auth_token=TOKEN)  # signs wss://127.0.0.1:PORT/media
+        await caller.connect()
+        await caller.hang_up()
+        assert srv.record(caller.call_sid)["end_reason"] == "stop"
+
+
 def test_without_a_token_the_server_warns_loudly_and_binds_loopback():
     with PhoneServer(NOWHERE, ["--greeting", ""]) as srv:
         assert "calls are NOT verified" in srv.logs()
