@@ -177,7 +177,9 @@ class VoiceAgent:
     :data:`DEFAULT_STT_OPTIONS` (left out when ``word_timestamps`` is asked for). ``llm_options``: extra LLM
     input (``max_tokens``, default :data:`VOICE_MAX_TOKENS`; ``temperature``, ``stop``, ``seed``).
     ``first_cut_words``: see :class:`~voicepod.aggregator.SentenceAggregator`. ``history``: earlier turns as
-    ``{"role", "content"}`` dicts; each turn appends to it.
+    ``{"role", "content"}`` dicts; each turn appends to it. ``confirm_playback``: a sentence counts as heard
+    only once :meth:`played` says so, not when its audio is yielded (on a phone line, audio handed over is only
+    audio sent: the player's marks say what played).
     """
 
     def __init__(
@@ -195,6 +197,7 @@ class VoiceAgent:
         llm_options: dict[str, Any] | None = None,
         first_cut_words: int = 5,
         history: list[dict[str, str]] | None = None,
+        confirm_playback: bool = False,
     ):
         if audio_format not in ("pcm16", "mulaw"):
             raise ValueError("audio_format must be 'pcm16' or 'mulaw' (a stream of sentences has no one header)")
@@ -211,11 +214,30 @@ class VoiceAgent:
         self.llm_options = {"max_tokens": VOICE_MAX_TOKENS, "temperature": 0.7, **(llm_options or {})}
         self.first_cut_words = first_cut_words
         self.history: list[dict[str, str]] = list(history or [])
+        self.confirm_playback = confirm_playback
         self._interrupt = asyncio.Event()
+        self._last_turn: _Turn | None = None
 
     async def interrupt(self) -> None:
-        """Barge-in: stop the turn in progress; its LLM and TTS jobs are cancelled on their endpoints."""
+        """Barge-in: stop the turn in progress; its LLM and TTS jobs are cancelled on their endpoints.
+
+        With ``confirm_playback``, a barge-in after the last turn ended (its audio still playing) takes the
+        sentences that did not play out of the history."""
         self._interrupt.set()
+        if self.confirm_playback and self._last_turn is not None:
+            self._last_turn.forget_unplayed()
+
+    def last_job_ids(self) -> dict[str, list[str]]:
+        """The latest turn's job ids by stage (``stt``, ``llm``, ``tts``), also when it failed or was cut short."""
+        turn = self._last_turn
+        stages = (turn.metrics.stt, turn.metrics.llm, turn.metrics.tts) if turn else ()
+        return {stage.name: list(stage.job_ids) for stage in stages}
+
+    def played(self, sentence: int) -> None:
+        """With ``confirm_playback``: sentence ``sentence`` (0-based) of the latest turn finished playing."""
+        turn = self._last_turn
+        if turn is not None and 0 <= sentence < len(turn.sentences):
+            turn.sentences[sentence].heard = True
 
     def _tts_input(self, text: str) -> dict[str, Any]:
         payload: dict[str, Any] = {"text": text, "format": self.audio_format}
@@ -254,7 +276,7 @@ class VoiceAgent:
         if history is not None:
             self.history = list(history)
         self._interrupt.clear()
-        turn = _Turn(self, time.monotonic())
+        turn = self._last_turn = _Turn(self, time.monotonic())
         async with contextlib.aclosing(turn.run(self._stt_input(audio, audio_format, sample_rate))) as events:
             async for event in events:
                 yield event
@@ -273,6 +295,7 @@ class _Turn:
         self.reply_done = False
         self.jobs: list[Job] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.remembered: dict[str, str] | None = None  # the assistant entry this turn added to the history
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -324,7 +347,7 @@ class _Turn:
                         if isinstance(event, Audio):
                             if self.metrics.voice_to_voice_s is None:
                                 self.metrics.voice_to_voice_s = self.now()
-                            self.sentences[event.sentence].heard = True
+                            self.sentences[event.sentence].heard |= not agent.confirm_playback
                         yield event
                 finally:
                     interrupt.cancel()
@@ -348,7 +371,19 @@ class _Turn:
         if transcript.strip():
             self.agent.history.append({"role": "user", "content": transcript})
             if reply := self._reply_spoken(interrupted):
-                self.agent.history.append({"role": "assistant", "content": reply})
+                self.remembered = {"role": "assistant", "content": reply}
+                self.agent.history.append(self.remembered)
+
+    def forget_unplayed(self) -> None:
+        """After the turn ended: keep in the history only the sentences that played."""
+        entry = self.remembered
+        if entry is None or not any(item is entry for item in self.agent.history):
+            return  # nothing remembered, or the history was replaced since
+        if heard := self._reply_spoken(True):
+            entry["content"] = heard
+        else:
+            self.agent.history = [item for item in self.agent.history if item is not entry]
+        self.remembered = None
 
     async def _stop_all(self) -> None:
         for task in self.tasks:

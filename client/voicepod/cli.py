@@ -36,6 +36,10 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("voicepod.demo", "run one spoken turn through three local workers (no GPU needed)", "workers"),
     "deploy": Command("voicepod.deploy", "create or update the three RunPod endpoints from deploy.toml"),
     "cost": Command("voicepod.cost", "what a conversation minute costs per GPU type, against a managed platform"),
+    "phone": Command("voicepod.phone.command",
+                     "a Twilio Media Streams server: phone calls through the three endpoints", "phone"),
+    "call": Command("voicepod.phone.call_command",
+                    "a simulated Twilio caller: QUESTION.wav to a phone server, the reply to a file", "phone"),
 }
 
 
@@ -76,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(argv).parse_args(argv)
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        # A command that imports its extra's packages only when it runs lands here.
+        if debug or not _missing_extra(exc) or name not in COMMANDS:
+            raise
+        extra = COMMANDS[name].extra or "workers"
+        print(f"voicepod {name}: needs the package {exc.name!r}: pip install 'voicepod[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"voicepod {name}: interrupted", file=sys.stderr)
         return 130

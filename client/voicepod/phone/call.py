@@ -1,0 +1,329 @@
+"""One phone call: the caller's audio through the turn detector, each turn through the call's VoiceAgent, the
+reply streamed back as it is made, what played told by Twilio's marks, and barge-in.
+
+The server hands each frame to :meth:`Call.handle` and awaits nothing long: turns (and the greeting) run as a
+task of their own, one at a time, so the caller's audio is read (and barge-in heard) while a reply plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..agent import Audio, Done, ReplyText, Transcript, VoiceAgent
+from ..audio import MULAW_RATE
+from ..endpoint import Job
+from ..errors import VoicepodError
+from ..protocol import AudioChunk
+from . import media
+from .records import CallRecord, TurnRecord, now_iso
+from .vad import SpeechStarted, TurnDetector, TurnSettings, Utterance
+
+log = logging.getLogger("voicepod.phone")
+
+DEFAULT_GREETING = "Hello! How can I help?"
+APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
+# The history a call's agent keeps: the latest messages only, so a long call stays within the LLM's context (and
+# its memory bounded). 24 messages are 12 exchanges, more than a phone call usually needs to look back.
+HISTORY_MESSAGES = 24
+
+
+@dataclass
+class CallSettings:
+    """``greeting``: said when the call starts ("" for none). ``apology``: said when a stage of a turn fails.
+    ``turn``: the turn detector's settings."""
+
+    greeting: str = DEFAULT_GREETING
+    apology: str = APOLOGY
+    turn: TurnSettings = field(default_factory=TurnSettings)
+
+
+class LineClosed(Exception):
+    """Sending to the caller failed: the socket is gone."""
+
+
+class _Playback:
+    """What one turn (or the greeting) sent down the line, and which of its sentences played to the end."""
+
+    def __init__(self, number: int, record: TurnRecord | None):
+        self.number = number
+        self.record = record  # None for the greeting
+        self.sentences: dict[int, str] = {}
+        self.from_agent: set[int] = set()  # sentence indexes that are the agent's (not an apology)
+        self.marked: set[int] = set()
+        self.played: set[int] = set()
+        self.cleared = False  # barged in (or hung up): marks that come back now did not play
+        self.sent_audio = False
+
+    @property
+    def playing(self) -> bool:
+        return not self.cleared and bool(self.marked - self.played)
+
+    def heard(self) -> str:
+        return " ".join(self.sentences[i] for i in sorted(self.played))
+
+
+class Call:
+    """One call's session.
+
+    ``agent``: this call's own :class:`VoiceAgent` (mu-law 8 kHz out, ``confirm_playback``). ``send``: sends
+    one text frame to Twilio. ``detector``: the turn detector (a new one with ``settings.turn`` by default).
+    """
+
+    def __init__(self, agent: VoiceAgent, send: Callable[[str], Awaitable[None]],
+                 settings: CallSettings | None = None, detector: TurnDetector | None = None):
+        self.agent = agent
+        self.settings = settings or CallSettings()
+        self.detector = detector or TurnDetector(self.settings.turn)
+        self.record = CallRecord()
+        self.started = False
+        self.stopped = False  # Twilio said stop
+        self._send_text = send
+        self._send_lock = asyncio.Lock()
+        self._line_closed = False
+        self._ended = False
+        self._playbacks: list[_Playback] = []
+        self._greeting: _Playback | None = None
+        self._greeting_remembered = False
+        self._current: _Playback | None = None  # what the line plays (or will): the greeting or the latest turn
+        self._task: asyncio.Task[None] | None = None  # the greeting or the turn in progress
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def replying(self) -> bool:
+        """Whether a reply (or the greeting) is being made or is still playing (its marks not all back)."""
+        return self._busy() or (self._current is not None and self._current.playing)
+
+    @property
+    def stream_sid(self) -> str:
+        return self.record.stream_sid or ""
+
+    # --- frames from Twilio ------------------------------------------------------------------------------
+
+    async def handle(self, message: media.Message) -> None:
+        """Act on one message. Raises :class:`~voicepod.phone.media.ProtocolError` for one that breaks the
+        protocol here (``media`` before ``start``, a second ``start``, audio that is not mu-law 8 kHz mono)."""
+        if isinstance(message, media.Start):
+            self._start(message.start)
+        elif isinstance(message, media.Media):
+            if not self.started:
+                raise media.ProtocolError("out_of_order", "media before start")
+            if message.media.track == "inbound":
+                for event in self.detector.feed(message.media.audio()):
+                    if isinstance(event, SpeechStarted):
+                        await self._barge_in()
+                    elif isinstance(event, Utterance):
+                        self._begin_turn(event)
+        elif isinstance(message, media.Mark):
+            self._marked(message.mark.name)
+        elif isinstance(message, media.Dtmf):
+            if len(self.record.dtmf) < 1000:
+                self.record.dtmf.append(message.dtmf.digit[:1])
+        elif isinstance(message, media.Stop):
+            self.stopped = True
+
+    def _start(self, info: media.StartInfo) -> None:
+        if self.started:
+            raise media.ProtocolError("out_of_order", "a second start")
+        fmt = info.media_format
+        if (fmt.encoding, fmt.sample_rate, fmt.channels) != (media.ENCODING, MULAW_RATE, 1):
+            raise media.ProtocolError("invalid_message", f"unsupported audio {fmt.encoding} {fmt.sample_rate} Hz "
+                                      f"x{fmt.channels}: expected {media.ENCODING} {MULAW_RATE} Hz mono")
+        self.started = True
+        self.record.call_sid, self.record.stream_sid = info.call_sid, info.stream_sid
+        self.record.custom_parameters = dict(list(info.custom_parameters.items())[:20])
+        log.info("call %s: started (stream %s)", info.call_sid, info.stream_sid)
+        if self.settings.greeting:
+            self._greeting = self._current = _Playback(0, None)
+            self._task = self._spawn(self._greet(self._greeting))
+
+    def _marked(self, name: str) -> None:
+        number, _, index = name.partition(":")
+        if not (number.isdigit() and index.isdigit()):
+            return  # not one of ours
+        playback = self._current
+        if playback is None or playback.number != int(number) or playback.cleared:
+            return  # an old turn's, or returned by a clear: it did not play
+        index_ = int(index)
+        if index_ in playback.marked:
+            playback.played.add(index_)
+            if index_ in playback.from_agent:
+                self.agent.played(index_)
+
+    # --- turns -------------------------------------------------------------------------------------------
+
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._log_failure)
+        return task
+
+    def _log_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call %s: %r", self.record.call_sid, task.exception(), exc_info=task.exception())
+
+    def _busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _barge_in(self) -> None:
+        playback = self._current
+        if playback is None or playback.cleared or not (self._busy() or playback.playing):
+            return
+        playback.cleared = True
+        if playback.record is not None:
+            playback.record.interrupted = True
+        log.info("call %s: barge-in", self.record.call_sid)
+        if playback.sent_audio:
+            with contextlib.suppress(LineClosed):
+                await self._send(media.clear(self.stream_sid))
+        # Stops the turn in progress (its jobs are cancelled), or takes what did not play out of the history.
+        await self.agent.interrupt()
+
+    def _begin_turn(self, utterance: Utterance) -> None:
+        record = TurnRecord(cut=utterance.cut)
+        self.record.turns.append(record)
+        playback = _Playback(len(self.record.turns), record)
+        self._playbacks.append(playback)
+        previous, self._current = self._task, playback
+        self._task = self._spawn(self._turn(playback, utterance, previous))
+
+    async def _turn(self, playback: _Playback, utterance: Utterance, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)  # the agent runs one turn at a time
+        if playback.cleared:
+            return
+        self._remember_greeting()
+        del self.agent.history[:-HISTORY_MESSAGES]
+        record = playback.record
+        assert record is not None
+        latency = record.latency
+        # The detector ends a turn after end_silence_s of silence: that is where the caller stopped speaking.
+        speech_ended = self.settings.turn.end_silence_s
+        sentence: int | None = None
+        try:
+            async for event in self.agent.respond(utterance.audio, audio_format="mulaw", sample_rate=MULAW_RATE):
+                if isinstance(event, Transcript) and event.final:
+                    record.user = event.text
+                    latency["transcript_s"] = round(event.t, 3)
+                elif isinstance(event, ReplyText):
+                    record.reply += event.delta
+                    latency.setdefault("llm_first_token_s", round(event.t, 3))
+                elif isinstance(event, Audio) and not playback.cleared:
+                    if event.sentence != sentence:
+                        if sentence is not None:
+                            await self._mark(playback, sentence)
+                        sentence = event.sentence
+                        playback.sentences[sentence] = event.text
+                        playback.from_agent.add(sentence)
+                    if "first_audio_s" not in latency:
+                        latency["first_audio_s"] = round(event.t, 3)
+                        latency["voice_to_voice_s"] = round(event.t + speech_ended, 3)
+                    await self._play(playback, event.data)
+                elif isinstance(event, Done):
+                    record.interrupted |= event.interrupted
+                    llm_done = event.metrics.llm.finished
+                    latency["llm_done_s"] = round(llm_done, 3) if llm_done is not None else None
+                    latency["total_s"] = round(event.metrics.total_s or 0.0, 3)
+            if sentence is not None and not playback.cleared:
+                await self._mark(playback, sentence)
+        except LineClosed:
+            pass
+        except VoicepodError as exc:
+            record.error = getattr(exc, "code", None) or type(exc).__name__
+            log.warning("call %s: turn %d failed (%s): %s", self.record.call_sid, playback.number, record.error, exc)
+            if not playback.cleared:
+                with contextlib.suppress(LineClosed, VoicepodError):
+                    await self._say(playback, self.settings.apology)
+        finally:
+            record.jobs = self.agent.last_job_ids()
+
+    def _remember_greeting(self) -> None:
+        greeting = self._greeting
+        if greeting is not None and not self._greeting_remembered and 0 in greeting.played:
+            self._greeting_remembered = True
+            self.agent.history.insert(0, {"role": "assistant", "content": self.settings.greeting})
+
+    async def _greet(self, playback: _Playback) -> None:
+        try:
+            await self._say(playback, self.settings.greeting)
+        except LineClosed:
+            pass
+        except VoicepodError as exc:
+            log.warning("call %s: greeting failed: %s", self.record.call_sid, exc)
+
+    async def _say(self, playback: _Playback, text: str) -> None:
+        """Speak ``text`` (not the agent's reply: the greeting, an apology) with the TTS endpoint."""
+        payload: dict[str, Any] = {"text": text, "format": "mulaw", "sample_rate": MULAW_RATE}
+        if self.agent.voice:
+            payload["voice"] = self.agent.voice
+        job: Job = await self.agent.tts.run(payload)
+        index = max(playback.sentences, default=-1) + 1
+        playback.sentences[index] = text
+        try:
+            async for chunk in job.chunks():
+                if playback.cleared:
+                    break
+                if isinstance(chunk, AudioChunk):
+                    await self._play(playback, base64.b64decode(chunk.audio))
+            if not playback.cleared:
+                await self._mark(playback, index)
+        finally:
+            if not job.finished:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(job.cancel())
+
+    # --- frames to Twilio --------------------------------------------------------------------------------
+
+    async def _send(self, text: str) -> None:
+        if self._line_closed:
+            raise LineClosed
+        try:
+            async with self._send_lock:
+                await self._send_text(text)
+        except Exception as exc:  # noqa: BLE001 - whatever the socket raised, the line is gone
+            self._line_closed = True
+            raise LineClosed from exc
+
+    async def _play(self, playback: _Playback, audio: bytes) -> None:
+        for frame in media.frames(audio):
+            if playback.cleared:
+                return
+            await self._send(media.media(self.stream_sid, frame))
+            playback.sent_audio = True
+
+    async def _mark(self, playback: _Playback, index: int) -> None:
+        playback.marked.add(index)
+        await self._send(media.mark(self.stream_sid, f"{playback.number}:{index}"))
+
+    # --- the end -----------------------------------------------------------------------------------------
+
+    async def end(self, reason: str) -> CallRecord:
+        """End the call: stop the turn in progress (its jobs are cancelled on their endpoints) and return the
+        finished record. Safe to call more than once."""
+        if self._ended:
+            return self.record
+        self._ended = True
+        playback = self._current
+        if playback is not None and playback.record is not None and (self._busy() or playback.playing):
+            playback.record.interrupted = True  # hung up before the reply was over
+        if playback is not None:
+            playback.cleared = True
+        for task in list(self._tasks):
+            task.cancel()
+        # Waits for the cancels to reach the endpoints: no job is left running for a caller who left.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for item in self._playbacks:
+            if item.record is not None:
+                item.record.assistant = item.heard()
+        if self._greeting is not None:
+            self.record.greeting = {"text": self.settings.greeting, "played": 0 in self._greeting.played}
+        self.record.ended_at = now_iso()
+        self.record.end_reason = reason
+        log.info("call %s: ended (%s), %d turn(s)", self.record.call_sid, reason, len(self.record.turns))
+        return self.record

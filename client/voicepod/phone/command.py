@@ -1,0 +1,122 @@
+"""``voicepod phone``: the Twilio Media Streams phone server (see :mod:`voicepod.phone.server`).
+
+Imports nothing of the ``phone`` extra until the command runs, so the base CLI starts without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS
+from ..cli_errors import UsageError
+from ..registry import NAMES
+from .call import DEFAULT_GREETING
+from .vad import DEFAULT_END_SILENCE_S
+
+STAGES = NAMES
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    phone = commands.add_parser(
+        "phone",
+        help="a phone server: Twilio calls in, each call run through the STT -> LLM -> TTS chain",
+        description="Serve Twilio's voice webhook (POST /twiml) and Media Streams (WebSocket /media); each call "
+        "gets its own voice agent. Endpoint ids default to VOICEPOD_STT_ENDPOINT, VOICEPOD_LLM_ENDPOINT and "
+        "VOICEPOD_TTS_ENDPOINT, the API key to RUNPOD_API_KEY, the base URL to RUNPOD_ENDPOINT_BASE_URL. "
+        "Set TWILIO_AUTH_TOKEN so that only Twilio can place calls.",
+    )
+    phone.add_argument("--local", action="store_true",
+                       help="start serve-local with the embedded models and answer calls with them (no account)")
+    phone.add_argument("--base-url", help="e.g. http://127.0.0.1:8000/v2 for serve-local")
+    for stage in STAGES:
+        phone.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
+                           help=f"{stage.upper()} endpoint id")
+    phone.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    phone.add_argument("--port", type=int, default=8080)
+    phone.add_argument("--public-url", help="the https:// URL Twilio reaches this server at (behind a proxy or "
+                       "tunnel): the stream URL in the TwiML and the URL signatures are checked against")
+    phone.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
+    phone.add_argument("--voice", help="TTS voice (the worker's default when omitted)")
+    phone.add_argument("--greeting", default=DEFAULT_GREETING, help='said when a call starts ("" for none)')
+    phone.add_argument("--max-tokens", type=int, default=VOICE_MAX_TOKENS, help="cap on each reply's length")
+    phone.add_argument("--temperature", type=float, default=0.0)
+    phone.add_argument("--transcripts", type=Path, metavar="DIR", help="write DIR/<callSid>.json when a call ends")
+    phone.add_argument("--end-silence", type=float, default=DEFAULT_END_SILENCE_S, metavar="SECONDS",
+                       help=f"silence that ends the caller's turn (default {DEFAULT_END_SILENCE_S})")
+    phone.add_argument("--max-utterance", type=float, default=30.0, metavar="SECONDS",
+                       help="a caller's turn is cut at this length (default 30)")
+    phone.set_defaults(func=_phone)
+
+
+def _phone(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `voicepod --help` must start without the phone extra (the CLI names it
+    # when one of these is missing).
+    import uvicorn
+
+    from .call import CallSettings
+    from .server import PhoneSettings, create_app
+    from .vad import TurnSettings
+
+    if args.end_silence <= 0 or args.max_utterance <= 1:
+        raise UsageError("--end-silence must be above 0 and --max-utterance above 1 second")
+    if args.public_url and not _is_http_url(args.public_url):
+        raise UsageError(f"--public-url must be a full URL like https://phone.example.com, got {args.public_url!r}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of every job otherwise
+    if args.local:
+        for stage in STAGES:
+            setattr(args, stage, stage)
+    missing = [stage for stage in STAGES if not getattr(args, stage)]
+    if missing:
+        raise UsageError(f"no endpoint id for {', '.join(missing)} "
+                         "(flags or VOICEPOD_*_ENDPOINT, or --local for the embedded models)")
+    settings = PhoneSettings(
+        stt=args.stt, llm=args.llm, tts=args.tts, base_url=args.base_url,
+        system_prompt=args.system_prompt, voice=args.voice,
+        llm_options={"max_tokens": args.max_tokens, "temperature": args.temperature},
+        call=CallSettings(greeting=args.greeting,
+                          turn=TurnSettings(end_silence_s=args.end_silence, max_utterance_s=args.max_utterance)),
+        transcripts=args.transcripts, public_url=args.public_url,
+        auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
+    )
+    if settings.auth_token is None:
+        print("WARNING: TWILIO_AUTH_TOKEN is not set: calls are NOT verified, anyone who reaches this server can "
+              "call your endpoints. Set it (and --public-url) before you put this in front of Twilio.",
+              file=sys.stderr)
+    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, ws_max_size=settings.max_frame_bytes,
+                            log_level="info", lifespan="on")
+    server = uvicorn.Server(config)
+    if not args.local:
+        server.run()
+        return 0
+    return _run_local(args, settings, server)
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.query
+
+
+def _run_local(args: argparse.Namespace, settings, server) -> int:
+    """Start serve-local with the three embedded workers, as ``voicepod demo`` does, and serve calls on it."""
+    import time
+
+    from .. import registry
+    from ..demo import _progress
+    from ..local.process import LocalServer
+
+    handlers = registry.handlers()
+    print("starting three workers (speech-to-text, LLM, text-to-speech); loading models takes a few seconds",
+          file=sys.stderr)
+    started = time.monotonic()
+    with LocalServer(handlers, on_progress=lambda ready: _progress(ready, started)) as local:
+        settings.base_url = local.base_url
+        print(f"workers ready (log: {local.log_path}); call it with:\n"
+              f"  voicepod call ws://{args.host}:{args.port}/media QUESTION.wav --out reply.wav", file=sys.stderr)
+        server.run()
+    return 0

@@ -1,0 +1,75 @@
+"""Call records: what was said on a call, turn by turn, written as ``DIR/<callSid>.json`` when the call ends."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Twilio's call SIDs are "CA" and 32 hex digits; anything else is kept out of file names (no path tricks).
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class TurnRecord:
+    """One turn of a call.
+
+    ``user``: the caller's words (the transcript). ``assistant``: what the caller heard of the reply (the
+    sentences whose marks came back played). ``reply``: everything the LLM wrote for it. ``interrupted``: the
+    caller spoke over the reply (or hung up during it). ``cut``: the caller's turn reached the maximum length.
+    ``error``: the error code when a stage failed (the caller heard an apology). ``latency``: seconds, from
+    the end of the turn's detection unless said otherwise (``voice_to_voice_s``: from the end of the caller's
+    speech to the first reply audio sent). ``jobs``: the endpoint job ids by stage.
+    """
+
+    started_at: str = field(default_factory=now_iso)
+    user: str = ""
+    assistant: str = ""
+    reply: str = ""
+    interrupted: bool = False
+    cut: bool = False
+    error: str | None = None
+    latency: dict[str, float | None] = field(default_factory=dict)
+    jobs: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class CallRecord:
+    """One call. ``end_reason``: ``stop`` (Twilio ended it), ``disconnected``, or the protocol error that
+    closed it. ``greeting``: the greeting's text and whether it played to the end. ``ignored_frames``: frames
+    skipped as unusable (unknown events, bad base64)."""
+
+    call_sid: str | None = None
+    stream_sid: str | None = None
+    started_at: str = field(default_factory=now_iso)
+    ended_at: str | None = None
+    end_reason: str | None = None
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    greeting: dict[str, Any] | None = None
+    dtmf: list[str] = field(default_factory=list)
+    ignored_frames: int = 0
+    turns: list[TurnRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def file_name(self) -> str:
+        name = self.call_sid or ""
+        return f"{name}.json" if _SAFE_NAME.fullmatch(name) else f"unnamed-{self.started_at.replace(':', '')}.json"
+
+    def write(self, directory: str | Path) -> Path:
+        """Write the record as ``directory/<callSid>.json`` (atomically) and return its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / self.file_name()
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
+        partial.replace(path)
+        return path

