@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import runpod
 import torch
 from pydantic import Field
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, model_source, timed_load
-from workers.common.stream import report_load, serve_job, worker_config
+from workers.common.sdk import start_worker
+from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread
 from workers.common.validation import StrictInput, parse_input
 from workers.llm import openai
@@ -299,4 +299,4 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any] | str]:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start(worker_config(handler))
+    start_worker(handler)

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import runpod
 from faster_whisper import WhisperModel
 from pydantic import Field
 
 from workers.common.errors import INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, cuda_available, model_source, timed_load
-from workers.common.stream import report_load, serve_job, worker_config
+from workers.common.sdk import start_worker
+from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread, run_in_thread
 from workers.common.validation import StrictInput
 from workers.stt.decode import AudioLimits, RawFormat, decode_audio_bytes, decode_base64
@@ -39,8 +39,8 @@ def _embedded_model_path() -> str:
 
 
 configure_logging()
-SOURCE = model_source(GPU_DEFAULT, _embedded_model_path)
-DEVICE = os.environ.get("DEVICE") or ("cuda" if cuda_available() else "cpu")
+SOURCE = model_source(GPU_DEFAULT, _embedded_model_path, runtime="ctranslate2")
+DEVICE = os.environ.get("DEVICE") or ("cuda" if cuda_available("ctranslate2") else "cpu")
 COMPUTE_TYPE = os.environ.get("COMPUTE_TYPE") or ("float16" if DEVICE == "cuda" else "int8")
 MODEL, _load_s = timed_load(
     f"whisper {SOURCE.kind}:{SOURCE.location} on {DEVICE}/{COMPUTE_TYPE}",
@@ -184,4 +184,4 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start(worker_config(handler))
+    start_worker(handler)

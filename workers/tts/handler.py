@@ -21,14 +21,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import runpod
 from pydantic import Field
 from voicepod.protocol import AudioFormat
 from voicepod.sentences import is_speakable, split_sentences
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, timed_load
-from workers.common.stream import report_load, serve_job, worker_config
+from workers.common.sdk import start_worker
+from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread
 from workers.common.validation import StrictInput
 from workers.tts.encode import ChunkEncoder, SampleRate
@@ -120,4 +120,4 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 if __name__ == "__main__":
     # Per-sentence jobs of one reply arrive together: take them at once, synthesis runs in threads.
-    runpod.serverless.start(worker_config(handler, concurrency=4))
+    start_worker(handler, concurrency=4)

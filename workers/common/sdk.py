@@ -1,0 +1,66 @@
+"""The runpod SDK's worker loop, started without the SDK's import-time work that a worker never uses.
+
+Every worker's ``__main__`` is ``start_worker(handler)``. Importing the SDK used to be most of a small model's
+cold start (``python -X importtime -c "import runpod"``: 1.5 s of 2 s on a 2-core machine):
+
+- ``runpod.serverless.utils.rp_debugger`` calls ``cpuinfo.get_cpu_info()`` when imported, and py-cpuinfo
+  answers by starting a second Python process that probes the CPU (~1.1 s; py-cpuinfo issue 155), for a processor
+  name that only the SDK's ``--rp_debugger`` output shows. :func:`import_sdk` gives the SDK that name, read from
+  ``/proc/cpuinfo``, where it asks for it; nothing of the SDK is copied or changed.
+
+What else ``import runpod`` loads for its CLI and pod management (``paramiko``, ~0.06 s here) stays: hiding a
+module from an ``import`` statement takes a stand-in module in ``sys.modules`` (``importlib.util.LazyLoader``
+does not survive a plain ``import paramiko``, which reads the module's ``__spec__``), not worth 0.06 s.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+from .stream import worker_config
+
+
+def processor_name() -> str:
+    """The CPU's model name as the kernel reports it (what py-cpuinfo's probe would find as ``brand_raw``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@contextmanager
+def _cpu_probe_answered() -> Iterator[None]:
+    """While the SDK imports, ``cpuinfo.get_cpu_info()`` answers from ``/proc/cpuinfo`` instead of probing."""
+    try:
+        import cpuinfo
+    except ImportError:  # an SDK version without the probe
+        yield
+        return
+    probe = cpuinfo.get_cpu_info
+    cpuinfo.get_cpu_info = lambda: {"brand_raw": processor_name(), "arch": platform.machine()}
+    try:
+        yield
+    finally:
+        cpuinfo.get_cpu_info = probe
+
+
+def import_sdk() -> ModuleType:
+    """Import and return ``runpod.serverless``, answering its CPU probe from ``/proc/cpuinfo``."""
+    if "runpod.serverless" not in sys.modules:
+        with _cpu_probe_answered():
+            import runpod.serverless  # noqa: F401 - imported for its side effect on sys.modules
+    return sys.modules["runpod.serverless"]
+
+
+def start_worker(handler: Callable[..., AsyncIterator[dict[str, Any] | str]], concurrency: int = 1) -> None:
+    """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`; blocks."""
+    import_sdk().start(worker_config(handler, concurrency))
