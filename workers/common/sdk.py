@@ -7,6 +7,7 @@ cold start (``python -X importtime -c "import runpod"``: 1.5 s of 2 s on a 2-cor
   answers by starting a second Python process that probes the CPU (~1.1 s; py-cpuinfo issue 155), for a processor
   name that only the SDK's ``--rp_debugger`` output shows. :func:`import_sdk` gives the SDK that name, read from
   ``/proc/cpuinfo``, where it asks for it; nothing of the SDK is copied or changed.
+- Its log level defaults to DEBUG, which prints every chunk a job streams; workers default to INFO.
 
 What else ``import runpod`` loads for its CLI and pod management (``paramiko``, ~0.06 s here) stays: hiding a
 module from an ``import`` statement takes a stand-in module in ``sys.modules`` (``importlib.util.LazyLoader``
@@ -15,6 +16,7 @@ does not survive a plain ``import paramiko``, which reads the module's ``__spec_
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -54,8 +56,13 @@ def _cpu_probe_answered() -> Iterator[None]:
 
 
 def import_sdk() -> ModuleType:
-    """Import and return ``runpod.serverless``, answering its CPU probe from ``/proc/cpuinfo``."""
+    """Import and return ``runpod.serverless``, answering its CPU probe from ``/proc/cpuinfo``; its log level is
+    INFO unless ``RUNPOD_LOG_LEVEL`` or ``RUNPOD_DEBUG_LEVEL`` says otherwise."""
     if "runpod.serverless" not in sys.modules:
+        if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
+            # The SDK's default is DEBUG: every poll, and every chunk of every job in full (base64 audio and all),
+            # printed on the job's path. INFO keeps each job's start, end and errors.
+            os.environ["RUNPOD_LOG_LEVEL"] = "INFO"
         with _cpu_probe_answered():
             import runpod.serverless  # noqa: F401 - imported for its side effect on sys.modules
     return sys.modules["runpod.serverless"]

@@ -37,6 +37,7 @@ from workers.llm.generation import (
     load_language_model,
     parse_dtype,
     stream_generate,
+    warm_up,
 )
 from workers.llm.prompt import Prompt, chat_prompt, raw_prompt
 from workers.llm.stops import StopMatcher
@@ -65,7 +66,7 @@ def _load() -> LanguageModel:
     return load_language_model(source.location, dtype, device, name)
 
 
-LM, _load_s = timed_load("llm", _load)
+LM, _load_s = timed_load("llm", _load, warm_up)
 report_load(_load_s)
 _LOADED_AT = int(time.time())
 

@@ -42,6 +42,14 @@ configure_logging()
 SOURCE = model_source(GPU_DEFAULT, _embedded_model_path, runtime="ctranslate2")
 DEVICE = os.environ.get("DEVICE") or ("cuda" if cuda_available("ctranslate2") else "cpu")
 COMPUTE_TYPE = os.environ.get("COMPUTE_TYPE") or ("float16" if DEVICE == "cuda" else "int8")
+
+
+def _warm_up(model: WhisperModel) -> None:
+    # A second of silence through features, encoder and beam search: the encoder's first call is the slow one.
+    segments, _ = model.transcribe(np.zeros(16000, dtype=np.float32), beam_size=5)
+    list(segments)
+
+
 MODEL, _load_s = timed_load(
     f"whisper {SOURCE.kind}:{SOURCE.location} on {DEVICE}/{COMPUTE_TYPE}",
     lambda: WhisperModel(
@@ -51,6 +59,7 @@ MODEL, _load_s = timed_load(
         download_root=os.environ.get("MODEL_CACHE_DIR"),
         local_files_only=SOURCE.kind != "hub",
     ),
+    _warm_up,
 )
 report_load(_load_s)
 LIMITS = AudioLimits.from_env()

@@ -35,7 +35,8 @@ from workers.tts.encode import ChunkEncoder, SampleRate
 from workers.tts.engine import load_engine
 
 configure_logging()
-ENGINE, _load_s = timed_load("speech engine", load_engine)
+# One short sentence in the default voice: onnxruntime's first run of a model allocates and plans its graph.
+ENGINE, _load_s = timed_load("speech engine", load_engine, lambda engine: engine.synthesize("Hello."))
 report_load(_load_s)
 
 MAX_TEXT_CHARS = int(os.environ.get("MAX_TEXT_CHARS", "5000"))
