@@ -10,11 +10,11 @@ from process start:
 
 - ``interpreter_s``: starting Python (``python -c pass``, measured apart, once per benchmark);
 - ``imports_s``: the rest until the worker starts loading its model (its own ``loading`` log line);
-- ``load_s``: the model load, from that line to its ``loaded`` line (the worker's ``timed_load``), less:
-- ``warm_up_s``: the warm-up job the worker runs before it is ready (as its ``loaded`` line says; 0 with
-  ``--env WARM_UP=0``);
-- ``sdk_s``: from there until the worker first asks for a job (importing and starting the runpod SDK);
-- ``ready_s``: process start until that first request: the sum of the five;
+- ``load_s``: the model load, from that line to its ``loaded`` line (the worker's ``timed_load``);
+- ``sdk_s``: from there until the worker first asks for a job: importing and starting the runpod SDK, and
+  meanwhile, in a thread, the worker's warm-up job (``workers/common/warm_up.py``; off with ``--env WARM_UP=0``),
+  whose own seconds, as its ``warmed up`` line says, are ``warm_up_s``;
+- ``ready_s``: process start until that first request: the sum of the four;
 
 then, from handing a job to the worker until its first chunk and its result arrive: ``first_job_s`` and
 ``first_chunk_s`` for the first job (its own ``test_input.json``, handed out as soon as the worker is ready) and
@@ -59,7 +59,7 @@ EXTRA_ENV = {"tts": {"ENGINE": "piper"}}
 # The lines the worker's timed_load logs (workers/common/models.py) around its model load.
 _LOADING = re.compile(r" voicepod\.worker loading ")
 _LOADED = re.compile(r" voicepod\.worker loaded ")
-_WARM_UP = re.compile(r"\(warm-up ([\d.]+) s\)")
+_WARMED_UP = re.compile(r" voicepod\.worker warmed up .* in ([\d.]+) s$")
 _IMPORT_TIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)")
 PHASES = ("before_load", "during_load", "after_load")
 
@@ -208,8 +208,7 @@ async def cold_start(worker: str, model_dir: Path, interpreter_s: float, warm_jo
     job_input = json.loads((REPO / "workers" / worker / "test_input.json").read_text())["input"]
     run = await run_worker(worker, model_dir, [job_input] * (1 + warm_jobs), profile, env)
     loading, loaded = _first(run.lines, _LOADING, "loading"), _first(run.lines, _LOADED, "loaded")
-    loaded_line = next(line for at, line in run.lines if at == loaded and _LOADED.search(line))
-    warm_up = float(match.group(1)) if (match := _WARM_UP.search(loaded_line)) else 0.0
+    warm_up = next((float(match.group(1)) for _, line in run.lines if (match := _WARMED_UP.search(line))), 0.0)
     first, warm = run.jobs[0], run.jobs[1:]
 
     def since_taken(job: FedJob, at: float | None) -> float:
@@ -221,7 +220,7 @@ async def cold_start(worker: str, model_dir: Path, interpreter_s: float, warm_jo
     return Run(
         ready_s=round(run.ready - run.started, 3),
         imports_s=round(loading - run.started - interpreter_s, 3),
-        load_s=round(loaded - loading - warm_up, 3),
+        load_s=round(loaded - loading, 3),
         warm_up_s=round(warm_up, 3),
         sdk_s=round(run.ready - loaded, 3),
         first_chunk_s=since_taken(first, first.first_chunk_at),
@@ -286,16 +285,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"(seconds; `python -m benchmarks.cold_start`; each worker started with its image's command line"
         + "".join(f", {key}={value}" for key, value in report.get("env", {}).items()) + ").",
         "",
-        "| worker | ready for jobs | interpreter | imports | model load | warm-up | SDK start | first job | warm job "
+        "| worker | ready for jobs | interpreter | imports | model load | SDK start (beside it: warm-up) | first job "
+        "| warm job "
         "| first / warm | first chunk, first / warm |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for worker, entry in report["workers"].items():
         m = entry["median"]
         ratio = m["first_job_s"] / m["warm_job_s"] if m["warm_job_s"] else float("nan")
         lines.append(
             f"| {worker} | {m['ready_s']:.2f} | {m['interpreter_s']:.2f} | {m['imports_s']:.2f} | {m['load_s']:.2f} "
-            f"| {m['warm_up_s']:.2f} | {m['sdk_s']:.2f} | {m['first_job_s']:.2f} | {m['warm_job_s']:.2f} | {ratio:.2f} "
+            f"| {m['sdk_s']:.2f} ({m['warm_up_s']:.2f}) | {m['first_job_s']:.2f} | {m['warm_job_s']:.2f} | {ratio:.2f} "
             f"| {m['first_chunk_s']:.2f} / {m['warm_chunk_s']:.2f} |"
         )
     lines += ["", "Ready for jobs is counted from process start; the jobs from handing them to the worker "

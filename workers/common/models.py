@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .warm_up import start_warm_up
+
 log = logging.getLogger("voicepod.worker")
 
 T = TypeVar("T")
@@ -61,11 +63,11 @@ def model_source(gpu_default: str, embedded: Callable[[], str], runtime: str | N
 
 
 def timed_load(what: str, load: Callable[[], T], warm_up: Callable[[T], object] | None = None) -> tuple[T, float]:
-    """Load a model, warm it up, log what and how long, and return it with the seconds taken.
+    """Load a model, log what and how long, and return it with the seconds taken.
 
-    ``warm_up(model)``, unless ``WARM_UP=0``, runs a tiny job through the code a first job takes, before the
-    worker asks for jobs: the one-time costs of a first call (libraries importing code lazily, first allocations,
-    kernel choices) then fall into the cold start, where they are paid once, not into the first caller's wait.
+    ``warm_up(model)``, if given, then starts in a thread (:mod:`workers.common.warm_up`): a tiny job through
+    the code a first job takes, done before the worker asks for jobs, so that its first caller does not pay
+    the one-time costs of a first call.
 
     What the load leaves behind lives as long as the process, so it is then moved out of the garbage
     collector's sight (``gc.freeze``): a full collection walks every tracked object, over 200,000 of them once
@@ -74,15 +76,12 @@ def timed_load(what: str, load: Callable[[], T], warm_up: Callable[[T], object] 
     log.info("loading %s", what)
     started = time.perf_counter()
     model = load()
-    warm_up_s = 0.0
-    if warm_up is not None and os.environ.get("WARM_UP", "1") != "0":
-        warming = time.perf_counter()
-        warm_up(model)
-        warm_up_s = time.perf_counter() - warming
     gc.collect()  # what loading left unreachable goes now: frozen objects are never collected
     gc.freeze()
     seconds = time.perf_counter() - started
-    log.info("loaded %s in %.2f s (warm-up %.2f s)", what, seconds, warm_up_s)
+    log.info("loaded %s in %.2f s", what, seconds)
+    if warm_up is not None:
+        start_warm_up(what, warm_up, model)
     return model, seconds
 
 

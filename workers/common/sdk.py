@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from .stream import worker_config
+from .warm_up import wait_for_warm_up
 
 
 def processor_name() -> str:
@@ -69,5 +70,8 @@ def import_sdk() -> ModuleType:
 
 
 def start_worker(handler: Callable[..., AsyncIterator[dict[str, Any] | str]], concurrency: int = 1) -> None:
-    """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`; blocks."""
-    import_sdk().start(worker_config(handler, concurrency))
+    """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`, once the
+    model's warm-up (:mod:`workers.common.warm_up`) is over; blocks."""
+    serverless = import_sdk()
+    wait_for_warm_up()  # the warm-up ran beside the SDK's import; the first job must find it done
+    serverless.start(worker_config(handler, concurrency))
