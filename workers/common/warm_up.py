@@ -42,7 +42,9 @@ def start_warm_up(what: str, warm_up: Callable[[T], object], model: T) -> None:
     """Run ``warm_up(model)`` in a thread, unless ``WARM_UP=0``; ``what`` names the model in the log."""
     if not enabled():
         return
-    thread = threading.Thread(target=_run, args=(what, warm_up, model), name="voicepod-warm-up", daemon=True)
+    # Not a daemon: a process that ends mid-warm-up (a one-off local run) waits for it rather than killing a
+    # thread inside torch or onnxruntime, which aborts the process.
+    thread = threading.Thread(target=_run, args=(what, warm_up, model), name="voicepod-warm-up")
     thread.start()
     _running.append(thread)
 
