@@ -12,9 +12,12 @@ from process start:
 - ``imports_s``: the rest until the worker starts loading its model (its own ``loading`` log line);
 - ``load_s``: the model load, from that line to its ``loaded`` line (the worker's ``timed_load``);
 - ``sdk_s``: from there until the worker first asks for a job: importing and starting the runpod SDK, and
-  meanwhile, in a thread, the worker's warm-up job (``workers/common/warm_up.py``; off with ``--env WARM_UP=0``),
+  meanwhile, in a thread, the worker's warm-up job through its handler (``workers/common/warm_up.py``; off with
+  ``--env WARM_UP=0``),
   whose own seconds, as its ``warmed up`` line says, are ``warm_up_s``;
 - ``ready_s``: process start until that first request: the sum of the four;
+- ``ready_cpu_s``: the CPU seconds the worker process (with the children it waited for) had used by then, from
+  ``/proc``: unlike the wall times, it hardly grows when other programs share the CPU;
 
 then, from handing a job to the worker until its first chunk and its result arrive: ``first_job_s`` and
 ``first_chunk_s`` for the first job (its own ``test_input.json``, handed out as soon as the worker is ready) and
@@ -69,6 +72,7 @@ class Run:
     """One cold start; all times in seconds."""
 
     ready_s: float
+    ready_cpu_s: float
     imports_s: float
     load_s: float
     warm_up_s: float
@@ -134,6 +138,16 @@ def imports_by_package(lines: list[tuple[float, str]]) -> dict[str, dict[str, fl
     return {name: dict(sorted(found.items(), key=lambda item: -item[1])) for name, found in phases.items()}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` and of the children it has waited for (0 off Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14-17 of proc(5) (utime, stime, cutime, cstime), counted here from field 3 (state) on.
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 async def _read_lines(stream: asyncio.StreamReader, into: list[tuple[float, str]]) -> None:
     async for raw in stream:
         into.append((time.perf_counter(), raw.decode(errors="replace").rstrip()))
@@ -170,6 +184,7 @@ class WorkerRun:
     jobs: list[FedJob]
     started: float
     ready: float
+    ready_cpu_s: float
 
 
 async def run_worker(worker: str, model_dir: Path, job_inputs: list[dict[str, Any]], profile: bool = False,
@@ -189,6 +204,8 @@ async def run_worker(worker: str, model_dir: Path, job_inputs: list[dict[str, An
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         assert process.stdout is not None
+        cpu_at_ready: list[float] = []
+        feed.on_first_poll = lambda: cpu_at_ready.append(cpu_seconds(process.pid))
         reader = asyncio.create_task(_read_lines(process.stdout, lines))
         try:
             await _wait(jobs[0], process, lines)
@@ -199,7 +216,8 @@ async def run_worker(worker: str, model_dir: Path, job_inputs: list[dict[str, An
                 process.terminate()
             await process.wait()
             await reader
-    return WorkerRun(lines=lines, jobs=jobs, started=started, ready=feed.first_poll_at or 0.0)
+    return WorkerRun(lines=lines, jobs=jobs, started=started, ready=feed.first_poll_at or 0.0,
+                     ready_cpu_s=cpu_at_ready[0] if cpu_at_ready else 0.0)
 
 
 async def cold_start(worker: str, model_dir: Path, interpreter_s: float, warm_jobs: int, profile: bool,
@@ -219,6 +237,7 @@ async def cold_start(worker: str, model_dir: Path, interpreter_s: float, warm_jo
 
     return Run(
         ready_s=round(run.ready - run.started, 3),
+        ready_cpu_s=round(run.ready_cpu_s, 3),
         imports_s=round(loading - run.started - interpreter_s, 3),
         load_s=round(loaded - loading, 3),
         warm_up_s=round(warm_up, 3),
@@ -232,8 +251,8 @@ async def cold_start(worker: str, model_dir: Path, interpreter_s: float, warm_jo
     )
 
 
-_MEDIANS = ("ready_s", "imports_s", "load_s", "warm_up_s", "sdk_s", "first_chunk_s", "first_job_s", "warm_chunk_s",
-            "warm_job_s")
+_MEDIANS = ("ready_s", "ready_cpu_s", "imports_s", "load_s", "warm_up_s", "sdk_s", "first_chunk_s", "first_job_s",
+            "warm_chunk_s", "warm_job_s")
 
 
 def _median_imports(runs: list[Run], top: int = 8) -> dict[str, dict[str, float]]:
@@ -285,16 +304,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"(seconds; `python -m benchmarks.cold_start`; each worker started with its image's command line"
         + "".join(f", {key}={value}" for key, value in report.get("env", {}).items()) + ").",
         "",
-        "| worker | ready for jobs | interpreter | imports | model load | SDK start (beside it: warm-up) | first job "
-        "| warm job "
+        "| worker | ready for jobs | (CPU s) | interpreter | imports | model load | SDK start (beside it: warm-up) "
+        "| first job | warm job "
         "| first / warm | first chunk, first / warm |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for worker, entry in report["workers"].items():
         m = entry["median"]
         ratio = m["first_job_s"] / m["warm_job_s"] if m["warm_job_s"] else float("nan")
         lines.append(
-            f"| {worker} | {m['ready_s']:.2f} | {m['interpreter_s']:.2f} | {m['imports_s']:.2f} | {m['load_s']:.2f} "
+            f"| {worker} | {m['ready_s']:.2f} | {m['ready_cpu_s']:.2f} | {m['interpreter_s']:.2f} "
+            f"| {m['imports_s']:.2f} | {m['load_s']:.2f} "
             f"| {m['sdk_s']:.2f} ({m['warm_up_s']:.2f}) | {m['first_job_s']:.2f} | {m['warm_job_s']:.2f} | {ratio:.2f} "
             f"| {m['first_chunk_s']:.2f} / {m['warm_chunk_s']:.2f} |"
         )

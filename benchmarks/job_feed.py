@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ class JobFeed:
 
     def __init__(self) -> None:
         self.first_poll_at: float | None = None
+        # Called once, at the worker's first request for a job (the benchmark reads the worker's CPU time then).
+        self.on_first_poll: Callable[[], None] | None = None
         self._queue: asyncio.Queue[FedJob] = asyncio.Queue()
         self._jobs: dict[str, FedJob] = {}
         self._runner: web.AppRunner | None = None
@@ -86,6 +89,8 @@ class JobFeed:
     async def _take(self, request: web.Request) -> web.Response:
         if self.first_poll_at is None:
             self.first_poll_at = time.perf_counter()
+            if self.on_first_poll is not None:
+                self.on_first_poll()
         try:
             job = await asyncio.wait_for(self._queue.get(), TAKE_POLL_S)
         except TimeoutError:

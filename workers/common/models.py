@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .warm_up import start_warm_up
-
 log = logging.getLogger("voicepod.worker")
 
 T = TypeVar("T")
@@ -62,12 +60,8 @@ def model_source(gpu_default: str, embedded: Callable[[], str], runtime: str | N
     return ModelSource("embedded", embedded())
 
 
-def timed_load(what: str, load: Callable[[], T], warm_up: Callable[[T], object] | None = None) -> tuple[T, float]:
+def timed_load(what: str, load: Callable[[], T]) -> tuple[T, float]:
     """Load a model, log what and how long, and return it with the seconds taken.
-
-    ``warm_up(model)``, if given, then starts in a thread (:mod:`workers.common.warm_up`): a tiny job through
-    the code a first job takes, done before the worker asks for jobs, so that its first caller does not pay
-    the one-time costs of a first call.
 
     What the load leaves behind lives as long as the process, so it is then moved out of the garbage
     collector's sight (``gc.freeze``): a full collection walks every tracked object, over 200,000 of them once
@@ -80,8 +74,6 @@ def timed_load(what: str, load: Callable[[], T], warm_up: Callable[[T], object] 
     gc.freeze()
     seconds = time.perf_counter() - started
     log.info("loaded %s in %.2f s", what, seconds)
-    if warm_up is not None:
-        start_warm_up(what, warm_up, model)
     return model, seconds
 
 

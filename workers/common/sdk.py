@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from .stream import worker_config
-from .warm_up import wait_for_warm_up
+from .warm_up import start_warm_up, wait_for_warm_up
 
 
 def processor_name() -> str:
@@ -69,9 +69,18 @@ def import_sdk() -> ModuleType:
     return sys.modules["runpod.serverless"]
 
 
-def start_worker(handler: Callable[..., AsyncIterator[dict[str, Any] | str]], concurrency: int = 1) -> None:
-    """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`, once the
-    model's warm-up (:mod:`workers.common.warm_up`) is over; blocks."""
+def start_worker(
+    handler: Callable[..., AsyncIterator[dict[str, Any] | str]],
+    concurrency: int = 1,
+    warm_up: dict[str, Any] | None = None,
+) -> None:
+    """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`; blocks.
+
+    ``warm_up`` is the input of a small job that the handler runs first, beside the SDK's import and before the
+    worker asks for jobs (:mod:`workers.common.warm_up`).
+    """
+    if warm_up is not None:
+        start_warm_up(handler, warm_up)
     serverless = import_sdk()
-    wait_for_warm_up()  # the warm-up ran beside the SDK's import; the first job must find it done
+    wait_for_warm_up()  # the first real job must find the warm-up done
     serverless.start(worker_config(handler, concurrency))

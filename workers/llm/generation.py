@@ -109,21 +109,6 @@ def load_language_model(location: str, dtype: torch.dtype, device: str, name: st
     return LanguageModel(model=model, tokenizer=tokenizer, name=served, context_length=int(context), device=device)
 
 
-def warm_up(lm: LanguageModel) -> None:
-    """A few tokens through :func:`stream_generate`, greedy and sampled, from a chat prompt built as a job's.
-
-    A first ``generate`` imports much of transformers' generation code and makes torch's first-call
-    allocations: seconds on a CPU, paid here before the worker is ready instead of by its first job.
-    """
-    from .prompt import chat_prompt
-
-    prompt = chat_prompt(lm.tokenizer, [{"role": "user", "content": "Hello"}])
-    ids = lm.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_tensors="pt").input_ids
-    for params in (SamplingParams(max_tokens=2, temperature=0.0), SamplingParams(max_tokens=1, temperature=0.7)):
-        for _ in stream_generate(lm, ids, params, ("\n\n",), threading.Event(), GenerationResult()):
-            pass
-
-
 class _StopWhen(StoppingCriteria):
     """Ends generation once ``cancel`` is set or the new text holds one of ``stops``."""
 

@@ -37,7 +37,6 @@ from workers.llm.generation import (
     load_language_model,
     parse_dtype,
     stream_generate,
-    warm_up,
 )
 from workers.llm.prompt import Prompt, chat_prompt, raw_prompt
 from workers.llm.stops import StopMatcher
@@ -66,7 +65,7 @@ def _load() -> LanguageModel:
     return load_language_model(source.location, dtype, device, name)
 
 
-LM, _load_s = timed_load("llm", _load, warm_up)
+LM, _load_s = timed_load("llm", _load)
 report_load(_load_s)
 _LOADED_AT = int(time.time())
 
@@ -300,4 +299,6 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any] | str]:
 
 
 if __name__ == "__main__":
-    start_worker(handler)
+    # A first generate imports much of transformers' generation code: seconds on a CPU, paid before ready.
+    start_worker(handler, warm_up={"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2,
+                                   "temperature": 0})

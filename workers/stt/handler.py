@@ -9,6 +9,7 @@ Audio caps: ``MAX_AUDIO_BYTES``, ``MAX_AUDIO_SECONDS``; URL fetching: ``FETCH_TI
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from faster_whisper import WhisperModel
 from pydantic import Field
+from voicepod.audio import write_wav
 
 from workers.common.errors import INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, cuda_available, model_source, timed_load
@@ -44,12 +46,6 @@ DEVICE = os.environ.get("DEVICE") or ("cuda" if cuda_available("ctranslate2") el
 COMPUTE_TYPE = os.environ.get("COMPUTE_TYPE") or ("float16" if DEVICE == "cuda" else "int8")
 
 
-def _warm_up(model: WhisperModel) -> None:
-    # A second of silence through features, encoder and beam search: the encoder's first call is the slow one.
-    segments, _ = model.transcribe(np.zeros(16000, dtype=np.float32), beam_size=5)
-    list(segments)
-
-
 MODEL, _load_s = timed_load(
     f"whisper {SOURCE.kind}:{SOURCE.location} on {DEVICE}/{COMPUTE_TYPE}",
     lambda: WhisperModel(
@@ -59,7 +55,6 @@ MODEL, _load_s = timed_load(
         download_root=os.environ.get("MODEL_CACHE_DIR"),
         local_files_only=SOURCE.kind != "hub",
     ),
-    _warm_up,
 )
 report_load(_load_s)
 LIMITS = AudioLimits.from_env()
@@ -193,4 +188,6 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    start_worker(handler)
+    # A second of silence through decode, features, encoder and beam search: the encoder's first call is slow.
+    silence = base64.b64encode(write_wav(np.zeros(16000, dtype=np.float32), 16000)).decode("ascii")
+    start_worker(handler, warm_up={"audio_base64": silence})

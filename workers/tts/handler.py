@@ -35,8 +35,7 @@ from workers.tts.encode import ChunkEncoder, SampleRate
 from workers.tts.engine import load_engine
 
 configure_logging()
-# One short sentence in the default voice: onnxruntime's first run of a model allocates and plans its graph.
-ENGINE, _load_s = timed_load("speech engine", load_engine, lambda engine: engine.synthesize("Hello."))
+ENGINE, _load_s = timed_load("speech engine", load_engine)
 report_load(_load_s)
 
 MAX_TEXT_CHARS = int(os.environ.get("MAX_TEXT_CHARS", "5000"))
@@ -121,4 +120,6 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 if __name__ == "__main__":
     # Per-sentence jobs of one reply arrive together: take them at once, synthesis runs in threads.
-    start_worker(handler, concurrency=4)
+    # A short sentence, resampled into a WAV as callers ask for it: onnxruntime's first run of the voice and the
+    # resampler's first call are slow.
+    start_worker(handler, concurrency=4, warm_up={"text": "Hello.", "format": "wav", "sample_rate": 16000})
