@@ -289,7 +289,8 @@ def benchmark(workers: list[str], runs: int, cache: Path, warm_jobs: int = 2, pr
     return {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "device": os.environ.get("DEVICE") or "default (cuda if visible, else cpu)",
-                    "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
+                    # What else ran: the wall times grow with it, the CPU seconds hardly.
+                    "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None},
         "runs": runs,
         "warm_jobs": warm_jobs,
         "env": env or {},
