@@ -44,8 +44,6 @@ configure_logging()
 SOURCE = model_source(GPU_DEFAULT, _embedded_model_path, runtime="ctranslate2")
 DEVICE = os.environ.get("DEVICE") or ("cuda" if cuda_available("ctranslate2") else "cpu")
 COMPUTE_TYPE = os.environ.get("COMPUTE_TYPE") or ("float16" if DEVICE == "cuda" else "int8")
-
-
 MODEL, _load_s = timed_load(
     f"whisper {SOURCE.kind}:{SOURCE.location} on {DEVICE}/{COMPUTE_TYPE}",
     lambda: WhisperModel(
