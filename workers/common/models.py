@@ -23,30 +23,39 @@ class ModelSource:
     location: str
 
 
-def cuda_available() -> bool:
-    """Whether a CUDA device is visible, asked of whichever runtime this worker image has."""
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        pass
-    try:
-        import ctranslate2
-
-        return ctranslate2.get_cuda_device_count() > 0
-    except ImportError:
-        return False
+_RUNTIMES = ("torch", "ctranslate2")
 
 
-def model_source(gpu_default: str, embedded: Callable[[], str]) -> ModelSource:
-    """Pick the model: ``MODEL_DIR`` if set, else ``MODEL_NAME``, else ``gpu_default`` on a GPU, else the
-    embedded default (a path that ``embedded()`` returns; only called when needed)."""
+def cuda_available(runtime: str | None = None) -> bool:
+    """Whether a CUDA device is visible, asked of ``runtime`` (``torch`` or ``ctranslate2``), else of whichever
+    of them this worker image has.
+
+    A worker names the runtime it runs on: importing torch only to ask takes over a second, which the STT
+    worker (CTranslate2) paid on every cold start where torch is installed too.
+    """
+    for name in (runtime,) if runtime else _RUNTIMES:
+        try:
+            if name == "torch":
+                import torch
+
+                return bool(torch.cuda.is_available())
+            import ctranslate2
+
+            return ctranslate2.get_cuda_device_count() > 0
+        except ImportError:
+            continue
+    return False
+
+
+def model_source(gpu_default: str, embedded: Callable[[], str], runtime: str | None = None) -> ModelSource:
+    """Pick the model: ``MODEL_DIR`` if set, else ``MODEL_NAME``, else ``gpu_default`` on a GPU (as
+    ``cuda_available(runtime)`` sees it), else the embedded default (a path that ``embedded()`` returns; only
+    called when needed)."""
     if model_dir := os.environ.get("MODEL_DIR"):
         return ModelSource("dir", model_dir)
     if name := os.environ.get("MODEL_NAME"):
         return ModelSource("hub", name)
-    if cuda_available():
+    if cuda_available(runtime):
         return ModelSource("hub", gpu_default)
     return ModelSource("embedded", embedded())
 
@@ -58,6 +67,7 @@ def timed_load(what: str, load: Callable[[], T]) -> tuple[T, float]:
     collector's sight (``gc.freeze``): a full collection walks every tracked object, over 200,000 of them once
     a model library is imported, and took 0.1 s each time; faster-whisper's audio decoder runs one per job.
     """
+    log.info("loading %s", what)
     started = time.perf_counter()
     model = load()
     gc.collect()  # what loading left unreachable goes now: frozen objects are never collected

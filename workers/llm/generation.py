@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    PreTrainedTokenizerFast,
     StoppingCriteria,
     StoppingCriteriaList,
     TextIteratorStreamer,
@@ -74,13 +76,33 @@ def parse_dtype(name: str) -> torch.dtype:
         raise ValueError(f"DTYPE must be one of {sorted(_DTYPES)}, got {name!r}") from None
 
 
+def load_tokenizer(location: str) -> Any:
+    """The tokenizer of ``location``; from its ``tokenizer.json`` alone when it has one.
+
+    transformers 5 rebuilds a model-specific tokenizer class (GemmaTokenizer...) from the vocabulary it parses out
+    of tokenizer.json in Python, then builds it again in Rust: 2-3 s for Gemma's 262k-token vocabulary, where the
+    generic ``PreTrainedTokenizerFast`` reads the same file once, in Rust, to the same token ids. An empty
+    ``added_tokens_decoder`` skips a second, legacy parse of tokenizer.json for its added tokens, which the file
+    itself already gives the Rust tokenizer.
+    """
+    if (Path(location) / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(location, added_tokens_decoder={})
+    return AutoTokenizer.from_pretrained(location)
+
+
 def load_language_model(location: str, dtype: torch.dtype, device: str, name: str | None = None) -> LanguageModel:
     """Load the tokenizer and model from ``location`` (a folder or a hub id) onto ``device``.
 
     ``name`` is the model name reported to OpenAI clients (default: the folder's name or the hub id).
+    The tokenizer loads in a second thread meanwhile: its Rust parser releases the GIL, and the model's load is
+    mostly transformers importing its modelling code. The weights go straight from the memory-mapped safetensors
+    into ``dtype`` on ``device`` (``device_map``); transformers builds the model on the meta device first, so
+    nothing is randomly initialised.
     """
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype).to(device).eval()
+    with ThreadPoolExecutor(1, thread_name_prefix="voicepod-tokenizer") as pool:
+        tokenizer_loaded = pool.submit(load_tokenizer, location)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, device_map=device).eval()
+        tokenizer = tokenizer_loaded.result()
     text_config = model.config.get_text_config()
     context = getattr(text_config, "max_position_embeddings", None) or tokenizer.model_max_length
     served = name or (Path(location).name if Path(location).exists() else location)

@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import runpod
 import torch
 from voicepod.protocol import LLMRequest, Message, OpenAIChatInput
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, model_source, timed_load
-from workers.common.stream import report_load, serve_job, worker_config
+from workers.common.sdk import start_worker
+from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread
 from workers.common.validation import parse_input
 from workers.llm import openai
@@ -255,4 +255,6 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any] | str]:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start(worker_config(handler))
+    # A first generate imports much of transformers' generation code: seconds on a CPU, paid before ready.
+    start_worker(handler, warm_up={"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2,
+                                   "temperature": 0})

@@ -9,6 +9,7 @@ Audio caps: ``MAX_AUDIO_BYTES``, ``MAX_AUDIO_SECONDS``; URL fetching: ``FETCH_TI
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -16,13 +17,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
-import runpod
 from faster_whisper import WhisperModel
+from voicepod.audio import write_wav
 from voicepod.protocol import TranscribeRequest
 
 from workers.common.errors import INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, cuda_available, model_source, timed_load
-from workers.common.stream import report_load, serve_job, worker_config
+from workers.common.sdk import start_worker
+from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread, run_in_thread
 from workers.stt.decode import AudioLimits, decode_audio_bytes, decode_base64
 from workers.stt.fetch import FetchPolicy, fetch_audio
@@ -38,8 +40,8 @@ def _embedded_model_path() -> str:
 
 
 configure_logging()
-SOURCE = model_source(GPU_DEFAULT, _embedded_model_path)
-DEVICE = os.environ.get("DEVICE") or ("cuda" if cuda_available() else "cpu")
+SOURCE = model_source(GPU_DEFAULT, _embedded_model_path, runtime="ctranslate2")
+DEVICE = os.environ.get("DEVICE") or ("cuda" if cuda_available("ctranslate2") else "cpu")
 COMPUTE_TYPE = os.environ.get("COMPUTE_TYPE") or ("float16" if DEVICE == "cuda" else "int8")
 MODEL, _load_s = timed_load(
     f"whisper {SOURCE.kind}:{SOURCE.location} on {DEVICE}/{COMPUTE_TYPE}",
@@ -152,4 +154,6 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start(worker_config(handler))
+    # A second of silence through decode, features, encoder and beam search: the encoder's first call is slow.
+    silence = base64.b64encode(write_wav(np.zeros(16000, dtype=np.float32), 16000)).decode("ascii")
+    start_worker(handler, warm_up={"audio_base64": silence})

@@ -21,13 +21,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import runpod
 from voicepod.protocol import SpeechRequest
 from voicepod.sentences import is_speakable, split_sentences
 
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, timed_load
-from workers.common.stream import report_load, serve_job, worker_config
+from workers.common.sdk import start_worker
+from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread
 from workers.tts.encode import ChunkEncoder
 from workers.tts.engine import load_engine
@@ -106,4 +106,6 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 if __name__ == "__main__":
     # Per-sentence jobs of one reply arrive together: take them at once, synthesis runs in threads.
-    runpod.serverless.start(worker_config(handler, concurrency=4))
+    # A short sentence, resampled into a WAV as callers ask for it: onnxruntime's first run of the voice and the
+    # resampler's first call are slow.
+    start_worker(handler, concurrency=4, warm_up={"text": "Hello.", "format": "wav", "sample_rate": 16000})
