@@ -49,3 +49,14 @@ def test_a_job_error_is_json_text_on_the_wire_and_a_detail_in_the_model():
     assert wire["error"] == '{"code":"empty_audio","message":"x"}'
     assert protocol.parse_chunk(wire).error == chunk.error
     assert protocol.parse_job_error(str(wire["error"])).code == "empty_audio"  # what the SDK's str() leaves
+
+
+def test_every_public_name_has_one_home_and_workers_import_the_contract_alone():
+    assert set(voicepod._HOMES) == set(voicepod.__all__)
+    import subprocess
+    import sys
+
+    # A worker imports voicepod.protocol at start-up: that must not pull in the HTTP client or the agent.
+    code = "import sys, voicepod.protocol; print(sorted(m for m in ('httpx', 'voicepod.agent') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
