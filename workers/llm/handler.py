@@ -60,7 +60,7 @@ MIN_SAMPLING_TEMPERATURE = 1e-3
 def _load() -> LanguageModel:
     source = model_source(GPU_DEFAULT, lambda: str(ensure_embedded(default_model_dir())))
     device = os.environ.get("DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    # bf16 on CPU too: on 2 cores Gemma 270M ran 16 tok/s in bf16 against 4 in fp32.
+    # bf16 on CPU too: on 2 cores Gemma 270M ran 16 tok/s in bf16 against 4 in fp32, SmolLM2 135M 29 against 8.
     dtype = parse_dtype(os.environ.get("DTYPE", "bfloat16"))
     name = os.environ.get("SERVED_MODEL_NAME") or (EMBEDDED_NAME if source.kind == "embedded" else None)
     return load_language_model(source.location, dtype, device, name)
