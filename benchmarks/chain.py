@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voicepod import registry
-from voicepod.agent import BASE_MODEL_PRIMER, DEFAULT_STT_OPTIONS, DEFAULT_SYSTEM_PROMPT
+from voicepod.agent import DEFAULT_STT_OPTIONS
 from voicepod.registry import NAMES
 
 from benchmarks import REPO, md_table, median, run_cli, write_results
@@ -25,9 +25,9 @@ from benchmarks.waterfall import draw
 
 # A reply of several sentences: with one sentence the speech can only start when the LLM job ends, and the
 # streamed turn is no faster than the sequential one (measured: both ~7 s for "What is the capital of France?").
-# The embedded LLM is a base model: the primer's earlier exchange shows it the shape of a longer answer.
+# The embedded LLM is a chat model: the system prompt asks for several sentences (the voice default asks for one).
 QUESTION = "Tell me about Paris."
-SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT
+SYSTEM_PROMPT = "Answer in three short sentences."
 LLM_OPTIONS = {"max_tokens": 64, "temperature": 0.0}
 STAGES = NAMES
 # In a call, a turn's jobs come seconds after the last turn's (its reply is heard, then the caller speaks).
@@ -41,8 +41,7 @@ async def _streamed(server: Any, question: bytes) -> dict[str, Any]:
 
     endpoints = [server.endpoint(stage, timeout=600) for stage in STAGES]
     try:
-        agent = VoiceAgent(*endpoints, system_prompt=SYSTEM_PROMPT, llm_options=LLM_OPTIONS,
-                           history=BASE_MODEL_PRIMER)
+        agent = VoiceAgent(*endpoints, system_prompt=SYSTEM_PROMPT, llm_options=LLM_OPTIONS)
         audio_s = 0.0
         async for event in agent.respond(question):
             if isinstance(event, Audio):
@@ -84,8 +83,7 @@ async def _sequential(server: Any, question: bytes) -> dict[str, Any]:
 
     stt_input = {"audio_base64": base64.b64encode(question).decode(), **DEFAULT_STT_OPTIONS}  # as VoiceAgent's
     transcript = (await stage("stt", stt_input))["text"]
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *BASE_MODEL_PRIMER,
-                {"role": "user", "content": transcript}]
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": transcript}]
     reply = (await stage("llm", {"messages": messages, **LLM_OPTIONS}))["text"]
     await stage("tts", {"text": reply, "format": "pcm16"})
     result["total_s"] = time.perf_counter() - started

@@ -51,11 +51,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicepod.registry import NAMES
+
 from benchmarks.job_feed import FedJob, JobFeed
 from workers.common.bake import bake
 
 REPO = Path(__file__).resolve().parent.parent
-WORKERS = ("stt", "llm", "tts")
+WORKERS = NAMES  # the workers voicepod knows (voicepod.registry)
 # Settings beyond MODEL_DIR: the TTS image runs the transformers VITS engine on a GPU; the baked folder here is
 # the embedded Piper voice, which the piper engine loads (the CPU default).
 EXTRA_ENV = {"tts": {"ENGINE": "piper"}}

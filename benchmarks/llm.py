@@ -97,7 +97,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
         [[name, s["ttft_s"], s["tokens_per_s"], int(s["tokens"])] for name, s in summary.items()],
     )
     table += (f"\n\nHandler against raw generate: first token {ttft_overhead * 1000:+.0f} ms, throughput "
-              f"{rate_ratio - 1:+.1%}. Gemma 3 270M base (bf16, baked), greedy, {max_tokens} new tokens; medians "
+              f"{rate_ratio - 1:+.1%}. {llm.LM.name} (bf16, baked), greedy, {max_tokens} new tokens; medians "
               f"of {runs} interleaved runs.")
     payload = {"max_tokens": max_tokens, "runs": runs, "summary": summary,
                "ttft_overhead_s": ttft_overhead, "throughput_ratio": rate_ratio, "samples": samples}

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 from voicepod import JobFailed, registry
-from voicepod.agent import BASE_MODEL_PRIMER as PRIMER
 from voicepod.agent import Audio, Done, ReplyText, Transcript, TurnMetrics, VoiceAgent
 from voicepod.audio import pcm16_to_float, read_wav, resample
 from voicepod.local import LocalServer
@@ -28,6 +27,10 @@ def server():
 @pytest.fixture(scope="module")
 def whisper():
     return load_whisper()
+
+
+# A reply of several sentences, asked for: the embedded LLM is a chat model that follows its system prompt.
+SEVERAL_SENTENCES = "Answer in three short sentences."
 
 
 def agent_for(server, **kwargs) -> VoiceAgent:
@@ -64,7 +67,7 @@ async def test_spoken_question_gets_a_spoken_answer_naming_paris(server, whisper
 
 
 async def test_multi_sentence_reply_is_spoken_while_the_llm_still_writes(server):
-    agent = agent_for(server, history=PRIMER, llm_options={"temperature": 0, "max_tokens": 60})
+    agent = agent_for(server, system_prompt=SEVERAL_SENTENCES, llm_options={"temperature": 0, "max_tokens": 60})
     events = await asyncio.wait_for(run_turn(agent, espeak_wav("Tell me about Paris.")), 180)
     audio = [e for e in events if isinstance(e, Audio)]
     metrics = events[-2]
@@ -80,7 +83,7 @@ async def test_multi_sentence_reply_is_spoken_while_the_llm_still_writes(server)
 
 
 async def test_interrupt_cancels_jobs_and_keeps_only_what_was_heard(server):
-    agent = agent_for(server, history=PRIMER, llm_options={"temperature": 0, "max_tokens": 120})
+    agent = agent_for(server, system_prompt=SEVERAL_SENTENCES, llm_options={"temperature": 0, "max_tokens": 120})
     events = []
     async for event in agent.respond(espeak_wav("Tell me about Paris.")):
         events.append(event)
@@ -101,7 +104,7 @@ async def test_interrupt_cancels_jobs_and_keeps_only_what_was_heard(server):
 
 
 async def test_closing_the_iterator_counts_as_an_interruption(server):
-    agent = agent_for(server, history=PRIMER, llm_options={"temperature": 0, "max_tokens": 120})
+    agent = agent_for(server, system_prompt=SEVERAL_SENTENCES, llm_options={"temperature": 0, "max_tokens": 120})
     turn = agent.respond(espeak_wav("Tell me about Paris."))
     async for event in turn:
         if isinstance(event, ReplyText):

@@ -15,6 +15,7 @@ import pytest
 
 from workers.common import bake as bake_module
 from workers.common.extras import extra_requirements
+from workers.llm import bake as llm_bake
 
 from .conftest import REPO
 
@@ -96,14 +97,14 @@ def test_files_copied_before_the_bake_are_enough_to_bake_and_nothing_more(worker
     sources = copied_before(worker, index_of(steps, "RUN", "workers.common.bake"))
     # Only the bake's own modules: any other code edit must leave the dependency and model layers cached.
     allowed = {"pyproject.toml", "workers/common/extras.py", "workers/__init__.py", "workers/common/__init__.py",
-               "workers/common/bake.py", "workers/llm/__init__.py", "workers/llm/bake.py"}
+               "workers/common/bake.py", f"workers/{worker}/__init__.py", f"workers/{worker}/bake.py"}
     assert set(sources) <= allowed
     for source in sources:
         (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / source, tmp_path / source)
-    module = "workers.llm.bake" if worker == "llm" else "workers.common.bake"
-    check = subprocess.run([sys.executable, "-c", f"import {module}, workers.common.bake as b; print(b.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True)
+    # What the bake command imports: the dispatcher, then the worker's own bake module through it.
+    load = f"import workers.common.bake as b; b.worker_baker({worker!r}); print(b.__file__)"
+    check = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert Path(check.stdout.strip()).is_relative_to(tmp_path)
     printed = subprocess.run([sys.executable, "workers/common/extras.py", worker], cwd=tmp_path,
@@ -170,7 +171,7 @@ def test_bake_llm_keeps_a_hub_snapshot_with_safetensors_as_is(tmp_path, monkeypa
         calls.append((model, revision))
         return snapshot
 
-    monkeypatch.setattr(bake_module, "_snapshot", fake_snapshot)
+    monkeypatch.setattr(llm_bake, "snapshot", fake_snapshot)
     out = bake_module.bake("llm", tmp_path / "llm", "org/model", "v1.0")
     assert calls == [("org/model", "v1.0")]
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
@@ -182,3 +183,20 @@ def test_bake_refuses_a_revision_without_a_model_and_an_unknown_worker(tmp_path)
         bake_module.bake("stt", tmp_path, None, "main")
     with pytest.raises(ValueError, match="worker must be one of"):
         bake_module.bake("asr", tmp_path)
+
+
+def test_bake_refuses_an_unknown_embedded_model_and_embedded_with_a_hub_model(tmp_path):
+    with pytest.raises(ValueError, match=r"embedded models are \['smollm2', 'gemma'\], not 'llama'"):
+        bake_module.bake("llm", tmp_path, embedded="llama")
+    with pytest.raises(ValueError, match="not both"):
+        bake_module.bake("llm", tmp_path, "org/model", embedded="gemma")
+    with pytest.raises(ValueError, match="tts worker's embedded models"):
+        bake_module.bake("tts", tmp_path, embedded="gemma")
+
+
+def test_the_bake_dispatcher_imports_no_worker_module_until_asked():
+    # The circle this replaced: common imported workers.llm.bake, which imported common.
+    code = ("import sys, workers.common.bake as b; assert not [m for m in sys.modules if m.startswith(("
+            "'workers.stt', 'workers.llm', 'workers.tts'))], sorted(sys.modules); b.worker_baker('llm'); "
+            "assert 'workers.llm.bake' in sys.modules and 'workers.llm.handler' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

@@ -1,6 +1,6 @@
 """The chat-template path and the generation plumbing of the LLM worker, on a tiny random Gemma 3 built from
-a config in this test: no chat-tuned model ships in any package, so only the template and plumbing are checked,
-never the answer."""
+a config in this test with a template set here: the template and plumbing are checked, never the answer (the
+embedded chat model's own template and answers are tested with its real weights in test_llm.py)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ MESSAGES = [
 @pytest.fixture(scope="module")
 def tiny_random_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_random_gemma3")
-    # The real Gemma tokenizer (from the baked embedded model) given a chat template of Gemma's turn markup.
+    # A real tokenizer (the baked embedded model's) given another chat template: Gemma's turn markup.
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
     tokenizer.chat_template = TEMPLATE
     config = Gemma3TextConfig(

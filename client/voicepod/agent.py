@@ -20,7 +20,9 @@ from .endpoint import Endpoint, Job
 from .protocol import AudioChunk, CompletionDone, DeltaChunk, SegmentChunk, SpeechDone, TranscriptDone
 from .sentences import is_speakable
 
-DEFAULT_SYSTEM_PROMPT = "Answer in one or two short sentences."
+# Measured on SmolLM2-135M-Instruct (benchmarks/assistant.py, docs/benchmarks.md): "Answer in one or two short
+# sentences." let most everyday answers run past a 60-token reply cap; naming a word limit keeps them whole.
+DEFAULT_SYSTEM_PROMPT = "Answer in one short sentence of at most 20 words."
 
 # What a caller will listen to: about 45 words, 15-20 s of speech. A longer answer is a monologue on a call,
 # and a small model that runs on would otherwise speak for minutes.
@@ -31,8 +33,9 @@ VOICE_MAX_TOKENS = 60
 # spoken test sentences. Greedy decoding (beam_size 1) is faster still but misheard more of them.
 DEFAULT_STT_OPTIONS: dict[str, Any] = {"without_timestamps": True}
 
-# An earlier exchange to start a history with when the LLM is a base model (like the embedded Gemma 3 270M):
-# base models copy the shape of what came before, so this shows them a spoken answer of a few sentences.
+# An earlier exchange to start a history with when the LLM is a base model (like Gemma 3 270M base, the other
+# embedded LLM, loaded with MODEL_DIR): base models copy the shape of what came before, so this shows them a
+# spoken answer of a few sentences. The default embedded LLM is chat-tuned and needs none.
 BASE_MODEL_PRIMER = [
     {"role": "user", "content": "Tell me about London."},
     {"role": "assistant", "content": "London is the capital of England. It stands on the river Thames. "
