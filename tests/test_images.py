@@ -103,7 +103,9 @@ def test_files_copied_before_the_bake_are_enough_to_bake_and_nothing_more(worker
         (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / source, tmp_path / source)
     # What the bake command imports: the dispatcher, then the worker's own bake module through it.
-    load = f"import workers.common.bake as b; b.worker_baker({worker!r}); print(b.__file__)"
+    # voicepod itself is installed only after the bake (its sources come later), so it must not be needed.
+    load = (f"import sys; sys.modules['voicepod'] = None; import workers.common.bake as b; "
+            f"b.worker_baker({worker!r}); print(b.__file__)")
     check = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert Path(check.stdout.strip()).is_relative_to(tmp_path)
@@ -200,3 +202,11 @@ def test_the_bake_dispatcher_imports_no_worker_module_until_asked():
             "'workers.stt', 'workers.llm', 'workers.tts'))], sorted(sys.modules); b.worker_baker('llm'); "
             "assert 'workers.llm.bake' in sys.modules and 'workers.llm.handler' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_the_bake_knows_the_workers_of_the_registry():
+    from voicepod.registry import NAMES
+
+    from workers.common.bake import WORKERS as BAKED
+
+    assert BAKED == NAMES

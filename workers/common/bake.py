@@ -22,11 +22,11 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
-from voicepod.registry import NAMES
-
 log = logging.getLogger("voicepod.bake")
 
-WORKERS = NAMES  # the workers voicepod knows (voicepod.registry)
+# voicepod.registry's names, written out: an image bakes before the client (voicepod) is installed in it.
+# tests/test_images.py checks the two agree.
+WORKERS = ("stt", "llm", "tts")
 
 # What a transformers checkpoint needs at run time; the rest of a hub repository (other weight formats, ONNX
 # exports, images) would only make the image bigger.
