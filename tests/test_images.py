@@ -12,6 +12,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from voicepod.registry import NAMES
+from voicepod.registry import WORKERS as REGISTRY
 
 from workers.common import bake as bake_module
 from workers.common.extras import extra_requirements
@@ -19,7 +21,7 @@ from workers.llm import bake as llm_bake
 
 from .conftest import REPO
 
-WORKERS = ("stt", "llm", "tts")
+WORKERS = NAMES
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
 
@@ -210,3 +212,14 @@ def test_the_bake_knows_the_workers_of_the_registry():
     from workers.common.bake import WORKERS as BAKED
 
     assert BAKED == NAMES
+
+
+@pytest.mark.parametrize("info", REGISTRY, ids=NAMES)
+def test_each_registered_worker_has_its_image_extra_and_handler(info):
+    # One row of voicepod.registry is the whole of a worker's identity: its Dockerfile installs its extra and
+    # starts its handler's module.
+    steps = dict((kw, args) for kw, args in instructions(info.name) if kw == "CMD")
+    assert f"workers.{info.name}.handler" in steps["CMD"] and info.handler(REPO).is_file()
+    assert (REPO / info.dockerfile).is_file()
+    installs = [args for kw, args in instructions(info.name) if kw == "RUN" and "pip install" in args]
+    assert any(f'".[{info.extra}]"' in args or f"extras.py {info.extra}" in args for args in installs), installs

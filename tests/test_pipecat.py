@@ -47,7 +47,7 @@ from pipecat.processors.audio.vad_processor import VADProcessor  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 from pipecat.utils.errors import ErrorCategory  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
-from voicepod import Endpoint, Job  # noqa: E402
+from voicepod import Endpoint, Job, registry  # noqa: E402
 from voicepod.audio import mulaw_decode, mulaw_encode, pcm16_to_float, read_wav, resample  # noqa: E402
 from voicepod.local import LocalServer  # noqa: E402
 from voicepod.local.process import free_port  # noqa: E402
@@ -67,7 +67,7 @@ IN_RATE = 16000  # Silero VAD takes 8 or 16 kHz
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalServer]:
-    handlers = {stage: REPO / "workers" / stage / "handler.py" for stage in ("stt", "llm", "tts")}
+    handlers = registry.handlers(REPO)
     with LocalServer(handlers, api_key=KEY, ready_timeout_s=300) as running:
         yield running
 

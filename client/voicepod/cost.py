@@ -16,9 +16,9 @@ from pathlib import Path
 
 from .cli_errors import UsageError
 from .gpus import GpuPrice, default_prices_path, find_tier, load_prices
-from .registry import NAMES
+from .registry import CHAIN
 
-STAGES = NAMES
+STAGES = CHAIN  # a turn's stages, each billed
 SECONDS_PER_MONTH = 30 * 24 * 3600
 MANAGED_USD_PER_MIN = 0.10
 

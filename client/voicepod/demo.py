@@ -57,8 +57,8 @@ def _demo(args: argparse.Namespace) -> int:
         raise UsageError(f"no worker handlers under {args.workers_dir}: run the demo from a voicepod checkout "
                          "(or pass --workers-dir)")
     handlers = registry.handlers(args.workers_dir.parent)
-    print("starting three workers (speech-to-text, LLM, text-to-speech); loading models takes a few seconds",
-          file=sys.stderr)
+    roles = ", ".join(worker.role for worker in registry.WORKERS)
+    print(f"starting the workers ({roles}); loading models takes a few seconds", file=sys.stderr)
     started = time.monotonic()
     server = LocalServer(handlers, on_progress=lambda ready: _progress(ready, started))
     with server:
@@ -76,7 +76,7 @@ async def _conversation(server: LocalServer, args: argparse.Namespace) -> None:
         path = args.out.with_name("question.wav")
         path.write_bytes(question)
         print(f"asking (spoken by the TTS worker, saved to {path}): {args.question}\n")
-    endpoints = [server.endpoint(stage) for stage in registry.NAMES]
+    endpoints = [server.endpoint(stage) for stage in registry.CHAIN]
     try:
         await run_turn(agent_from_args(args, *endpoints), question, args.out)
     finally:

@@ -1,7 +1,8 @@
 """The workers voicepod deploys, in one place: their names, what they do, the extra their image installs.
 
-Deploy, the demo, ``voicepod turn``, the cost model, the bake step, benchmarks and tests read this list instead
-of spelling out ``("stt", "llm", "tts")``; adding a worker starts here (docs/architecture.md has the recipe).
+Deploy, serve-local's harness, benchmarks and tests read this list instead of spelling out ``("stt", "llm",
+"tts")``; the commands that run a spoken turn read :data:`CHAIN`. Adding a worker starts here
+(docs/architecture.md has the recipe).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ WORKERS = (
     WorkerInfo("tts", "text-to-speech", "tts"),
 )
 NAMES = tuple(worker.name for worker in WORKERS)
+# The stages of one spoken turn, in order: the endpoints VoiceAgent(stt, llm, tts) chains, which `voicepod turn`,
+# `demo`, `phone` and `cost` ask for. A worker added to WORKERS is deployed, baked and served locally, but joins a
+# turn only once the agent knows what to do with it.
+CHAIN = ("stt", "llm", "tts")
 
 
 def checkout_root() -> Path:

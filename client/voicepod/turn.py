@@ -15,7 +15,7 @@ from .agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS, Audio, Done, ReplyTe
 from .audio import mulaw_decode, pcm16_to_float, write_wav
 from .cli_errors import LOCAL_BASE_URL, UsageError, is_local
 from .endpoint import DEFAULT_BASE_URL, Endpoint
-from .registry import NAMES
+from .registry import CHAIN
 
 
 async def run_turn(agent: VoiceAgent, question: bytes, out: Path, stream: TextIO = sys.stdout) -> Done:
@@ -75,7 +75,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help=f"e.g. {LOCAL_BASE_URL} for serve-local (default: RunPod's API)")
     turn.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
                       help="RunPod API key (default: RUNPOD_API_KEY); serve-local without --api-key takes any")
-    for stage in NAMES:
+    for stage in CHAIN:
         turn.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
                           help=f"{stage.upper()} endpoint id")
     add_agent_options(turn)
@@ -83,7 +83,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 async def _turn(args: argparse.Namespace) -> int:
-    missing = [stage for stage in NAMES if not getattr(args, stage)]
+    missing = [stage for stage in CHAIN if not getattr(args, stage)]
     if missing:
         flags = ", ".join(f"--{stage}" for stage in missing)
         raise UsageError(f"no endpoint id for {', '.join(missing)}: pass {flags} or set VOICEPOD_*_ENDPOINT")
@@ -94,7 +94,7 @@ async def _turn(args: argparse.Namespace) -> int:
         raise UsageError(f"no API key for {base_url}: set RUNPOD_API_KEY or pass --api-key "
                          f"(for serve-local, pass --base-url {LOCAL_BASE_URL})")
     endpoints = [Endpoint(getattr(args, stage), api_key=args.api_key or "", base_url=base_url)
-                 for stage in NAMES]
+                 for stage in CHAIN]
     try:
         await run_turn(agent_from_args(args, *endpoints), args.question.read_bytes(), args.out)
     finally:

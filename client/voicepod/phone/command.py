@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 from ..agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS
 from ..cli_errors import UsageError
-from ..registry import NAMES
+from ..registry import CHAIN
 from .call import DEFAULT_GREETING
 from .vad import DEFAULT_END_SILENCE_S
 
-STAGES = NAMES
+STAGES = CHAIN
 
 
 def register(commands: argparse._SubParsersAction) -> None:

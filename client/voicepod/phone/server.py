@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from ..agent import DEFAULT_SYSTEM_PROMPT, VoiceAgent
 from ..audio import MULAW_RATE
 from ..endpoint import Endpoint
+from ..registry import CHAIN
 from . import media, twiml
 from .call import Call, CallSettings
 from .signatures import SignatureCheck
@@ -80,7 +81,7 @@ def create_app(settings: PhoneSettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         endpoints = [Endpoint(getattr(settings, stage), base_url=settings.base_url, api_key=settings.api_key)
-                     for stage in ("stt", "llm", "tts")]
+                     for stage in CHAIN]
         state["endpoints"] = endpoints
         try:
             yield
