@@ -163,3 +163,21 @@ def test_the_openai_route_refuses_a_wrong_key_in_openais_shape(server):
     with pytest.raises(openai.AuthenticationError) as refused:
         client.models.list()
     assert refused.value.code == "invalid_api_key"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["serve-local", "stt=workers/stt/handler.py", "--workers", "stt=two"],
+     "--workers takes NAME=N with N a whole number of 1 or more, got stt=two"),
+    (["cost", "--results", "README.md"], "README.md is not the chain benchmark's results"),
+    (["demo", "--question-wav", "nope.wav"], "nope.wav: no such file"),
+    (["phone", "--stt", "a", "--llm", "b", "--tts", "c"], "no API key for https://api.runpod.ai/v2"),
+])
+def test_other_mistakes_end_in_one_line(args, says):
+    code, err = voicepod(*args, key=None, cwd=REPO)
+    assert code == 2 and says in one_line(err)
+
+
+def test_a_phone_server_on_a_busy_port_says_so_before_loading_anything(server):
+    code, err = voicepod("phone", "--local", "--port", str(server.port))
+    assert code == 2 and one_line(err) == (f"voicepod phone: 127.0.0.1:{server.port} is already in use (another "
+                                           "voicepod phone?): stop it or pick another --port")

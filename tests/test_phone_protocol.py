@@ -151,7 +151,7 @@ async def test_without_a_public_url_signatures_are_checked_over_the_requests_own
 
 def test_without_a_token_the_server_warns_loudly_and_binds_loopback():
     with PhoneServer(NOWHERE, ["--greeting", ""]) as srv:
-        assert "calls are NOT verified" in srv.logs()
+        assert "/twiml and /media are NOT verified" in srv.logs()
         assert f"http://127.0.0.1:{srv.port}" in srv.logs()
         form = {"CallSid": "CA1"}
         reply = httpx.post(f"{srv.url}/twiml", data=form, headers={"Host": "phone.example.org"})
@@ -244,4 +244,5 @@ def test_calling_a_server_that_is_not_there_ends_in_one_line(tmp_path):
     (tmp_path / "q.wav").write_bytes(espeak_wav("Hello."))
     result = subprocess.run([sys.executable, "-m", "voicepod.cli", "call", f"ws://127.0.0.1:{free_port()}/media",
                              "q.wav"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert result.returncode == 1 and "could not connect" in result.stderr.strip().splitlines()[-1]
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "could not connect" in lines[0], result.stderr

@@ -68,8 +68,18 @@ def test_cost_runs(venv):
     assert "| RTX 4090 (24 GB) |" in result.stdout
 
 
-@pytest.mark.parametrize("command, args, extra", [("serve-local", ["x=handler.py"], "local"), ("demo", [], "workers")])
+@pytest.mark.parametrize("command, args, extra", [
+    ("serve-local", ["x=handler.py"], "local"),
+    ("demo", [], "workers"),
+    ("phone", ["--stt", "a", "--llm", "b", "--tts", "c", "--api-key", "k"], "phone"),
+    ("call", ["ws://127.0.0.1:9/media", "question.wav"], "phone"),
+])
 def test_a_command_whose_extra_is_missing_says_which_to_install(venv, command, args, extra):
+    import numpy as np
+    from voicepod.audio import write_wav
+
+    # A real question (16 kHz), so that `call` gets as far as needing its extra.
+    (venv / "question.wav").write_bytes(write_wav(np.zeros(8000, dtype=np.float32), 16000))
     result = run(venv, "voicepod", command, *args)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -84,7 +84,8 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     try:
         import soxr
     except ImportError as exc:  # the thin client does not require soxr; workers do
-        raise ImportError("resampling needs the 'soxr' package: pip install soxr") from exc
+        # A ModuleNotFoundError naming soxr, so the CLI can say which extra brings it.
+        raise ModuleNotFoundError("resampling needs the 'soxr' package: pip install soxr", name="soxr") from exc
     return soxr.resample(np.asarray(samples, dtype=np.float32), from_rate, to_rate, quality="HQ").astype(
         np.float32
     )

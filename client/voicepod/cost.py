@@ -157,7 +157,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _cost(args: argparse.Namespace) -> int:
     given = {stage: getattr(args, stage) for stage in STAGES}
     if args.results:
-        workload, device = workload_from_results(args.results, args.idle_s)
+        try:
+            workload, device = workload_from_results(args.results, args.idle_s)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{args.results} is not the chain benchmark's results (benchmarks/results/chain.json "
+                             f"from `python -m benchmarks.chain`): {type(exc).__name__}: {exc}") from None
         seconds = {stage: given[stage] if given[stage] is not None else workload.seconds[stage] for stage in STAGES}
         workload = Workload(seconds, args.turns_per_minute or workload.turns_per_minute, args.idle_s)
     elif all(value is not None for value in given.values()):

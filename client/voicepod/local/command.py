@@ -46,7 +46,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 async def serve_local(args: argparse.Namespace) -> int:
     handlers = pairs(args.endpoints, "an endpoint")
-    counts = {name: int(n) for name, n in pairs(args.workers, "--workers").items()}
+    counts = {name: n for name, n in pairs(args.workers, "--workers").items()}
+    if bad := [f"{name}={n}" for name, n in counts.items() if not n.isdigit() or int(n) < 1]:
+        raise UsageError(f"--workers takes NAME=N with N a whole number of 1 or more, got {', '.join(bad)}")
+    counts = {name: int(n) for name, n in counts.items()}
     unknown = set(counts) - set(handlers)
     if unknown:
         raise UsageError(f"--workers names unknown endpoint(s): {', '.join(sorted(unknown))}")

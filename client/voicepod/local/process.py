@@ -14,7 +14,41 @@ from typing import Any
 
 import httpx
 
+from .. import registry
+from ..cli_errors import UsageError
 from ..endpoint import Endpoint
+
+# What the workers need to run on this machine (the `workers` extra), checked before any is started.
+_WORKER_PACKAGES = ("aiohttp", "runpod", "faster_whisper", "torch", "onnxruntime")
+
+
+def local_workers(workers_dir: Path | None = None) -> dict[str, Path]:
+    """Every worker's handler file under ``workers_dir`` (the checkout's ``workers/`` by default), once this
+    environment is known to run them; raises :class:`UsageError` saying what to install or where to run from.
+    For the commands that start the embedded models themselves (``voicepod demo``, ``voicepod phone --local``)."""
+    import importlib.util
+
+    missing = [name for name in _WORKER_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"running the workers here needs {', '.join(missing)}: pip install 'voicepod[workers]' "
+                         "from a checkout (or `make demo`)")
+    folder = workers_dir or registry.checkout_root() / "workers"
+    handlers = {worker.name: folder / worker.name / "handler.py" for worker in registry.WORKERS}
+    if absent := [str(path) for path in handlers.values() if not path.is_file()]:
+        raise UsageError(f"no worker handler at {', '.join(absent)}: run from a voicepod checkout "
+                         "(or pass --workers-dir)")
+    return handlers
+
+
+def progress_printer(started: float) -> Callable[[dict[str, bool]], None]:
+    """An ``on_progress`` for :class:`LocalServer` that prints each endpoint's state, with seconds since
+    ``started`` (a ``time.monotonic()``), to stderr."""
+
+    def show(ready: dict[str, bool]) -> None:
+        states = "  ".join(f"{name}: {'ready' if ok else 'loading'}" for name, ok in ready.items())
+        print(f"[{time.monotonic() - started:5.1f} s] {states}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def free_port() -> int:

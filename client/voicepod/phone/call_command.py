@@ -41,6 +41,8 @@ async def _call(args: argparse.Namespace) -> int:
     caller = SimulatedCaller(args.url, auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None)
     try:
         await caller.connect()
+    except ModuleNotFoundError:
+        raise  # the phone extra is missing: the CLI names it
     except Exception as exc:  # noqa: BLE001 - refused or unreachable: one line, not a traceback
         raise SystemExit(f"voicepod call: could not connect to {args.url}: {exc}") from None
     print(f"call {caller.call_sid} connected", file=sys.stderr)

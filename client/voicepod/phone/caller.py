@@ -99,16 +99,23 @@ class SimulatedCaller:
     # --- the caller's voice ------------------------------------------------------------------------------
 
     async def say(self, audio: bytes) -> None:
-        """Speak ``audio`` (mu-law 8 kHz) in real time; returns once its last frame is sent."""
+        """Speak ``audio`` (mu-law 8 kHz) in real time; returns once its last frame is sent. Raises
+        ``ConnectionError`` if the call ends first (the server closed it, or sending failed)."""
         self._spoken.clear()
         self._speech.extend(media.frames(audio))
-        await self._spoken.wait()
+        spoken = asyncio.ensure_future(self._spoken.wait())
+        closed = asyncio.ensure_future(self.closed.wait())
+        await asyncio.wait({spoken, closed}, return_when=asyncio.FIRST_COMPLETED)
+        spoken.cancel()
+        closed.cancel()
+        if not self._spoken.is_set():
+            raise ConnectionError(f"the call ended while speaking (close code {self.close_code})")
         self.speech_ended_at = time.monotonic()
 
     async def _speak(self) -> None:
         started = time.monotonic()
         chunk = 0
-        with contextlib.suppress(Exception):
+        try:
             while True:
                 # On an absolute clock, as Twilio sends: a late tick catches up instead of drifting.
                 await asyncio.sleep(max(0.0, started + chunk * FRAME_S - time.monotonic()))
@@ -118,6 +125,8 @@ class SimulatedCaller:
                                                        int(chunk * FRAME_S * 1000)))
                 if not self._speech:
                     self._spoken.set()
+        except Exception:  # noqa: BLE001 - sending failed: the socket is gone, and say() must not wait on
+            self.closed.set()
 
     # --- the line's speaker ------------------------------------------------------------------------------
 

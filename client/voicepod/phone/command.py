@@ -6,14 +6,17 @@ Imports nothing of the ``phone`` extra until the command runs, so the base CLI s
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS
-from ..cli_errors import UsageError
+from ..cli_errors import LOCAL_BASE_URL, UsageError, is_local
+from ..endpoint import DEFAULT_BASE_URL
 from ..registry import CHAIN
 from .call import DEFAULT_GREETING
 from .vad import DEFAULT_END_SILENCE_S
@@ -32,7 +35,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     phone.add_argument("--local", action="store_true",
                        help="start serve-local with the embedded models and answer calls with them (no account)")
-    phone.add_argument("--base-url", help="e.g. http://127.0.0.1:8000/v2 for serve-local")
+    phone.add_argument("--base-url", default=os.environ.get("RUNPOD_ENDPOINT_BASE_URL"),
+                       help=f"e.g. {LOCAL_BASE_URL} for serve-local (default: RunPod's API)")
+    phone.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
+                       help="RunPod API key (default: RUNPOD_API_KEY); serve-local without --api-key takes any")
     for stage in STAGES:
         phone.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
                            help=f"{stage.upper()} endpoint id")
@@ -75,8 +81,13 @@ def _phone(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"no endpoint id for {', '.join(missing)} "
                          "(flags or VOICEPOD_*_ENDPOINT, or --local for the embedded models)")
+    base_url = args.base_url or DEFAULT_BASE_URL
+    if not args.local and not args.api_key and not is_local(base_url):
+        raise UsageError(f"no API key for {base_url}: set RUNPOD_API_KEY or pass --api-key "
+                         f"(for serve-local, pass --base-url {LOCAL_BASE_URL}; or --local)")
+    _check_port(args.host, args.port)  # before --local spends a minute loading models
     settings = PhoneSettings(
-        stt=args.stt, llm=args.llm, tts=args.tts, base_url=args.base_url,
+        stt=args.stt, llm=args.llm, tts=args.tts, base_url=args.base_url, api_key=args.api_key,
         system_prompt=args.system_prompt, voice=args.voice,
         llm_options={"max_tokens": args.max_tokens, "temperature": args.temperature},
         call=CallSettings(greeting=args.greeting,
@@ -84,10 +95,6 @@ def _phone(args: argparse.Namespace) -> int:
         transcripts=args.transcripts, public_url=args.public_url,
         auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
     )
-    if settings.auth_token is None:
-        print("WARNING: TWILIO_AUTH_TOKEN is not set: calls are NOT verified, anyone who reaches this server can "
-              "call your endpoints. Set it (and --public-url) before you put this in front of Twilio.",
-              file=sys.stderr)
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, ws_max_size=settings.max_frame_bytes,
                             log_level="info", lifespan="on")
     server = uvicorn.Server(config)
@@ -95,6 +102,17 @@ def _phone(args: argparse.Namespace) -> int:
         server.run()
         return 0
     return _run_local(args, settings, server)
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"{host}:{port} is already in use (another voicepod phone?): stop it or pick "
+                                 "another --port") from None
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _is_http_url(url: str) -> bool:
@@ -106,15 +124,13 @@ def _run_local(args: argparse.Namespace, settings, server) -> int:
     """Start serve-local with the three embedded workers, as ``voicepod demo`` does, and serve calls on it."""
     import time
 
-    from .. import registry
-    from ..demo import _progress
-    from ..local.process import LocalServer
+    from ..local.process import LocalServer, local_workers, progress_printer
 
-    handlers = registry.handlers()
+    handlers = local_workers()
     print("starting three workers (speech-to-text, LLM, text-to-speech); loading models takes a few seconds",
           file=sys.stderr)
     started = time.monotonic()
-    with LocalServer(handlers, on_progress=lambda ready: _progress(ready, started)) as local:
+    with LocalServer(handlers, on_progress=progress_printer(started)) as local:
         settings.base_url = local.base_url
         print(f"workers ready (log: {local.log_path}); call it with:\n"
               f"  voicepod call ws://{args.host}:{args.port}/media QUESTION.wav --out reply.wav", file=sys.stderr)
