@@ -21,7 +21,8 @@ from .cli_errors import UsageError, explain
 
 @dataclass(frozen=True)
 class Command:
-    """``module`` registers the command; ``help`` is its line in ``voicepod --help``; ``extra`` is the
+    """``module`` registers the command; ``help`` is its line in ``voicepod --help`` (the only one: a module's
+    parser gives its description); ``extra`` is the
     ``pip install 'voicepod[EXTRA]'`` that its imports need, if the thin client lacks them."""
 
     module: str

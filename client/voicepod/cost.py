@@ -134,7 +134,6 @@ def format_table(rows: list[CostRow], managed_per_minute: float) -> str:
 def register(commands: argparse._SubParsersAction) -> None:
     cost = commands.add_parser(
         "cost",
-        help="cost of a minute of conversation per GPU type, and break-even against a managed platform",
         description="From per-turn compute seconds of each stage (--stt/--llm/--tts, or --results from "
         "`python -m benchmarks`) and RunPod's per-second prices, print what a minute of conversation costs on "
         "flex workers and the monthly volume above which always-on (active) workers beat a managed platform.",

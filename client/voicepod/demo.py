@@ -22,7 +22,8 @@ from .turn import add_agent_options, agent_from_args, run_turn
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    demo = commands.add_parser("demo", help="run one spoken turn through three local workers (no GPU needed)")
+    demo = commands.add_parser("demo", description="Start the workers on the embedded models, ask them a spoken "
+                               "question, and write the spoken reply.")
     demo.add_argument("--question", default="What is the capital of France?", help="what the demo asks")
     demo.add_argument("--question-wav", type=Path, help="ask with this recording instead of a spoken --question")
     demo.add_argument("--workers-dir", type=Path, help="the folder of the workers' handlers (default: the checkout's)")

@@ -322,7 +322,6 @@ def run(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "deploy",
-        help="create or update the RunPod templates and endpoints of the workers",
         description="Create or update one RunPod template and serverless endpoint per worker (FlashBoot on), "
         "from deploy.toml and flags, and print the endpoint ids. Needs RUNPOD_API_KEY unless --dry-run.",
     )

@@ -385,8 +385,9 @@ def parse_chunk(data: dict[str, Any]) -> Chunk:
 def parse_job_error(error: Any) -> ErrorDetail:
     """Turn a FAILED job's ``error`` field back into an :class:`ErrorDetail`.
 
-    The SDK stringifies a yielded error with ``str()``, so a worker's structured error arrives as a Python
-    literal of a dict; a handler that raised arrives as free text, reported with code ``handler_exception``.
+    The SDK stringifies a yielded error with ``str()``: voicepod's workers yield it as JSON text (see
+    :class:`ErrorChunk`), so it arrives as JSON; older workers' arrive as a Python literal of a dict, read too;
+    a handler that raised arrives as free text, reported with code ``handler_exception``.
     """
     if isinstance(error, dict):
         candidate: Any = error

@@ -65,7 +65,6 @@ def agent_from_args(args: argparse.Namespace, stt: Endpoint, llm: Endpoint, tts:
 def register(commands: argparse._SubParsersAction) -> None:
     turn = commands.add_parser(
         "turn",
-        help="one spoken turn: QUESTION.wav in, reply WAV out, with a timing table",
         description="Transcribe QUESTION, stream a reply from the LLM and speak it sentence by sentence. "
         "Endpoint ids default to VOICEPOD_STT_ENDPOINT, VOICEPOD_LLM_ENDPOINT and VOICEPOD_TTS_ENDPOINT; the API "
         "key to RUNPOD_API_KEY; the base URL to RUNPOD_ENDPOINT_BASE_URL, else RunPod's.",

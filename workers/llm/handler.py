@@ -8,7 +8,8 @@ endpoint's ``/openai/v1`` route.
 
 Settings: ``MODEL_DIR`` (baked folder) or ``MODEL_NAME`` (hub id), ``DTYPE``, ``DEVICE``, ``MAX_TOKENS_CAP``,
 ``SERVED_MODEL_NAME``; with none of them and no GPU, the embedded SmolLM2-135M-Instruct chat model (the embedded
-Gemma 3 270M base model loads with ``MODEL_DIR`` after ``python -m workers.common.bake --worker llm --embedded gemma``).
+Gemma 3 270M base model loads with ``MODEL_DIR=DIR`` after
+``python -m workers.common.bake --worker llm --embedded gemma --out DIR``).
 """
 
 from __future__ import annotations

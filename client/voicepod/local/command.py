@@ -28,7 +28,6 @@ def pairs(values: list[str], what: str) -> dict[str, str]:
 def register(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve-local",
-        help="serve RunPod's endpoint API locally over real SDK worker processes",
         description="Start N worker processes per endpoint, each running its handler file unchanged through "
         "the runpod SDK's worker loop, and serve RunPod's public API for them at /v2/NAME/.",
     )

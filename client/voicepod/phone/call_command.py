@@ -14,7 +14,6 @@ from ..cli_errors import UsageError
 def register(commands: argparse._SubParsersAction) -> None:
     call = commands.add_parser(
         "call",
-        help="a simulated Twilio call to a `voicepod phone` server: QUESTION.wav in, what it heard out",
         description="Connect to URL (ws://HOST:PORT/media) as Twilio's Media Streams would, wait for the greeting, "
         "speak QUESTION as real-time 20 ms mu-law frames, play the reply (echoing marks), write what it heard and "
         "print the latency from the end of its speech to the first reply audio. With TWILIO_AUTH_TOKEN set, the "

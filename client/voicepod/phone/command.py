@@ -27,7 +27,6 @@ STAGES = CHAIN
 def register(commands: argparse._SubParsersAction) -> None:
     phone = commands.add_parser(
         "phone",
-        help="a phone server: Twilio calls in, each call run through the STT -> LLM -> TTS chain",
         description="Serve Twilio's voice webhook (POST /twiml) and Media Streams (WebSocket /media); each call "
         "gets its own voice agent. Endpoint ids default to VOICEPOD_STT_ENDPOINT, VOICEPOD_LLM_ENDPOINT and "
         "VOICEPOD_TTS_ENDPOINT, the API key to RUNPOD_API_KEY, the base URL to RUNPOD_ENDPOINT_BASE_URL. "

@@ -168,6 +168,8 @@ async def _serve(websocket: WebSocket, call: Call, max_frame_bytes: int) -> str:
         text = message.get("text")
         if text is None:
             raise _Refused("binary_frame", "a binary frame: Media Streams frames are JSON text")
+        # uvicorn's ws_max_size closes first; this guards an app served without it. Twilio's frames are ASCII
+        # JSON, so characters are bytes.
         if len(text) > max_frame_bytes:
             raise _Refused("frame_too_big", f"a frame of {len(text)} bytes (at most {max_frame_bytes})")
         try:
