@@ -9,7 +9,7 @@ import base64
 import itertools
 import time
 
-from voicepod.agent import VOICE_MAX_TOKENS, Audio, Done, VoiceAgent
+from voicepod.agent import VOICE_MAX_TOKENS, Audio, Done, SentenceEnd, VoiceAgent
 
 _ids = itertools.count()
 
@@ -188,3 +188,15 @@ async def test_a_reply_that_never_ends_a_sentence_reaches_tts_within_a_few_words
 def test_voice_defaults_cap_the_reply():
     agent = VoiceAgent(stt(), llm("Fine."), tts(lambda text: 0.0))
     assert agent.llm_options["max_tokens"] == VOICE_MAX_TOKENS <= 80
+
+
+async def test_each_sentence_ends_with_a_sentence_end_right_after_its_last_audio():
+    # The second sentence is slow to write: the first one's end must be announced before it, not when it starts.
+    reply = "One is quick. Two comes late."
+    writer = llm(reply, pace=0.2)
+    agent = VoiceAgent(stt(), writer, tts(lambda text: 0.0), first_cut_words=0)
+    events = [e async for e in agent.respond(b"audio")]
+    kinds = [(type(e).__name__, getattr(e, "sentence", None)) for e in events if isinstance(e, (Audio, SentenceEnd))]
+    assert kinds == [("Audio", 0), ("Audio", 0), ("SentenceEnd", 0), ("Audio", 1), ("Audio", 1), ("SentenceEnd", 1)]
+    first_end = next(e for e in events if isinstance(e, SentenceEnd))
+    assert first_end.text == "One is quick." and first_end.t < events[-1].metrics.llm.finished

@@ -1,16 +1,16 @@
 """voicepod: a thin async client for voice agents on RunPod serverless endpoints.
 
 ``Endpoint`` and ``Job`` talk to one endpoint; ``VoiceAgent`` chains three of them into spoken turns, whose
-events (``Transcript``, ``ReplyText``, ``Audio``, ``TurnMetrics``, ``Done``) it yields. The chunks a worker
-streams and the job inputs it takes are in :mod:`voicepod.protocol`; every error the client raises is a
-``VoicepodError``.
+events (``Transcript``, ``ReplyText``, ``Audio``, ``SentenceEnd``, ``TurnMetrics``, ``Done``) it yields. The
+chunks a worker streams and the job inputs it takes are in :mod:`voicepod.protocol`; every error the client
+raises is a ``VoicepodError``.
 """
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use, below
-    from .agent import Audio, Done, ReplyText, Transcript, TurnMetrics, VoiceAgent
+    from .agent import Audio, Done, ReplyText, SentenceEnd, Transcript, TurnMetrics, VoiceAgent
     from .endpoint import Endpoint, Job
     from .errors import (
         APIError,
@@ -51,6 +51,7 @@ __all__ = [
     "Transcript",
     "ReplyText",
     "Audio",
+    "SentenceEnd",
     "TurnMetrics",
     "Done",
     # what workers stream
@@ -87,7 +88,8 @@ __version__ = "0.1.0"
 # Where each public name lives. Imported lazily because workers import ``voicepod.protocol`` at start-up, which
 # runs this file first: importing the whole client here (httpx, the agent) cost every worker's cold start 0.12 s.
 _HOMES = {
-    **dict.fromkeys(["VoiceAgent", "Transcript", "ReplyText", "Audio", "TurnMetrics", "Done"], "agent"),
+    **dict.fromkeys(["VoiceAgent", "Transcript", "ReplyText", "Audio", "SentenceEnd", "TurnMetrics", "Done"],
+                    "agent"),
     **dict.fromkeys(["Endpoint", "Job"], "endpoint"),
     **dict.fromkeys(["VoicepodError", "TransportError", "ProtocolError", "APIError", "AuthError", "NotFoundError",
                      "RateLimitError", "ServerError", "JobError", "JobFailed", "JobCancelled", "JobTimedOut",

@@ -77,6 +77,16 @@ class Audio:
 
 
 @dataclass
+class SentenceEnd:
+    """Every ``Audio`` of sentence ``sentence`` has been yielded: a player can mark where it ends (a phone line's
+    mark, whose echo says the sentence played out; see :meth:`VoiceAgent.played`)."""
+
+    sentence: int
+    text: str
+    t: float
+
+
+@dataclass
 class StageTiming:
     """One stage of a turn. Times are seconds since the turn began; ``billed`` maps each of the stage's jobs
     to its workers' compute (and cold-start load) seconds, what RunPod bills per second."""
@@ -143,7 +153,7 @@ class Done:
     metrics: TurnMetrics
 
 
-Event = Transcript | ReplyText | Audio | TurnMetrics | Done
+Event = Transcript | ReplyText | Audio | SentenceEnd | TurnMetrics | Done
 
 
 # --- the agent -------------------------------------------------------------------------------------------
@@ -478,4 +488,5 @@ class _Turn:
                     Audio(base64.b64decode(item.audio), item.format, item.sample_rate, index, sentence.text,
                           self.now())
                 )
+            self.events.put_nowait(SentenceEnd(index, sentence.text, self.now()))
             index += 1

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..agent import Audio, Done, ReplyText, Transcript, VoiceAgent
+from ..agent import Audio, Done, ReplyText, SentenceEnd, Transcript, VoiceAgent
 from ..audio import MULAW_RATE
 from ..endpoint import Job
 from ..errors import VoicepodError
@@ -205,7 +205,6 @@ class Call:
         latency = record.latency
         # The detector ends a turn after end_silence_s of silence: that is where the caller stopped speaking.
         speech_ended = self.settings.turn.end_silence_s
-        sentence: int | None = None
         try:
             async for event in self.agent.respond(utterance.audio, audio_format="mulaw", sample_rate=MULAW_RATE):
                 if isinstance(event, Transcript) and event.final:
@@ -215,23 +214,22 @@ class Call:
                     record.reply += event.delta
                     latency.setdefault("llm_first_token_s", round(event.t, 3))
                 elif isinstance(event, Audio) and not playback.cleared:
-                    if event.sentence != sentence:
-                        if sentence is not None:
-                            await self._mark(playback, sentence)
-                        sentence = event.sentence
-                        playback.sentences[sentence] = event.text
-                        playback.from_agent.add(sentence)
+                    if event.sentence not in playback.from_agent:
+                        playback.sentences[event.sentence] = event.text
+                        playback.from_agent.add(event.sentence)
                     if "first_audio_s" not in latency:
                         latency["first_audio_s"] = round(event.t, 3)
                         latency["voice_to_voice_s"] = round(event.t + speech_ended, 3)
                     await self._play(playback, event.data)
+                elif isinstance(event, SentenceEnd) and not playback.cleared:
+                    # Right after its last audio, not when the next sentence begins: a sentence that played out
+                    # while the LLM was still writing the next one counts as heard.
+                    await self._mark(playback, event.sentence)
                 elif isinstance(event, Done):
                     record.interrupted |= event.interrupted
                     llm_done = event.metrics.llm.finished
                     latency["llm_done_s"] = round(llm_done, 3) if llm_done is not None else None
                     latency["total_s"] = round(event.metrics.total_s or 0.0, 3)
-            if sentence is not None and not playback.cleared:
-                await self._mark(playback, sentence)
         except LineClosed:
             pass
         except VoicepodError as exc:
