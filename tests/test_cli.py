@@ -9,11 +9,12 @@ import sys
 
 import pytest
 from voicepod.audio import read_wav
+from voicepod.registry import NAMES
 
 from .conftest import REPO
 
 
-@pytest.mark.parametrize("worker", ["stt", "llm", "tts"])
+@pytest.mark.parametrize("worker", NAMES)
 def test_each_worker_runs_its_test_input_and_prints_chunks_as_they_come(worker):
     result = subprocess.run(
         [sys.executable, "-m", f"workers.{worker}"], cwd=REPO, capture_output=True, text=True, timeout=300

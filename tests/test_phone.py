@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from voicepod import registry
 from voicepod.agent import Audio, Done, VoiceAgent
 from voicepod.audio import MULAW_RATE, mulaw_decode, read_wav, resample
 from voicepod.local import LocalServer
@@ -40,7 +41,7 @@ FINAL = {"COMPLETED", "CANCELLED", "FAILED"}
 
 @pytest.fixture(scope="module")
 def server():
-    handlers = {stage: REPO / "workers" / stage / "handler.py" for stage in ("stt", "llm", "tts")}
+    handlers = registry.handlers(REPO)
     with LocalServer(handlers, ready_timeout_s=300) as srv:
         yield srv
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from voicepod.audio import read_wav
+from voicepod.registry import NAMES
 
 from benchmarks.cold_start import baked_folder, image_command, run_worker
 from tests.speech import espeak_available, espeak_wav, wer
@@ -66,7 +67,7 @@ def test_a_worker_imports_and_starts_its_sdk_without_the_cpu_probe(worker, tmp_p
 
 
 def test_the_benchmark_starts_each_worker_with_its_image_command():
-    for worker in ("stt", "llm", "tts"):
+    for worker in NAMES:
         assert image_command(worker) == [sys.executable, "-m", f"workers.{worker}.handler"]
 
 
