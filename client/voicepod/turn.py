@@ -70,28 +70,42 @@ def register(commands: argparse._SubParsersAction) -> None:
         "key to RUNPOD_API_KEY; the base URL to RUNPOD_ENDPOINT_BASE_URL, else RunPod's.",
     )
     turn.add_argument("question", type=Path, metavar="QUESTION.wav")
-    turn.add_argument("--base-url", default=os.environ.get("RUNPOD_ENDPOINT_BASE_URL"),
-                      help=f"e.g. {LOCAL_BASE_URL} for serve-local (default: RunPod's API)")
-    turn.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
-                      help="RunPod API key (default: RUNPOD_API_KEY); serve-local without --api-key takes any")
-    for stage in CHAIN:
-        turn.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
-                          help=f"{stage.upper()} endpoint id")
+    add_endpoint_options(turn)
     add_agent_options(turn)
     turn.set_defaults(func=lambda args: asyncio.run(_turn(args)))
 
 
-async def _turn(args: argparse.Namespace) -> int:
+def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    """``--base-url``, ``--api-key`` and an id flag per stage, defaulting to their environment variables: the
+    endpoints of a chain, as ``voicepod turn`` and ``voicepod phone`` take them."""
+    parser.add_argument("--base-url", default=os.environ.get("RUNPOD_ENDPOINT_BASE_URL"),
+                        help=f"e.g. {LOCAL_BASE_URL} for serve-local (default: RunPod's API)")
+    parser.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
+                        help="RunPod API key (default: RUNPOD_API_KEY); serve-local without --api-key takes any")
+    for stage in CHAIN:
+        parser.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
+                            help=f"{stage.upper()} endpoint id")
+
+
+def check_endpoint_options(args: argparse.Namespace, other_way: str = "") -> str:
+    """The base URL of the endpoints in ``args``, once every id (and, off this machine, a key) is there; else a
+    :class:`UsageError` saying what to set, with ``other_way`` (e.g. "; or --local ...") after it."""
     missing = [stage for stage in CHAIN if not getattr(args, stage)]
     if missing:
         flags = ", ".join(f"--{stage}" for stage in missing)
-        raise UsageError(f"no endpoint id for {', '.join(missing)}: pass {flags} or set VOICEPOD_*_ENDPOINT")
-    if not args.question.is_file():
-        raise UsageError(f"{args.question}: no such file (the question, a WAV/MP3/OGG recording)")
+        raise UsageError(f"no endpoint id for {', '.join(missing)}: pass {flags} or set VOICEPOD_*_ENDPOINT"
+                         f"{other_way}")
     base_url = args.base_url or DEFAULT_BASE_URL
     if not args.api_key and not is_local(base_url):
         raise UsageError(f"no API key for {base_url}: set RUNPOD_API_KEY or pass --api-key "
-                         f"(for serve-local, pass --base-url {LOCAL_BASE_URL})")
+                         f"(for serve-local, pass --base-url {LOCAL_BASE_URL}){other_way}")
+    return base_url
+
+
+async def _turn(args: argparse.Namespace) -> int:
+    base_url = check_endpoint_options(args)
+    if not args.question.is_file():
+        raise UsageError(f"{args.question}: no such file (the question, a WAV/MP3/OGG recording)")
     endpoints = [Endpoint(getattr(args, stage), api_key=args.api_key or "", base_url=base_url)
                  for stage in CHAIN]
     try:

@@ -15,13 +15,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS
-from ..cli_errors import LOCAL_BASE_URL, UsageError, is_local
-from ..endpoint import DEFAULT_BASE_URL
+from ..cli_errors import UsageError
 from ..registry import CHAIN
+from ..turn import add_endpoint_options, check_endpoint_options
 from .call import DEFAULT_GREETING
 from .vad import DEFAULT_END_SILENCE_S
-
-STAGES = CHAIN
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -34,13 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     phone.add_argument("--local", action="store_true",
                        help="start serve-local with the embedded models and answer calls with them (no account)")
-    phone.add_argument("--base-url", default=os.environ.get("RUNPOD_ENDPOINT_BASE_URL"),
-                       help=f"e.g. {LOCAL_BASE_URL} for serve-local (default: RunPod's API)")
-    phone.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
-                       help="RunPod API key (default: RUNPOD_API_KEY); serve-local without --api-key takes any")
-    for stage in STAGES:
-        phone.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
-                           help=f"{stage.upper()} endpoint id")
+    add_endpoint_options(phone)
     phone.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     phone.add_argument("--port", type=int, default=8080)
     phone.add_argument("--public-url", help="the https:// URL Twilio reaches this server at (behind a proxy or "
@@ -73,17 +65,11 @@ def _phone(args: argparse.Namespace) -> int:
         raise UsageError(f"--public-url must be a full URL like https://phone.example.com, got {args.public_url!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of every job otherwise
-    if args.local:
-        for stage in STAGES:
+    if args.local:  # serve-local's endpoints, named as the stages, and its base URL once it runs
+        for stage in CHAIN:
             setattr(args, stage, stage)
-    missing = [stage for stage in STAGES if not getattr(args, stage)]
-    if missing:
-        raise UsageError(f"no endpoint id for {', '.join(missing)} "
-                         "(flags or VOICEPOD_*_ENDPOINT, or --local for the embedded models)")
-    base_url = args.base_url or DEFAULT_BASE_URL
-    if not args.local and not args.api_key and not is_local(base_url):
-        raise UsageError(f"no API key for {base_url}: set RUNPOD_API_KEY or pass --api-key "
-                         f"(for serve-local, pass --base-url {LOCAL_BASE_URL}; or --local)")
+    else:
+        check_endpoint_options(args, "; or --local for the embedded models")
     _check_port(args.host, args.port)  # before --local spends a minute loading models
     settings = PhoneSettings(
         stt=args.stt, llm=args.llm, tts=args.tts, base_url=args.base_url, api_key=args.api_key,
