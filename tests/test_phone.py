@@ -32,7 +32,11 @@ DOGS = "What can you tell me about dogs?"
 # A question the embedded SmolLM2 answers in several sentences of plain words (asked to count, it says "One
 # hundred is less than 1,001.", and Whisper writes numbers as digits).
 TEA = "How do I make a cup of tea?"
-LONDON = "What is the time in London?"
+# The turn detector's 32 ms windows fall on the question wherever the caller's silence before it left them, so
+# Whisper hears a slightly different clip on each run: this question stays within 0.17 WER at every alignment
+# (Whisper tiny.en on 8 kHz espeak-ng heard "What is the time in London?" as "What is the cabin London?" at 3 of
+# 16 alignments, a CI failure).
+STATION = "Where is the nearest train station?"
 # `voicepod call` takes a reply as over after this much silence. Generous: on a loaded CPU the next sentence can
 # take many seconds. (The tests that drive the caller themselves ask the server instead: /health's "replying".)
 QUIET_S = 15.0
@@ -115,7 +119,7 @@ async def test_barge_in_clears_the_line_cancels_the_jobs_and_keeps_only_what_pla
         # The LLM still writes when the caller cuts in.
         await caller.say(spoken_mulaw(TEA))
         await caller.wait_for_audio(caller.speech_ended_at, 180)
-        await caller.say(spoken_mulaw(LONDON))
+        await caller.say(spoken_mulaw(STATION))
         assert len(caller.clears) == 1
         # The second turn's reply starts; hanging up now cuts it short too.
         await caller.wait_for_audio(caller.speech_ended_at, 180)
@@ -126,7 +130,7 @@ async def test_barge_in_clears_the_line_cancels_the_jobs_and_keeps_only_what_pla
     statuses = await job_statuses(server, first)
     assert statuses["llm"] == ["CANCELLED"]
     assert set(statuses["tts"]) <= {"COMPLETED", "CANCELLED"}
-    assert wer(LONDON, second["user"]) <= 0.3 and second["interrupted"]
+    assert wer(STATION, second["user"]) <= 0.3 and second["interrupted"]
     # Hung up mid-reply: nothing of the second turn is left running.
     assert set(sum((await job_statuses(server, second)).values(), [])) <= FINAL - {"FAILED"}
     assert phone.active_calls() == 0
