@@ -76,11 +76,17 @@ def start_worker(
 ) -> None:
     """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`; blocks.
 
+    ``concurrency`` is how many jobs the worker runs at once (``MAX_CONCURRENCY`` overrides it). The loop takes
+    and starts jobs without the SDK's polling timers (:mod:`workers.common.job_take`).
     ``warm_up`` is the input of a small job that the handler runs first, beside the SDK's import and before the
     worker asks for jobs (:mod:`workers.common.warm_up`).
     """
     if warm_up is not None:
         start_warm_up(handler, warm_up)
     serverless = import_sdk()
+    from .job_take import scaler_class, sdk_worker_loop  # imports the SDK: only after import_sdk
+
+    scaler = scaler_class()
     wait_for_warm_up()  # the first real job must find the warm-up done
-    serverless.start(worker_config(handler, concurrency))
+    with sdk_worker_loop(scaler):
+        serverless.start(worker_config(handler, concurrency))

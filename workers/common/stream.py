@@ -107,8 +107,8 @@ def worker_config(handler: Callable[..., AsyncIterator[dict[str, Any] | str]], c
     """The ``runpod.serverless.start`` config every voicepod worker uses.
 
     ``concurrency`` (overridden by the ``MAX_CONCURRENCY`` variable) is how many jobs one worker process takes
-    at once. Above 1 it also keeps the SDK polling for the next job while one runs: with 1, the SDK waits up to
-    a second after a job before taking the next, which a chain of short per-sentence TTS jobs would feel.
+    at once, through the SDK's ``concurrency_modifier``. When the next job is taken (the moment a slot frees, at
+    any concurrency) is :mod:`workers.common.job_take`'s business, not this number's.
     """
     jobs = max(1, int(os.environ.get("MAX_CONCURRENCY", concurrency)))
     return {

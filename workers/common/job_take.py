@@ -1,0 +1,144 @@
+"""The runpod SDK's job scaler, waking on events where the stock one looks on timers.
+
+The SDK's worker loop (``runpod.serverless.modules.rp_scale.JobScaler``, runpod 1.12) is two tasks around a queue:
+``get_jobs`` long-polls the job-take URL and queues what it gets, ``run_jobs`` starts the queued jobs. Two timers
+sit on every job's path:
+
+- ``run_jobs`` looks at the queue every 0.1 s (``asyncio.sleep(0.1)`` when idle, ``asyncio.wait(..., timeout=0.1)``
+  while jobs run): a job that an idle worker has already taken waits 0 to 0.1 s before its handler starts.
+- ``get_jobs`` sleeps 1 s (``asyncio.sleep(1)``) whenever every slot is taken: at concurrency 1, a busy worker asks
+  for its next job up to a second after the last one ended, however many are queued.
+
+No setting reaches them: ``concurrency_modifier`` only sets how many slots there are (one more slot would run one
+more job at once, not take the next one sooner), and the job-take settings (``jobs_fetcher``...) are honoured
+only in the SDK's local test mode and are not where the waits are. So :class:`PromptJobScaler` overrides three
+methods of the SDK's class and keeps the rest (the long poll, the concurrency modifier, the in-progress bookkeeping
+the heartbeat reports, per-job stop, shutdown):
+
+- :meth:`~PromptJobScaler.run_jobs` starts a job the moment it is queued (``await queue.get()``);
+- :meth:`~PromptJobScaler.set_scale`, which ``get_jobs`` calls before each job-take, returns only once a slot is
+  free, woken by :meth:`~PromptJobScaler.handle_job` the moment a job ends, so ``get_jobs`` never reaches its 1 s
+  sleep;
+- :meth:`~PromptJobScaler.handle_job` is the SDK's, plus that wake-up.
+
+``get_jobs`` itself is the SDK's, unchanged. :func:`sdk_worker_loop` makes the SDK's ``serverless.start`` build
+this class instead of its own (the one name it looks up); ``VOICEPOD_JOB_PICKUP=sdk`` keeps the stock class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from .sdk import import_sdk
+
+rp_scale = import_sdk().modules.rp_scale  # the SDK imported as the workers import it (no CPU probe)
+
+log = logging.getLogger("voicepod.worker")
+
+# ``prompt`` (default): PromptJobScaler; ``sdk``: the SDK's own JobScaler, timers and all (for comparison).
+PICKUP_ENV = "VOICEPOD_JOB_PICKUP"
+
+# While every slot is taken, how often the concurrency modifier is asked again even if no job ends (the SDK's
+# cadence): a modifier that raises the concurrency is heard within this, as with the stock loop.
+RESCALE_S = 1.0
+
+
+class PromptJobScaler(rp_scale.JobScaler):
+    """``rp_scale.JobScaler`` whose job pickup waits on events instead of timers; ``config`` is the SDK's."""
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__(config)
+        self._slot_freed = asyncio.Event()  # a job ended: get_jobs may take another
+        self._queue_replaced = asyncio.Event()  # set_scale made a new queue: run_jobs must wait on that one
+
+    async def set_scale(self) -> None:
+        """The SDK's rescale, then wait (instead of ``get_jobs``' 1 s sleep) until a slot is free."""
+        while True:
+            queue = self.jobs_queue
+            await super().set_scale()
+            if self.jobs_queue is not queue:
+                self._queue_replaced.set()
+            self._slot_freed.clear()
+            if not self.is_alive() or self.current_occupancy() < self.current_concurrency:
+                return
+            await _first_of(self._slot_freed.wait(), self._shutdown_event.wait(), timeout=RESCALE_S)
+
+    async def handle_job(self, session: Any, job: dict[str, Any]) -> None:
+        """The SDK's job run; its end wakes :meth:`set_scale`."""
+        try:
+            await super().handle_job(session, job)
+        finally:
+            self._slot_freed.set()
+
+    async def run_jobs(self, session: Any) -> None:
+        """Start each job as it is queued; at shutdown, let the running ones finish (as the SDK's does)."""
+        tasks: set[asyncio.Task[None]] = set()
+        while self.is_alive() or not self.jobs_queue.empty():
+            if len(tasks) >= self.current_concurrency:  # get_jobs takes no more than the free slots; kept as a guard
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            job = await self._next_queued_job()
+            if job is None:
+                continue
+            task = asyncio.create_task(self.handle_job(session, job))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            self.jobs_tasks[job["id"]] = task
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("job failed during shutdown: %s", result)
+
+    async def _next_queued_job(self) -> dict[str, Any] | None:
+        """The next queued job, or None when the worker is stopping or the queue was replaced."""
+        if not self.jobs_queue.empty():
+            return self.jobs_queue.get_nowait()
+        self._queue_replaced.clear()
+        getter = asyncio.ensure_future(self.jobs_queue.get())
+        await _first_of(getter, self._queue_replaced.wait(), self._shutdown_event.wait())
+        if getter.done():
+            return getter.result()
+        getter.cancel()  # a cancelled Queue.get leaves its item in the queue
+        with suppress(asyncio.CancelledError):
+            await getter
+        return None
+
+
+async def _first_of(*waits: Any, timeout: float | None = None) -> None:
+    """Wait until the first of ``waits`` is done or ``timeout`` passes. Coroutines among them are run here and
+    cancelled after; futures are the caller's, left as they are."""
+    futures = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait, future in zip(waits, futures, strict=True):
+            if future is not wait and not future.done():
+                future.cancel()
+                with suppress(asyncio.CancelledError):
+                    await future
+
+
+def scaler_class() -> type[rp_scale.JobScaler]:
+    """The job scaler ``VOICEPOD_JOB_PICKUP`` chooses: :class:`PromptJobScaler` unless it says ``sdk``."""
+    choice = os.environ.get(PICKUP_ENV, "prompt").strip().lower()
+    if choice not in ("prompt", "sdk"):
+        raise SystemExit(f"{PICKUP_ENV}={choice!r}: use 'prompt' (the default) or 'sdk'")
+    return rp_scale.JobScaler if choice == "sdk" else PromptJobScaler
+
+
+@contextmanager
+def sdk_worker_loop(scaler: type[rp_scale.JobScaler]) -> Iterator[None]:
+    """While inside, the SDK's ``serverless.start`` runs its worker loop with ``scaler``.
+
+    ``runpod.serverless.worker.run_worker`` builds ``rp_scale.JobScaler(config)``; the SDK has no setting for the
+    class, so this names ``scaler`` there for the duration (the one SDK name voicepod replaces)."""
+    stock = rp_scale.JobScaler
+    rp_scale.JobScaler = scaler  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        rp_scale.JobScaler = stock  # type: ignore[misc]
