@@ -31,8 +31,9 @@ SYSTEM_PROMPT = "Answer in three short sentences."
 LLM_OPTIONS = {"max_tokens": 64, "temperature": 0.0}
 STAGES = NAMES
 # In a call, a turn's jobs come seconds after the last turn's (its reply is heard, then the caller speaks).
-# Back to back, they would also measure the runpod SDK's habit of asking for a worker's next job up to 1 s after
-# its last one ended (at concurrency 1): it delayed the LLM job of turns run without a gap.
+# Back to back, they measured the stock runpod SDK loop's habit of asking for a worker's next job up to 1 s after
+# its last one ended (at concurrency 1), which delayed the LLM job of turns run without a gap; the workers' loop
+# no longer waits (workers/common/job_take.py), and the gap keeps turns as a call spaces them.
 TURN_GAP_S = 1.5
 
 
@@ -74,8 +75,8 @@ async def _sequential(server: Any, question: bytes) -> dict[str, Any]:
             finished = time.perf_counter() - started
         done = _done(reply)
         payloads.append(reply)
-        # delayTime: queued until a worker took the job; it shows the up to 1 s the SDK may wait before asking for
-        # the next job of a worker that has just finished one.
+        # delayTime: queued until a worker took the job (with the stock SDK loop, up to 1 s for a worker that has
+        # just finished one; see benchmarks/pickup.py).
         result[name] = {"started": begun, "finished": finished, "compute_s": done["metrics"]["compute_s"],
                         "overhead_s": (finished - begun) - done["metrics"]["compute_s"],
                         "queue_s": reply.get("delayTime", 0) / 1000}
