@@ -125,6 +125,19 @@ async def test_at_concurrency_two_a_freed_slot_is_filled_at_once_and_never_more_
         assert api.most_at_once == 2
 
 
+async def test_at_concurrency_two_a_job_submitted_while_one_runs_starts_at_once():
+    # The SDK counts a job twice while it sits in its queue (queued and in progress): the free slot must still be
+    # seen as soon as the job leaves the queue, not a second later.
+    api = FakeJobApi()
+    async with Worker(api, concurrency=lambda _current: 2):
+        first = api.submit()
+        await turns()
+        assert api.started == [first]
+        second = api.submit()
+        await turns()
+        assert api.started == [first, second]
+
+
 async def test_a_concurrency_raised_between_jobs_takes_effect_and_pickup_stays_prompt():
     api = FakeJobApi()
     slots = {"n": 1}
@@ -175,7 +188,7 @@ async def test_over_serve_local_jobs_queued_behind_a_busy_worker_follow_each_oth
         gaps = await busy_gaps(ep, jobs=6)
     # The stock loop leaves about a second between them (test_the_stock_sdk_loop_...); bounds far from that.
     assert statistics.median(gaps) < 0.3, gaps
-    assert max(gaps) < 0.6, gaps
+    assert max(gaps) < 0.7, gaps  # each one: the stock gap is about 0.9 s with these 50 ms jobs
 
 
 async def test_over_serve_local_an_idle_worker_starts_a_submitted_job_promptly(server):
@@ -200,7 +213,7 @@ def test_over_serve_local_max_concurrency_two_runs_two_at_once_and_fills_a_freed
     async def run(srv: LocalServer) -> list[dict[str, Any]]:
         async with srv.endpoint("pickup") as ep:
             done = []
-            for job in await asyncio.gather(*(ep.run({"work_s": 0.5}) for _ in range(4))):
+            for job in await asyncio.gather(*(ep.run({"work_s": 0.4}) for _ in range(4))):
                 done.append([chunk async for chunk in job.stream()][-1])
             return sorted(done, key=lambda c: c["started"])
 
@@ -209,7 +222,7 @@ def test_over_serve_local_max_concurrency_two_runs_two_at_once_and_fills_a_freed
     first_end = min(c["ended"] for c in done[:2])
     assert done[1]["started"] < done[0]["ended"]  # the first two ran together
     assert done[2]["started"] >= first_end  # the third waited for a free slot, never three at once
-    assert done[2]["started"] - first_end < 0.3  # and took it at once (the stock loop: up to 1 s)
+    assert done[2]["started"] - first_end < 0.3  # and took it at once (the stock loop: about 0.6 s here)
 
 
 def test_the_stock_sdk_loop_waits_about_a_second_between_queued_jobs():

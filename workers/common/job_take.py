@@ -17,8 +17,8 @@ the heartbeat reports, per-job stop, shutdown):
 
 - :meth:`~PromptJobScaler.run_jobs` starts a job the moment it is queued (``await queue.get()``);
 - :meth:`~PromptJobScaler.set_scale`, which ``get_jobs`` calls before each job-take, returns only once a slot is
-  free, woken by :meth:`~PromptJobScaler.handle_job` the moment a job ends, so ``get_jobs`` never reaches its 1 s
-  sleep;
+  free, woken the moment a job ends (:meth:`~PromptJobScaler.handle_job`) or leaves the queue for its handler (the
+  SDK's occupancy counts a queued job twice), so ``get_jobs`` never reaches its 1 s sleep;
 - :meth:`~PromptJobScaler.handle_job` is the SDK's, plus that wake-up.
 
 ``get_jobs`` itself is the SDK's, unchanged. :func:`sdk_worker_loop` makes the SDK's ``serverless.start`` build
@@ -53,7 +53,9 @@ class PromptJobScaler(rp_scale.JobScaler):
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
-        self._slot_freed = asyncio.Event()  # a job ended: get_jobs may take another
+        # A job ended, or left the queue for its handler (the SDK's occupancy counts a queued job twice: queued and
+        # in progress): get_jobs may have a slot to fill.
+        self._occupancy_fell = asyncio.Event()
         self._queue_replaced = asyncio.Event()  # set_scale made a new queue: run_jobs must wait on that one
 
     async def set_scale(self) -> None:
@@ -63,17 +65,17 @@ class PromptJobScaler(rp_scale.JobScaler):
             await super().set_scale()
             if self.jobs_queue is not queue:
                 self._queue_replaced.set()
-            self._slot_freed.clear()
+            self._occupancy_fell.clear()
             if not self.is_alive() or self.current_occupancy() < self.current_concurrency:
                 return
-            await _first_of(self._slot_freed.wait(), self._shutdown_event.wait(), timeout=RESCALE_S)
+            await _first_of(self._occupancy_fell.wait(), self._shutdown_event.wait(), timeout=RESCALE_S)
 
     async def handle_job(self, session: Any, job: dict[str, Any]) -> None:
         """The SDK's job run; its end wakes :meth:`set_scale`."""
         try:
             await super().handle_job(session, job)
         finally:
-            self._slot_freed.set()
+            self._occupancy_fell.set()
 
     async def run_jobs(self, session: Any) -> None:
         """Start each job as it is queued; at shutdown, let the running ones finish (as the SDK's does)."""
@@ -89,6 +91,7 @@ class PromptJobScaler(rp_scale.JobScaler):
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             self.jobs_tasks[job["id"]] = task
+            self._occupancy_fell.set()
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 log.error("job failed during shutdown: %s", result)
