@@ -146,8 +146,8 @@ async def test_a_concurrency_raised_between_jobs_takes_effect_and_pickup_stays_p
         await turns()
         slots["n"] = 3
         api.finish(first)
-        # The SDK resizes its job queue once no job is in flight, looking again every second (its own timer: a
-        # rescale is rare, not on a job's path); run_jobs must then wait on the new queue, not the old one.
+        # The SDK makes a new job queue for the new size, only with no job in flight (with one, it looks again each
+        # second: its own timer, kept, as a rescale is rare); run_jobs must then wait on the new queue, not the old.
         await asyncio.sleep(1.5)
         assert worker.scaler.jobs_queue.maxsize == 3
         more = [api.submit() for _ in range(3)]
