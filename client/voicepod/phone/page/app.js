@@ -48,7 +48,8 @@
   }
 
   function fail(s, message) {
-    if (s !== session) return;
+    if (s !== session || s.failed) return; // the first reason is the one to show
+    s.failed = true;
     view.error = message;
     const box = $("error");
     box.textContent = message;
@@ -67,7 +68,7 @@
 
   async function start() {
     const s = {
-      ctx: null, ws: null, stream: null, tick: null, ready: false, stopping: false, serverError: null,
+      ctx: null, ws: null, stream: null, tick: null, opened: false, ready: false, stopping: false, serverError: null,
       outputRate: 24000, endOfTurn: 0, chunks: [], marks: [], playEnd: 0,
     };
     session = s;
@@ -89,26 +90,13 @@
       return;
     }
     if (s !== session) return;
-    try {
-      s.ctx = new AudioContext();
-      await s.ctx.resume();
-      await s.ctx.audioWorklet.addModule("/page/capture.js");
-    } catch (error) {
-      fail(s, `The browser's audio could not start: ${error.message || error}`);
-      return;
-    }
-    const capture = new AudioWorkletNode(s.ctx, "voicepod-capture");
-    const mute = s.ctx.createGain(); // the worklet runs only when connected to the output; it must not be heard
-    mute.gain.value = 0;
-    s.ctx.createMediaStreamSource(s.stream).connect(capture).connect(mute).connect(s.ctx.destination);
-    capture.port.onmessage = (event) => {
-      $("level").style.width = `${Math.min(100, Math.round(Math.sqrt(event.data.level) * 180))}%`;
-      if (s.ready && s.ws.readyState === WebSocket.OPEN) s.ws.send(event.data.pcm);
-    };
+    s.ctx = new AudioContext();
+    s.ctx.resume();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const query = token ? `?token=${encodeURIComponent(token)}` : "";
     s.ws = new WebSocket(`${scheme}//${location.host}/talk/ws${query}`);
     s.ws.binaryType = "arraybuffer";
+    s.ws.onopen = () => capture(s);
     s.ws.onmessage = (event) => receive(s, event.data);
     s.ws.onclose = (event) => {
       if (s !== session) return;
@@ -117,11 +105,31 @@
         setState("idle");
         return;
       }
-      fail(s, s.serverError || event.reason || (s.ready
+      fail(s, s.serverError || event.reason || (s.opened
         ? "The server closed the connection."
         : `Cannot reach the voicepod server at ${location.host}: is \`voicepod phone\` running?`));
     };
     s.tick = setInterval(() => tick(s), 20);
+  }
+
+  // The microphone into the AudioWorklet, each 20 ms frame onto the socket (once the server is there).
+  async function capture(s) {
+    s.opened = true;
+    try {
+      await s.ctx.audioWorklet.addModule("/page/capture.js");
+    } catch (error) {
+      fail(s, `The browser's audio could not start: ${error.message || error}`);
+      return;
+    }
+    if (s !== session || s.stopping) return;
+    const node = new AudioWorkletNode(s.ctx, "voicepod-capture");
+    const mute = s.ctx.createGain(); // the worklet runs only when connected to the output; it must not be heard
+    mute.gain.value = 0;
+    s.ctx.createMediaStreamSource(s.stream).connect(node).connect(mute).connect(s.ctx.destination);
+    node.port.onmessage = (event) => {
+      $("level").style.width = `${Math.min(100, Math.round(Math.sqrt(event.data.level) * 180))}%`;
+      if (s.ready && s.ws.readyState === WebSocket.OPEN) s.ws.send(event.data.pcm);
+    };
   }
 
   function stop() {

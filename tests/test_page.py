@@ -1,0 +1,253 @@
+"""The browser page of ``voicepod phone``, in a real headless Chromium (Debian's ``chromium``, driven by Selenium
+through Debian's ``chromium-driver``): Chromium's fake microphone plays an espeak-ng question, the page streams
+it to the server, real STT, LLM and TTS workers under serve-local answer, and the page plays the reply.
+
+What is asserted is read from the page (``window.voicepodPage`` and what it shows) and from the call's record.
+Chromium loops the microphone file, so each file ends in silence long enough for the test to finish before the
+question comes round again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import websockets
+from voicepod import registry
+from voicepod.audio import read_wav, write_wav
+from voicepod.local import LocalServer
+from voicepod.phone.vad import TurnDetector, TurnSettings, Utterance
+
+from .conftest import REPO
+from .phone_util import PhoneServer
+from .speech import espeak_wav, wer
+
+pytestmark = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                                reason="needs Debian's chromium and chromium-driver (make setup installs them)")
+
+RATE = 16000
+# Questions Whisper tiny.en hears reliably from espeak-ng; the tea question gets a reply of several sentences.
+TEA = "How do I make a cup of tea?"
+STATION = "Where is the nearest train station?"
+PHONE_ARGS = ["--greeting", "", "--system-prompt", "Answer in four or five sentences.", "--max-tokens", "60"]
+# `VOICEPOD_PAGE_SCREENSHOT=docs/page.png` keeps the screenshot of the answered question (the README's).
+SCREENSHOT = os.environ.get("VOICEPOD_PAGE_SCREENSHOT")
+UNREACHABLE = "http://127.0.0.1:9/v2"  # for tests that never reach a worker
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalServer(registry.handlers(REPO), ready_timeout_s=300) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def phone(server):
+    with PhoneServer(server.base_url, PHONE_ARGS) as srv:
+        yield srv
+
+
+def speech(text: str) -> np.ndarray:
+    samples, rate = read_wav(espeak_wav(text, sample_rate=RATE))
+    assert rate == RATE
+    return samples
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), dtype=np.float32)
+
+
+def microphone(path: Path, *parts: np.ndarray) -> Path:
+    path.write_bytes(write_wav(np.concatenate(parts), RATE))
+    return path
+
+
+@contextlib.contextmanager
+def chromium(mic: Path, *flags: str, grant: bool = True) -> Iterator:
+    """Headless Chromium with ``mic`` as its microphone, which a page gets without asking when ``grant``, and
+    is refused otherwise."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,760",
+                 "--autoplay-policy=no-user-gesture-required", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={mic}",
+                 "--use-fake-ui-for-media-stream" if grant else "--deny-permission-prompts", *flags]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def page(driver) -> dict:
+    """A snapshot of ``window.voicepodPage``."""
+    return driver.execute_script(
+        "const p = window.voicepodPage; return {state: p.state, error: p.error, callSid: p.callSid, "
+        "turns: p.turns.map(t => ({...t, latency: {...t.latency}})), samplesPlayed: p.samplesPlayed, "
+        "samplesReceived: p.samplesReceived, samplesDropped: p.samplesDropped, clears: p.clears}")
+
+
+def wait_for(driver, condition, timeout: float, what: str) -> dict:
+    """Poll the page until ``condition(snapshot)`` holds; returns that snapshot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = page(driver)
+        if condition(snapshot):
+            return snapshot
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout} s; the page: {snapshot}")
+        time.sleep(0.2)
+
+
+def click_start(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "start").click()
+
+
+def shown_text(driver, selector: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [element.text for element in driver.find_elements(By.CSS_SELECTOR, selector)]
+
+
+def words(text: str) -> list[str]:
+    return [w.strip(".,!?;:\"'").lower() for w in text.split()]
+
+
+def test_the_turn_detector_takes_a_browsers_pcm16_at_16_khz():
+    detector = TurnDetector(TurnSettings(), encoding="pcm16", sample_rate=RATE)
+    question = speech(TEA)
+    audio = np.concatenate([silence(0.5), question, silence(1.0)])
+    pcm = (audio * 32767).astype("<i2").tobytes()
+    events = [e for i in range(0, len(pcm), 640) for e in detector.feed(pcm[i:i + 640])]  # 20 ms frames
+    [utterance] = [e for e in events if isinstance(e, Utterance)]
+    # The question, its pre-roll and the silence that ended it: within a window or two of that.
+    expected = len(question) / RATE + 0.3 + detector.settings.end_silence_s
+    assert abs(utterance.duration_s - expected) < 0.5 and utterance.bytes_per_s == 2 * RATE
+    with pytest.raises(ValueError, match="mu-law 8 kHz or pcm16"):
+        TurnDetector(encoding="mulaw", sample_rate=RATE)
+
+
+def test_a_question_spoken_into_the_page_is_answered_aloud_and_its_latency_shown(phone, tmp_path):
+    # A minute of silence after the question: the reply plays out before the file loops.
+    mic = microphone(tmp_path / "question.wav", silence(1.0), speech(TEA), silence(60.0))
+    with chromium(mic) as driver:
+        driver.get(f"{phone.url}/")
+        assert page(driver)["state"] == "idle"
+        click_start(driver)
+        wait_for(driver, lambda p: p["state"] == "listening", 30, "listening")
+        wait_for(driver, lambda p: p["turns"] and p["state"] in ("thinking", "speaking"), 60, "a turn")
+        done = wait_for(driver, lambda p: p["turns"] and p["turns"][0]["latency"].get("total_s") is not None
+                        and p["state"] == "listening", 300, "the reply played out")
+        [turn] = done["turns"]
+        assert wer(TEA, turn["user"]) <= 0.3
+        assert turn["reply"] and not turn["interrupted"] and turn["error"] is None
+        # Every sentence played (the page echoed its mark), so all of the reply counts as heard.
+        assert turn["assistant"] and words(turn["assistant"]) == words(turn["reply"])[:len(words(turn["assistant"]))]
+        assert done["samplesPlayed"] == done["samplesReceived"] > 24000 and done["clears"] == 0
+        latency = turn["latency"]
+        assert 0 < latency["transcript_s"] < latency["llm_first_token_s"] < latency["first_audio_s"]
+        assert turn["mouth_to_ear_s"] > latency["voice_to_voice_s"] > latency["first_audio_s"]
+        # What the page shows: the transcript, the reply, the latency with its parts.
+        [user] = shown_text(driver, ".turn .user")
+        assert turn["user"].strip() in user
+        [reply] = shown_text(driver, ".turn .reply")
+        assert turn["reply"].strip()[:40] in reply
+        [line] = shown_text(driver, ".turn .latency")
+        for part in ("mouth-to-ear", "end-of-turn", "STT", "LLM", "TTS", f"{turn['mouth_to_ear_s']:.2f}"):
+            assert part in line
+        screenshot = tmp_path / "page.png"
+        driver.save_screenshot(str(screenshot))
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if SCREENSHOT:
+            shutil.copyfile(screenshot, SCREENSHOT)
+        click_start(driver)  # stop
+        wait_for(driver, lambda p: p["state"] == "idle", 30, "idle after stop")
+    record = phone.record(done["callSid"])
+    assert record["end_reason"] == "stop" and record["custom_parameters"] == {"from": "browser"}
+    [kept] = record["turns"]
+    assert (kept["user"], kept["assistant"], kept["reply"]) == (turn["user"], turn["assistant"], turn["reply"])
+
+
+def test_speaking_over_the_reply_stops_its_playback_at_once(phone, tmp_path):
+    # The question, then the next one while the reply plays (its first audio comes a few seconds after the
+    # question on a shared CPU), then quiet while the second reply plays.
+    mic = microphone(tmp_path / "barge_in.wav", silence(1.0), speech(TEA), silence(8.0), speech(STATION),
+                     silence(60.0))
+    with chromium(mic) as driver:
+        driver.get(f"{phone.url}/talk")
+        click_start(driver)
+        cut = wait_for(driver, lambda p: p["clears"] >= 1, 240, "the server's clear")
+        # Audio that had come but not played was dropped, not played late.
+        assert cut["samplesDropped"] > 0
+        assert cut["samplesPlayed"] + cut["samplesDropped"] == cut["samplesReceived"]
+        after = wait_for(driver, lambda p: len(p["turns"]) == 2 and p["turns"][1]["user"], 180, "the second turn")
+        first, second = after["turns"]
+        assert first["interrupted"] and len(words(first["assistant"])) < len(words(first["reply"]))
+        assert wer(STATION, second["user"]) <= 0.3
+        assert "interrupted" in shown_text(driver, ".turn .reply")[0]
+        click_start(driver)
+        wait_for(driver, lambda p: p["state"] == "idle", 30, "idle after stop")
+    record = phone.record(after["callSid"])
+    assert record["turns"][0]["interrupted"] and record["turns"][0]["assistant"] == first["assistant"]
+
+
+def test_a_refused_microphone_shows_the_error_state(tmp_path):
+    mic = microphone(tmp_path / "quiet.wav", silence(2.0))
+    with PhoneServer(UNREACHABLE, ["--greeting", ""]) as phone, chromium(mic, grant=False) as driver:
+        driver.get(f"{phone.url}/")
+        click_start(driver)
+        shown = wait_for(driver, lambda p: p["state"] == "error", 30, "the error state")
+        assert "microphone" in shown["error"].lower() and "refused" in shown["error"].lower()
+        assert shown_text(driver, "#error") == [shown["error"]]
+        assert shown_text(driver, "#state") == ["error"]
+        assert phone.active_calls() == 0
+
+
+def test_an_unreachable_server_shows_the_error_state(tmp_path):
+    mic = microphone(tmp_path / "quiet.wav", silence(2.0))
+    with PhoneServer(UNREACHABLE, ["--greeting", ""]) as phone, chromium(mic) as driver:
+        driver.get(f"{phone.url}/")
+        phone.__exit__()  # the server goes away after serving the page
+        click_start(driver)
+        shown = wait_for(driver, lambda p: p["state"] == "error", 30, "the error state")
+        assert "cannot reach" in shown["error"].lower()
+
+
+def test_with_a_page_token_only_a_page_that_presents_it_may_talk(tmp_path):
+    mic = microphone(tmp_path / "quiet.wav", silence(2.0))
+    with PhoneServer(UNREACHABLE, ["--greeting", "", "--page-token", "s3cret/+"]) as phone:
+        assert "?token=s3cret/%2B" in phone.logs()  # the URL it prints carries the token
+        with chromium(mic) as driver:
+            driver.get(f"{phone.url}/")
+            click_start(driver)
+            refused = wait_for(driver, lambda p: p["state"] == "error", 30, "refused without the token")
+            assert "token" in refused["error"]
+            driver.get(f"{phone.url}/?token=s3cret%2F%2B")
+            click_start(driver)
+            wait_for(driver, lambda p: p["state"] == "listening" and p["callSid"], 30, "listening with the token")
+        socket_url = phone.url.replace("http", "ws") + "/talk/ws"
+
+        async def close_code(url: str, **headers: str) -> int:
+            async with websockets.connect(url, additional_headers=headers) as ws:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        await ws.recv()
+                return ws.close_code
+
+        assert asyncio.run(close_code(f"{socket_url}?token=wrong")) == 4003
+        assert asyncio.run(close_code(socket_url)) == 4003
+        # Even with the token, a page from another site may not use the server.
+        assert asyncio.run(close_code(f"{socket_url}?token=s3cret%2F%2B", Origin="http://evil.example")) == 4003
