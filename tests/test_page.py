@@ -13,7 +13,10 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,8 +157,6 @@ def test_a_question_spoken_into_the_page_is_answered_aloud_and_its_latency_shown
         [turn] = done["turns"]
         assert wer(TEA, turn["user"]) <= 0.3
         assert turn["reply"] and not turn["interrupted"] and turn["error"] is None
-        # Every sentence played (the page echoed its mark), so all of the reply counts as heard.
-        assert turn["assistant"] and words(turn["assistant"]) == words(turn["reply"])[:len(words(turn["assistant"]))]
         assert done["samplesPlayed"] == done["samplesReceived"] > 24000 and done["clears"] == 0
         latency = turn["latency"]
         assert 0 < latency["transcript_s"] < latency["llm_first_token_s"] < latency["first_audio_s"]
@@ -173,8 +174,11 @@ def test_a_question_spoken_into_the_page_is_answered_aloud_and_its_latency_shown
         assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if SCREENSHOT:
             shutil.copyfile(screenshot, SCREENSHOT)
-        click_start(driver)  # stop
-        wait_for(driver, lambda p: p["state"] == "idle", 30, "idle after stop")
+        click_start(driver)  # stop: the server sends the turns as the call record has them, then closes
+        final = wait_for(driver, lambda p: p["state"] == "idle", 30, "idle after stop")
+    [turn] = final["turns"]
+    # The page echoed every sentence's mark once it had played, so all of the reply counts as heard.
+    assert turn["assistant"] and words(turn["assistant"]) == words(turn["reply"])[:len(words(turn["assistant"]))]
     record = phone.record(done["callSid"])
     assert record["end_reason"] == "stop" and record["custom_parameters"] == {"from": "browser"}
     [kept] = record["turns"]
@@ -189,9 +193,12 @@ def test_speaking_over_the_reply_stops_its_playback_at_once(phone, tmp_path):
     with chromium(mic) as driver:
         driver.get(f"{phone.url}/talk")
         click_start(driver)
-        cut = wait_for(driver, lambda p: p["clears"] >= 1, 240, "the server's clear")
-        # Audio that had come but not played was dropped, not played late.
-        assert cut["samplesDropped"] > 0
+        cut = wait_for(driver, lambda p: p["clears"] >= 1 or len(p["turns"]) >= 2, 240, "the server's clear")
+        # The reply was playing when the second question began (had it not started yet, there was nothing to
+        # clear: the question came too soon for this machine).
+        assert cut["clears"] == 1, f"no clear: {cut['turns']}"
+        # Playback stopped there and then: what had come and not played was dropped, nothing is left queued.
+        assert cut["state"] != "speaking" and cut["samplesDropped"] > 0
         assert cut["samplesPlayed"] + cut["samplesDropped"] == cut["samplesReceived"]
         after = wait_for(driver, lambda p: len(p["turns"]) == 2 and p["turns"][1]["user"], 180, "the second turn")
         first, second = after["turns"]
@@ -199,9 +206,9 @@ def test_speaking_over_the_reply_stops_its_playback_at_once(phone, tmp_path):
         assert wer(STATION, second["user"]) <= 0.3
         assert "interrupted" in shown_text(driver, ".turn .reply")[0]
         click_start(driver)
-        wait_for(driver, lambda p: p["state"] == "idle", 30, "idle after stop")
+        final = wait_for(driver, lambda p: p["state"] == "idle", 30, "idle after stop")
     record = phone.record(after["callSid"])
-    assert record["turns"][0]["interrupted"] and record["turns"][0]["assistant"] == first["assistant"]
+    assert record["turns"][0]["interrupted"] and record["turns"][0]["assistant"] == final["turns"][0]["assistant"]
 
 
 def test_a_refused_microphone_shows_the_error_state(tmp_path):
@@ -251,3 +258,17 @@ def test_with_a_page_token_only_a_page_that_presents_it_may_talk(tmp_path):
         assert asyncio.run(close_code(socket_url)) == 4003
         # Even with the token, a page from another site may not use the server.
         assert asyncio.run(close_code(f"{socket_url}?token=s3cret%2F%2B", Origin="http://evil.example")) == 4003
+
+
+def test_the_wheel_ships_the_page(tmp_path):
+    # Built from a copy of the sources, as the thin-install test does: the checkout is left as it was.
+    source = tmp_path / "voicepod"
+    shutil.copytree(REPO / "client", source / "client", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path / "dist"), str(source)], check=True, timeout=300, cwd=tmp_path)
+    [wheel] = (tmp_path / "dist").glob("voicepod-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    page_files = {f"voicepod/phone/page/{p.name}" for p in (REPO / "client/voicepod/phone/page").iterdir()}
+    assert {"voicepod/phone/page/index.html", "voicepod/phone/page/app.js"} <= page_files <= shipped

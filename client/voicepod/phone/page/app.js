@@ -181,6 +181,7 @@
         break;
       case "clear":
         clearPlayback(s, true);
+        tick(s);
         break;
       case "turn":
         showTurn(s, message);
