@@ -86,7 +86,7 @@ def chromium(mic: Path, *flags: str, grant: bool = True) -> Iterator:
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,520",
+    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,640",
                  "--autoplay-policy=no-user-gesture-required", "--use-fake-device-for-media-stream",
                  f"--use-file-for-fake-audio-capture={mic}",
                  "--use-fake-ui-for-media-stream" if grant else "--deny-permission-prompts", *flags]:
