@@ -146,9 +146,9 @@ def test_the_turn_detector_takes_a_browsers_pcm16_at_16_khz():
     pcm = (audio * 32767).astype("<i2").tobytes()
     events = [e for i in range(0, len(pcm), 640) for e in detector.feed(pcm[i:i + 640])]  # 20 ms frames
     [utterance] = [e for e in events if isinstance(e, Utterance)]
-    # The question, its pre-roll and the silence that ended it: within a window or two of that.
-    expected = len(question) / RATE + 0.3 + detector.settings.end_silence_s
-    assert abs(utterance.duration_s - expected) < 0.5 and utterance.bytes_per_s == 2 * RATE
+    # The question with a little of the silence around it (16-bit samples: two bytes each).
+    assert len(question) / RATE < utterance.duration_s < len(question) / RATE + 1.0
+    assert utterance.bytes_per_s == 2 * RATE and len(utterance.audio) % 2 == 0
     with pytest.raises(ValueError, match="mu-law 8 kHz or pcm16"):
         TurnDetector(encoding="mulaw", sample_rate=RATE)
 
