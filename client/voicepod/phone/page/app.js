@@ -262,11 +262,15 @@
   function latencyLine(t) {
     const l = t.latency;
     if (t.mouth_to_ear_s === null) return t.error ? `failed: ${String(t.error).replace(/[^\w .:-]/g, "")}` : "waiting for the reply…";
-    const stt = l.transcript_s;
-    const llm = l.llm_first_token_s - l.transcript_s;
-    const tts = l.first_audio_s - l.llm_first_token_s;
+    // The server's moments count from the end of the turn's detection. A turn started early (speculatively, at
+    // a pause) has some of them before it: each part is then what was left of that stage after the wait, so the
+    // parts still add up to the whole.
+    const stt = Math.max(l.transcript_s, 0);
+    const llm = Math.max(l.llm_first_token_s, stt) - stt;
+    const tts = l.first_audio_s - stt - llm;
+    const early = l.transcript_s < 0 ? " (started during the end-of-turn wait)" : "";
     return `<b>mouth-to-ear ${fmt(t.mouth_to_ear_s)} s</b> = end-of-turn ${fmt(t.end_of_turn_s)} + STT ${fmt(stt)}`
-      + ` + LLM ${fmt(llm)} + TTS ${fmt(tts)} + playout ${fmt(t.playout_s)}`;
+      + ` + LLM ${fmt(llm)} + TTS ${fmt(tts)} + playout ${fmt(t.playout_s)}${early}`;
   }
 
   function text(tag, className, content) {
