@@ -183,7 +183,6 @@ def create_app(settings: PhoneSettings) -> Starlette:
                                "output_rate": line.output_rate,
                                "end_of_turn_s": settings.call.turn.end_silence_s}))
         call.begin(call_sid, call_sid, {"from": "browser"})
-        shown: dict[int, dict[str, Any]] = {}
         watcher = asyncio.create_task(browser.watch_turns(call, send))
         reason = "disconnected"
         try:
@@ -198,7 +197,7 @@ def create_app(settings: PhoneSettings) -> Starlette:
             await end_call(call, reason)
         if websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
-                await browser.flush_turns(call, send, shown)  # the final record: what was heard in the end
+                await browser.flush_turns(call, send, {})  # every turn as its record ends: what was heard
                 await websocket.close(code=1000)
 
     return Starlette(
