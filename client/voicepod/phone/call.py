@@ -1,7 +1,9 @@
 """One phone call: the caller's audio through the turn detector, each turn through the call's VoiceAgent, the
-reply streamed back as it is made, what played told by Twilio's marks, and barge-in.
+reply streamed back as it is made, what played told by the line's marks, and barge-in. The line is Twilio's
+Media Streams or the browser page (:mod:`voicepod.phone.line`): only the framing differs.
 
-The server hands each frame to :meth:`Call.handle` and awaits nothing long: turns (and the greeting) run as a
+The server hands each frame to :meth:`Call.handle` (the page: :meth:`Call.hear`, :meth:`Call.marked`) and
+awaits nothing long: turns (and the greeting) run as a
 task of their own, one at a time, so the caller's audio is read (and barge-in heard) while a reply plays.
 """
 
@@ -21,6 +23,7 @@ from ..endpoint import Job
 from ..errors import VoicepodError
 from ..protocol import AudioChunk
 from . import media
+from .line import Line, TwilioLine
 from .records import CallRecord, TurnRecord, now_iso
 from .vad import SpeechStarted, TurnDetector, TurnSettings, Utterance
 
@@ -71,15 +74,19 @@ class _Playback:
 class Call:
     """One call's session.
 
-    ``agent``: this call's own :class:`VoiceAgent` (mu-law 8 kHz out, ``confirm_playback``). ``send``: sends
-    one text frame to Twilio. ``detector``: the turn detector (a new one with ``settings.turn`` by default).
+    ``agent``: this call's own :class:`VoiceAgent` (the line's output format, ``confirm_playback``). ``send``:
+    sends one frame down the line. ``detector``: the turn detector (a new one with ``settings.turn`` by default).
+    ``line``: what carries the call (Twilio's Media Streams by default).
     """
 
-    def __init__(self, agent: VoiceAgent, send: Callable[[str], Awaitable[None]],
-                 settings: CallSettings | None = None, detector: TurnDetector | None = None):
+    def __init__(self, agent: VoiceAgent, send: Callable[[str | bytes], Awaitable[None]],
+                 settings: CallSettings | None = None, detector: TurnDetector | None = None,
+                 line: Line | None = None):
         self.agent = agent
         self.settings = settings or CallSettings()
-        self.detector = detector or TurnDetector(self.settings.turn)
+        self.line = line or TwilioLine()
+        self.detector = detector or TurnDetector(self.settings.turn, encoding=self.line.input_format,
+                                                 sample_rate=self.line.input_rate)
         self.record = CallRecord()
         self.started = False
         self.stopped = False  # Twilio said stop
@@ -103,7 +110,7 @@ class Call:
     def stream_sid(self) -> str:
         return self.record.stream_sid or ""
 
-    # --- frames from Twilio ------------------------------------------------------------------------------
+    # --- frames from the caller ------------------------------------------------------------------------------
 
     async def handle(self, message: media.Message) -> None:
         """Act on one message. Raises :class:`~voicepod.phone.media.ProtocolError` for one that breaks the
@@ -114,13 +121,9 @@ class Call:
             if not self.started:
                 raise media.ProtocolError("out_of_order", "media before start")
             if message.media.track == "inbound":
-                for event in self.detector.feed(message.media.audio()):
-                    if isinstance(event, SpeechStarted):
-                        await self._barge_in()
-                    elif isinstance(event, Utterance):
-                        self._begin_turn(event)
+                await self.hear(message.media.audio())
         elif isinstance(message, media.Mark):
-            self._marked(message.mark.name)
+            self.marked(message.mark.name)
         elif isinstance(message, media.Dtmf):
             if len(self.record.dtmf) < 1000:
                 self.record.dtmf.append(message.dtmf.digit[:1])
@@ -134,15 +137,28 @@ class Call:
         if (fmt.encoding, fmt.sample_rate, fmt.channels) != (media.ENCODING, MULAW_RATE, 1):
             raise media.ProtocolError("invalid_message", f"unsupported audio {fmt.encoding} {fmt.sample_rate} Hz "
                                       f"x{fmt.channels}: expected {media.ENCODING} {MULAW_RATE} Hz mono")
+        self.begin(info.call_sid, info.stream_sid, info.custom_parameters)
+
+    def begin(self, call_sid: str, stream_sid: str, custom_parameters: dict[str, str] | None = None) -> None:
+        """The call starts (the greeting begins). ``call_sid``/``stream_sid`` name it in its record."""
         self.started = True
-        self.record.call_sid, self.record.stream_sid = info.call_sid, info.stream_sid
-        self.record.custom_parameters = dict(list(info.custom_parameters.items())[:20])
-        log.info("call %s: started (stream %s)", info.call_sid, info.stream_sid)
+        self.record.call_sid, self.record.stream_sid = call_sid, stream_sid
+        self.record.custom_parameters = dict(list((custom_parameters or {}).items())[:20])
+        log.info("call %s: started (stream %s)", call_sid, stream_sid)
         if self.settings.greeting:
             self._greeting = self._current = _Playback(0, None)
             self._task = self._spawn(self._greet(self._greeting))
 
-    def _marked(self, name: str) -> None:
+    async def hear(self, audio: bytes) -> None:
+        """The caller's audio (in the line's input format, any length), as it arrives."""
+        for event in self.detector.feed(audio):
+            if isinstance(event, SpeechStarted):
+                await self._barge_in()
+            elif isinstance(event, Utterance):
+                self._begin_turn(event)
+
+    def marked(self, name: str) -> None:
+        """The caller's side played everything sent before the mark ``name``."""
         number, _, index = name.partition(":")
         if not (number.isdigit() and index.isdigit()):
             return  # not one of ours
@@ -154,6 +170,8 @@ class Call:
             playback.played.add(index_)
             if index_ in playback.from_agent:
                 self.agent.played(index_)
+            if playback.record is not None:
+                playback.record.assistant = playback.heard()  # so far; final when the call ends
 
     # --- turns -------------------------------------------------------------------------------------------
 
@@ -181,7 +199,7 @@ class Call:
         log.info("call %s: barge-in", self.record.call_sid)
         if playback.sent_audio:
             with contextlib.suppress(LineClosed):
-                await self._send(media.clear(self.stream_sid))
+                await self._send(self.line.clear(self.stream_sid))
         # Stops the turn in progress (its jobs are cancelled), or takes what did not play out of the history.
         await self.agent.interrupt()
 
@@ -206,7 +224,8 @@ class Call:
         # The detector ends a turn after end_silence_s of silence: that is where the caller stopped speaking.
         speech_ended = self.settings.turn.end_silence_s
         try:
-            async for event in self.agent.respond(utterance.audio, audio_format="mulaw", sample_rate=MULAW_RATE):
+            async for event in self.agent.respond(utterance.audio, audio_format=self.line.input_format,
+                                                  sample_rate=self.line.input_rate):
                 if isinstance(event, Transcript) and event.final:
                     record.user = event.text
                     latency["transcript_s"] = round(event.t, 3)
@@ -257,7 +276,8 @@ class Call:
 
     async def _say(self, playback: _Playback, text: str) -> None:
         """Speak ``text`` (not the agent's reply: the greeting, an apology) with the TTS endpoint."""
-        payload: dict[str, Any] = {"text": text, "format": "mulaw", "sample_rate": MULAW_RATE}
+        payload: dict[str, Any] = {"text": text, "format": self.line.output_format,
+                                   "sample_rate": self.line.output_rate}
         if self.agent.voice:
             payload["voice"] = self.agent.voice
         job: Job = await self.agent.tts.run(payload)
@@ -276,28 +296,28 @@ class Call:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(job.cancel())
 
-    # --- frames to Twilio --------------------------------------------------------------------------------
+    # --- frames to the caller --------------------------------------------------------------------------------
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, frame: str | bytes) -> None:
         if self._line_closed:
             raise LineClosed
         try:
             async with self._send_lock:
-                await self._send_text(text)
+                await self._send_text(frame)
         except Exception as exc:  # noqa: BLE001 - whatever the socket raised, the line is gone
             self._line_closed = True
             raise LineClosed from exc
 
     async def _play(self, playback: _Playback, audio: bytes) -> None:
-        for frame in media.frames(audio):
+        for frame in self.line.media(self.stream_sid, audio):
             if playback.cleared:
                 return
-            await self._send(media.media(self.stream_sid, frame))
+            await self._send(frame)
             playback.sent_audio = True
 
     async def _mark(self, playback: _Playback, index: int) -> None:
         playback.marked.add(index)
-        await self._send(media.mark(self.stream_sid, f"{playback.number}:{index}"))
+        await self._send(self.line.mark(self.stream_sid, f"{playback.number}:{index}"))
 
     # --- the end -----------------------------------------------------------------------------------------
 

