@@ -306,7 +306,8 @@ class Call:
         if metrics is not None:
             moments = {"stt_started_s": metrics.stt.started, "llm_started_s": metrics.llm.started,
                        "llm_done_s": metrics.llm.finished, "first_sentence_s": metrics.tts.started,
-                       "tts_first_chunk_s": metrics.tts.first_chunk, "total_s": metrics.total_s}
+                       "tts_first_chunk_s": metrics.tts.first_chunk, "tts_done_s": metrics.tts.finished,
+                       "total_s": metrics.total_s}
             for name, t in moments.items():
                 latency[name] = round(began + t - detected, 3) if t is not None else None
             if metrics.stt.started is not None and metrics.stt.finished is not None:

@@ -28,8 +28,8 @@ class TurnRecord:
     the detection of the turn's end (negative: before it), unless said otherwise: ``started_s`` (the turn's
     jobs began), ``stt_started_s``, ``transcript_s``, ``llm_started_s``, ``llm_first_token_s``,
     ``first_sentence_s`` (its TTS job submitted), ``tts_first_chunk_s``, ``first_audio_s`` (sent to the caller),
-    ``llm_done_s``, ``total_s``; ``stt_s`` (the STT job's time), ``end_silence_s`` (the silence that ended the
-    turn), ``voice_to_voice_s`` (from the end of the caller's speech to the first reply audio sent).
+    ``llm_done_s``, ``tts_done_s``, ``total_s``; ``stt_s`` (the STT job's time), ``end_silence_s`` (the silence
+    that ended the turn), ``voice_to_voice_s`` (from the end of the caller's speech to the first reply audio sent).
     ``jobs``: the endpoint job ids by stage. ``speculated``: the turn was started at the caller's pause, before
     its end (see :mod:`voicepod.phone.speculation`).
     """
