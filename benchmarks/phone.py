@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from voicepod import registry
+from voicepod.phone.vad import DEFAULT_PAUSE_S
 
 from benchmarks import REPO, md_table, median, run_cli, write_results
 from benchmarks.waterfall import draw_call
@@ -30,10 +31,13 @@ QUESTIONS = ["How do I make a cup of tea?", "What is the capital of France?", "W
 PAUSED = ("What is the capital of France?", "And what about Germany?")
 PAUSE_INSIDE_S = 0.35
 SHORT_END_SILENCE_S = 0.3
+SHORT_PAUSE_S = 0.1
 MODES = {
     "off": ["--no-speculate"],
     "on": ["--speculate"],
     f"on, end of turn {SHORT_END_SILENCE_S} s": ["--speculate", "--end-silence", str(SHORT_END_SILENCE_S)],
+    # A head start (end of turn minus pause) longer than an STT job here (about 0.4 s).
+    f"on, pause {SHORT_PAUSE_S} s": ["--speculate", "--pause", str(SHORT_PAUSE_S)],
 }
 ARGS = ["--greeting", "", "--temperature", "0"]
 PARTS = ["end-of-turn wait", "STT", "LLM to first sentence", "TTS to first audio", "server overhead"]
@@ -163,10 +167,13 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
     png = draw_call({"speculation off": _waterfall_turn(partner), "speculation on": _waterfall_turn(pick)},
                     out / "phone_waterfall.png",
                     f"One call turn: '{first}' -> {pick['reply']!r} (server's stage times, on the caller's clock)")
+    def pause(mode: str) -> Any:
+        return "-" if mode == "off" else SHORT_PAUSE_S if "pause" in mode else DEFAULT_PAUSE_S
+
     table = md_table(
-        ["speculation", "end-of-turn silence s", "mouth-to-ear median s", "p90 s", *[f"{p} s" for p in PARTS],
-         "cancelled speculations", "extra billed s"],
-        [[mode, ts[0]["latency"]["end_silence_s"], m2e[mode], m2e_p90[mode],
+        ["speculation", "end-of-turn silence s", "pause s", "mouth-to-ear median s", "p90 s",
+         *[f"{p} s" for p in PARTS], "cancelled speculations", "extra billed s"],
+        [[mode, ts[0]["latency"]["end_silence_s"], pause(mode), m2e[mode], m2e_p90[mode],
           *[part_medians[mode][p] for p in PARTS], cancelled[mode], extra[mode]] for mode, ts in by_mode.items()],
     )
     table += "\n\n" + md_table(
@@ -190,6 +197,9 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
         "gain_s": gain, "stt_s": stt_s, "gain_at_least_stt": gain >= stt_s,
         "speculation_extra_billed_s": extra["on"],
         "speculation_extra_billed_short_s": extra[short],
+        "short_pause": {"pause_s": SHORT_PAUSE_S, "mouth_to_ear_s": m2e[list(MODES)[3]],
+                        "mouth_to_ear_p90_s": m2e_p90[list(MODES)[3]],
+                        "extra_billed_s": extra[list(MODES)[3]]},
         "cancelled_speculations": cancelled,
         "parts_s": part_medians,
         "same_transcripts": f"{same_transcripts}/{len(pairs)}", "same_replies": f"{same_replies}/{len(pairs)}",

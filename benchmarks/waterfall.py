@@ -80,7 +80,7 @@ def draw_call(turns: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
     ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
     ax.set_ylim(len(rows) - 0.4, -0.6)
     ax.set_xlabel("seconds since the caller's last voiced sound  (black tick: first chunk received)")
-    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
