@@ -16,6 +16,7 @@ from voicepod.phone.caller import SimulatedCaller
 from .conftest import REPO
 from .phone_util import PhoneServer, spoken_mulaw, voiced
 from .speech import wer
+from .test_cli_errors import one_line, voicepod
 from .test_phone import job_statuses
 
 ARGS = ["--greeting", "", "--temperature", "0"]
@@ -94,3 +95,8 @@ async def test_a_retracted_turn_leaves_the_history_as_it_was(server):
     assert isinstance(events[-1], Done) and agent.history[:2] == before and len(agent.history) == 4
     agent.retract()
     assert agent.history == before
+
+
+def test_a_pause_not_shorter_than_the_end_of_turn_is_refused_in_one_line():
+    code, err = voicepod("phone", "--local", "--pause", "0.6", cwd=REPO)
+    assert code == 2 and "--pause must be 0 (no speculation) or shorter than --end-silence (0.55 s)" in one_line(err)
