@@ -159,6 +159,12 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
     same_transcripts = sum(on["user"] == off["user"] for on, off in pairs)
     same_replies = sum(on["reply"] == off["reply"] for on, off in pairs)
     gain = m2e["off"] - m2e["on"]
+    # The LLM's first sentence is the noisiest part on a loaded machine (0.3 s to 18 s in one run) and speculation
+    # changes it least: mouth-to-ear without it shows the rest, where speculation acts, with less noise.
+    without_llm = {mode: median([t["mouth_to_ear_s"] - t["parts_s"]["LLM to first sentence"] for t in ts])
+                   for mode, ts in by_mode.items()}
+    head_start = {mode: 0.0 - median([t["latency"]["started_s"] for t in ts]) + 0.0
+                  for mode, ts in by_mode.items()}
     # The waterfall: the off and on turns of the first question's run closest to the median.
     first = QUESTIONS[0]
     pick = min((t for t in by_mode["on"] if t["question"] == first),
@@ -175,6 +181,10 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
          *[f"{p} s" for p in PARTS], "cancelled speculations", "extra billed s"],
         [[mode, ts[0]["latency"]["end_silence_s"], pause(mode), m2e[mode], m2e_p90[mode],
           *[part_medians[mode][p] for p in PARTS], cancelled[mode], extra[mode]] for mode, ts in by_mode.items()],
+    )
+    table += "\n\n" + md_table(
+        ["speculation", "mouth-to-ear without the LLM's first sentence, median s", "turn started before its end s"],
+        [[mode, without_llm[mode], head_start[mode]] for mode in MODES],
     )
     table += "\n\n" + md_table(
         ["question", *[f"{mode} s" for mode in MODES]],
@@ -202,6 +212,7 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
                         "extra_billed_s": extra[list(MODES)[3]]},
         "cancelled_speculations": cancelled,
         "parts_s": part_medians,
+        "mouth_to_ear_without_llm_s": without_llm, "head_start_s": head_start,
         "same_transcripts": f"{same_transcripts}/{len(pairs)}", "same_replies": f"{same_replies}/{len(pairs)}",
         "turns": turns, "waterfall": png.name,
     }
