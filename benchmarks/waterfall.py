@@ -50,3 +50,39 @@ def draw(streamed: dict[str, Any], sequential: dict[str, Any] | None, path: Path
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def draw_call(turns: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
+    """Write the PNG of call turns, one group of rows per turn. ``turns``: ``{label: turn}``, each turn
+    ``{"end_silence_s", "mouth_to_ear_s", stage: {"started", "first_chunk", "finished"}}`` in seconds since the
+    caller's last voiced sound; the end-of-turn wait is a grey bar from 0 to ``end_silence_s``."""
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    for label, turn in turns.items():
+        rows.append((f"end-of-turn wait ({label})", "wait", {"started": 0.0, "finished": turn["end_silence_s"]}))
+        rows += [(f"{stage.upper()} ({label})", stage, turn[stage]) for stage in COLOURS]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.8), dpi=120)
+    for y, (_, stage, t) in enumerate(rows):
+        if t.get("started") is None or t.get("finished") is None:
+            continue
+        ax.barh(y, t["finished"] - t["started"], left=t["started"], height=0.6, color=COLOURS.get(stage, "#999999"))
+        if t.get("first_chunk") is not None:
+            ax.plot([t["first_chunk"]] * 2, [y - 0.35, y + 0.35], color="black", linewidth=2)
+    styles = iter(["--", ":", "-."])
+    for label, turn in turns.items():
+        ax.axvline(turn["mouth_to_ear_s"], color="crimson", linestyle=next(styles, "--"), linewidth=1.2,
+                   label=f"first reply audio at the caller ({label}): {turn['mouth_to_ear_s']:.2f} s")
+    ax.axvline(0, color="black", linewidth=0.8)
+    starts = [t["started"] for _, _, t in rows if t.get("started") is not None]
+    ends = [t["finished"] for _, _, t in rows if t.get("finished") is not None]
+    ends += [turn["mouth_to_ear_s"] for turn in turns.values()]
+    ax.set_xlim(min([0.0, *starts]) - 0.05, max(ends, default=1.0) * 1.04)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.95)
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
+    ax.set_ylim(len(rows) - 0.4, -0.6)
+    ax.set_xlabel("seconds since the caller's last voiced sound  (black tick: first chunk received)")
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

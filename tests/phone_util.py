@@ -24,6 +24,15 @@ def spoken_mulaw(text: str, rate: int = 160) -> bytes:
     return mulaw_encode(samples)
 
 
+def voiced(mulaw: bytes, floor: float = 0.01) -> bytes:
+    """``mulaw`` without its trailing silence (espeak-ng ends every clip with about 0.35 s of it): its last
+    byte is the last voiced sample."""
+    from voicepod.audio import mulaw_decode
+
+    loud = (abs(mulaw_decode(mulaw)) > floor).nonzero()[0]
+    return mulaw[:int(loud[-1]) + 1] if len(loud) else b""
+
+
 class PhoneServer:
     """``voicepod phone`` as a child process on a free port, records in ``transcripts``.
 

@@ -240,6 +240,16 @@ class VoiceAgent:
         if self.confirm_playback and self._last_turn is not None:
             self._last_turn.forget_unplayed()
 
+    def retract(self) -> None:
+        """Take the latest turn out of the history, as if it had not happened: a turn started before the user
+        had surely finished (a speculative turn) that turned out not to be theirs. Call it once the turn has
+        ended (its iterator closed)."""
+        turn = self._last_turn
+        if turn is not None:
+            added = [entry for entry in (turn.asked, turn.remembered) if entry is not None]
+            self.history = [item for item in self.history if not any(item is entry for entry in added)]
+            turn.asked = turn.remembered = None
+
     def last_job_ids(self) -> dict[str, list[str]]:
         """The latest turn's job ids by stage (``stt``, ``llm``, ``tts``), also when it failed or was cut short."""
         turn = self._last_turn
@@ -308,6 +318,7 @@ class _Turn:
         self.reply_done = False
         self.jobs: list[Job] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.asked: dict[str, str] | None = None  # the user entry this turn added to the history
         self.remembered: dict[str, str] | None = None  # the assistant entry this turn added to the history
 
     def now(self) -> float:
@@ -382,7 +393,8 @@ class _Turn:
     def _remember(self, transcript: str, interrupted: bool) -> None:
         """Add the turn to the history: after a barge-in, only the sentences the listener got to hear."""
         if transcript.strip():
-            self.agent.history.append({"role": "user", "content": transcript})
+            self.asked = {"role": "user", "content": transcript}
+            self.agent.history.append(self.asked)
             if reply := self._reply_spoken(interrupted):
                 self.remembered = {"role": "assistant", "content": reply}
                 self.agent.history.append(self.remembered)

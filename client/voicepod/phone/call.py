@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,8 @@ from ..protocol import AudioChunk
 from . import media
 from .line import Line, TwilioLine
 from .records import CallRecord, TurnRecord, now_iso
-from .vad import SpeechStarted, TurnDetector, TurnSettings, Utterance
+from .speculation import Speculation
+from .vad import Pause, Resumed, SpeechStarted, TurnDetector, TurnSettings, Utterance
 
 log = logging.getLogger("voicepod.phone")
 
@@ -39,11 +41,14 @@ HISTORY_MESSAGES = 24
 @dataclass
 class CallSettings:
     """``greeting``: said when the call starts ("" for none). ``apology``: said when a stage of a turn fails.
-    ``turn``: the turn detector's settings."""
+    ``turn``: the turn detector's settings. ``speculate``: start each turn at the caller's first short pause
+    (``turn.pause_s``), its reply held until the end-of-turn silence confirms it (see
+    :mod:`voicepod.phone.speculation`)."""
 
     greeting: str = DEFAULT_GREETING
     apology: str = APOLOGY
     turn: TurnSettings = field(default_factory=TurnSettings)
+    speculate: bool = True
 
 
 class LineClosed(Exception):
@@ -62,6 +67,8 @@ class _Playback:
         self.played: set[int] = set()
         self.cleared = False  # barged in (or hung up): marks that come back now did not play
         self.sent_audio = False
+        self.released = asyncio.Event()  # its audio may go out: set at once, or when a speculation is confirmed
+        self.detected: float | None = None  # monotonic time the turn's end was detected
 
     @property
     def playing(self) -> bool:
@@ -100,6 +107,7 @@ class Call:
         self._current: _Playback | None = None  # what the line plays (or will): the greeting or the latest turn
         self._task: asyncio.Task[None] | None = None  # the greeting or the turn in progress
         self._tasks: set[asyncio.Task[None]] = set()
+        self._speculation: Speculation | None = None
 
     @property
     def replying(self) -> bool:
@@ -147,6 +155,7 @@ class Call:
         log.info("call %s: started (stream %s)", call_sid, stream_sid)
         if self.settings.greeting:
             self._greeting = self._current = _Playback(0, None)
+            self._greeting.released.set()
             self._task = self._spawn(self._greet(self._greeting))
 
     async def hear(self, audio: bytes) -> None:
@@ -154,6 +163,10 @@ class Call:
         for event in self.detector.feed(audio):
             if isinstance(event, SpeechStarted):
                 await self._barge_in()
+            elif isinstance(event, Pause) and self.settings.speculate:
+                self._speculate(event)
+            elif isinstance(event, Resumed):
+                self._drop_speculation()
             elif isinstance(event, Utterance):
                 self._begin_turn(event)
 
@@ -204,51 +217,86 @@ class Call:
         await self.agent.interrupt()
 
     def _begin_turn(self, utterance: Utterance) -> None:
-        record = TurnRecord(cut=utterance.cut)
-        self.record.turns.append(record)
-        playback = _Playback(len(self.record.turns), record)
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.matches(utterance):
+            playback = speculation.playback  # the caller said nothing more: the speculative turn is the turn
+            assert playback.record is not None
+            playback.record.speculated = True
+            log.info("call %s: turn %d speculated at the pause", self.record.call_sid, playback.number)
+        else:
+            if speculation is not None:
+                self._cancel(speculation)
+            playback = _Playback(len(self.record.turns) + 1, TurnRecord(cut=utterance.cut))
+            self._task = self._spawn(self._turn(playback, utterance.audio, self._task))
+        assert playback.record is not None
+        self.record.turns.append(playback.record)
         self._playbacks.append(playback)
-        previous, self._current = self._task, playback
-        self._task = self._spawn(self._turn(playback, utterance, previous))
+        self._current = playback
+        playback.detected = time.monotonic()
+        playback.released.set()
 
-    async def _turn(self, playback: _Playback, utterance: Utterance, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)  # the agent runs one turn at a time
-        if playback.cleared:
-            return
-        self._remember_greeting()
-        del self.agent.history[:-HISTORY_MESSAGES]
+    def _speculate(self, pause: Pause) -> None:
+        """Start the turn on the audio so far, its reply held (see :mod:`voicepod.phone.speculation`)."""
+        self._drop_speculation()
+        playback = _Playback(len(self.record.turns) + 1, TurnRecord())
+        previous = self._task
+        self._task = self._spawn(self._turn(playback, pause.audio, previous))
+        self._speculation = Speculation(pause.audio, playback, self._task)
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._cancel(self._speculation)
+            self._speculation = None
+
+    def _cancel(self, speculation: Speculation) -> None:
+        # The next turn waits for this task (it is still self._task), so the cancels reach the endpoints and the
+        # history is put back before it starts.
+        log.info("call %s: the caller spoke again: speculative turn cancelled", self.record.call_sid)
+        speculation.task.cancel()
+
+    async def _turn(self, playback: _Playback, audio: bytes, previous: asyncio.Task[None] | None) -> None:
         record = playback.record
         assert record is not None
-        latency = record.latency
-        # The detector ends a turn after end_silence_s of silence: that is where the caller stopped speaking.
-        speech_ended = self.settings.turn.end_silence_s
+        began: float | None = None
+        times: dict[str, float] = {}  # monotonic times of the turn's moments
+        metrics = None
         try:
-            async for event in self.agent.respond(utterance.audio, audio_format=self.line.input_format,
-                                                  sample_rate=self.line.input_rate):
-                if isinstance(event, Transcript) and event.final:
-                    record.user = event.text
-                    latency["transcript_s"] = round(event.t, 3)
-                elif isinstance(event, ReplyText):
-                    record.reply += event.delta
-                    latency.setdefault("llm_first_token_s", round(event.t, 3))
-                elif isinstance(event, Audio) and not playback.cleared:
-                    if event.sentence not in playback.from_agent:
-                        playback.sentences[event.sentence] = event.text
-                        playback.from_agent.add(event.sentence)
-                    if "first_audio_s" not in latency:
-                        latency["first_audio_s"] = round(event.t, 3)
-                        latency["voice_to_voice_s"] = round(event.t + speech_ended, 3)
-                    await self._play(playback, event.data)
-                elif isinstance(event, SentenceEnd) and not playback.cleared:
-                    # Right after its last audio, not when the next sentence begins: a sentence that played out
-                    # while the LLM was still writing the next one counts as heard.
-                    await self._mark(playback, event.sentence)
-                elif isinstance(event, Done):
-                    record.interrupted |= event.interrupted
-                    llm_done = event.metrics.llm.finished
-                    latency["llm_done_s"] = round(llm_done, 3) if llm_done is not None else None
-                    latency["total_s"] = round(event.metrics.total_s or 0.0, 3)
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)  # the agent runs one turn at a time
+            if playback.cleared:
+                return
+            self._remember_greeting()
+            del self.agent.history[:-HISTORY_MESSAGES]
+            began = time.monotonic()
+            respond = self.agent.respond(audio, audio_format=self.line.input_format,
+                                         sample_rate=self.line.input_rate)
+            # Closed here, not when collected: a cancelled (speculative) turn's jobs are cancelled and its history
+            # written before it is taken back out.
+            async with contextlib.aclosing(respond) as events:
+                async for event in events:
+                    if isinstance(event, Transcript) and event.final:
+                        record.user = event.text
+                        times["transcript_s"] = began + event.t
+                    elif isinstance(event, ReplyText):
+                        record.reply += event.delta
+                        times.setdefault("llm_first_token_s", began + event.t)
+                    elif isinstance(event, Audio) and not playback.cleared:
+                        await playback.released.wait()  # a speculative turn: until the end of the turn confirms it
+                        if event.sentence not in playback.from_agent:
+                            playback.sentences[event.sentence] = event.text
+                            playback.from_agent.add(event.sentence)
+                        times.setdefault("first_audio_s", time.monotonic())
+                        await self._play(playback, event.data)
+                    elif isinstance(event, SentenceEnd) and not playback.cleared:
+                        # Right after its last audio, not when the next sentence begins: a sentence that played
+                        # out while the LLM was still writing the next one counts as heard.
+                        await self._mark(playback, event.sentence)
+                    elif isinstance(event, Done):
+                        record.interrupted |= event.interrupted
+                        metrics = event.metrics
+            # A speculative turn that is over before its end of turn (no reply, or a short one) still waits for it:
+            # it may yet be cancelled.
+            await playback.released.wait()
         except LineClosed:
             pass
         except VoicepodError as exc:
@@ -258,7 +306,37 @@ class Call:
                 with contextlib.suppress(LineClosed, VoicepodError):
                     await self._say(playback, self.settings.apology)
         finally:
-            record.jobs = self.agent.last_job_ids()
+            jobs = self.agent.last_job_ids() if began is not None else {}
+            if playback.released.is_set():
+                record.jobs = jobs
+                if began is not None:
+                    record.latency = self._latency(playback, began, times, metrics)
+            else:  # a speculation that was not the turn
+                if began is not None:
+                    self.agent.retract()
+                self.record.cancelled_speculations.append({"turn": playback.number, "jobs": jobs})
+
+    def _latency(self, playback: _Playback, began: float, times: dict[str, float], metrics: Any) -> dict[str, Any]:
+        """The turn's moments in seconds from the detection of its end (negative: before it, in a speculative
+        turn), and the STT job's time."""
+        detected = playback.detected if playback.detected is not None else began
+        latency: dict[str, Any] = {"end_silence_s": self.settings.turn.end_silence_s,
+                                   "started_s": round(began - detected, 3)}
+        if metrics is not None:
+            moments = {"stt_started_s": metrics.stt.started, "llm_started_s": metrics.llm.started,
+                       "llm_done_s": metrics.llm.finished, "first_sentence_s": metrics.tts.started,
+                       "tts_first_chunk_s": metrics.tts.first_chunk, "tts_done_s": metrics.tts.finished,
+                       "total_s": metrics.total_s}
+            for name, t in moments.items():
+                latency[name] = round(began + t - detected, 3) if t is not None else None
+            if metrics.stt.started is not None and metrics.stt.finished is not None:
+                latency["stt_s"] = round(metrics.stt.finished - metrics.stt.started, 3)
+        for name, t in times.items():
+            latency[name] = round(t - detected, 3)
+        if "first_audio_s" in latency:
+            # The detector ends a turn after end_silence_s of silence: that is where the caller stopped speaking.
+            latency["voice_to_voice_s"] = round(latency["first_audio_s"] + self.settings.turn.end_silence_s, 3)
+        return latency
 
     def _remember_greeting(self) -> None:
         greeting = self._greeting
@@ -309,6 +387,7 @@ class Call:
             raise LineClosed from exc
 
     async def _play(self, playback: _Playback, audio: bytes) -> None:
+        await playback.released.wait()
         for frame in self.line.media(self.stream_sid, audio):
             if playback.cleared:
                 return
@@ -316,6 +395,7 @@ class Call:
             playback.sent_audio = True
 
     async def _mark(self, playback: _Playback, index: int) -> None:
+        await playback.released.wait()
         playback.marked.add(index)
         await self._send(self.line.mark(self.stream_sid, f"{playback.number}:{index}"))
 

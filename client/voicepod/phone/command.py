@@ -19,7 +19,7 @@ from ..cli_errors import UsageError
 from ..registry import CHAIN
 from ..turn import add_endpoint_options, check_endpoint_options
 from .call import DEFAULT_GREETING
-from .vad import DEFAULT_END_SILENCE_S
+from .vad import DEFAULT_END_SILENCE_S, DEFAULT_PAUSE_S
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,6 +49,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     phone.add_argument("--transcripts", type=Path, metavar="DIR", help="write DIR/<callSid>.json when a call ends")
     phone.add_argument("--end-silence", type=float, default=DEFAULT_END_SILENCE_S, metavar="SECONDS",
                        help=f"silence that ends the caller's turn (default {DEFAULT_END_SILENCE_S})")
+    phone.add_argument("--pause", type=float, default=DEFAULT_PAUSE_S, metavar="SECONDS",
+                       help=f"a silence this long within the caller's turn starts the turn speculatively, its reply "
+                       f"held until --end-silence confirms it (default {DEFAULT_PAUSE_S}; 0 for never)")
+    phone.add_argument("--speculate", action=argparse.BooleanOptionalAction, default=True,
+                       help="start each turn at the caller's first --pause, so that the transcript is made "
+                       "during the end-of-turn silence (default: on)")
     phone.add_argument("--max-utterance", type=float, default=30.0, metavar="SECONDS",
                        help="a caller's turn is cut at this length (default 30)")
     phone.set_defaults(func=_phone)
@@ -65,6 +71,8 @@ def _phone(args: argparse.Namespace) -> int:
 
     if args.end_silence <= 0 or args.max_utterance <= 1:
         raise UsageError("--end-silence must be above 0 and --max-utterance above 1 second")
+    if args.pause < 0 or (args.speculate and args.pause and args.pause >= args.end_silence):
+        raise UsageError(f"--pause must be 0 (no speculation) or shorter than --end-silence ({args.end_silence} s)")
     if args.public_url and not _is_http_url(args.public_url):
         raise UsageError(f"--public-url must be a full URL like https://phone.example.com, got {args.public_url!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -79,8 +87,9 @@ def _phone(args: argparse.Namespace) -> int:
         stt=args.stt, llm=args.llm, tts=args.tts, base_url=args.base_url, api_key=args.api_key,
         system_prompt=args.system_prompt, voice=args.voice,
         llm_options={"max_tokens": args.max_tokens, "temperature": args.temperature},
-        call=CallSettings(greeting=args.greeting,
-                          turn=TurnSettings(end_silence_s=args.end_silence, max_utterance_s=args.max_utterance)),
+        call=CallSettings(greeting=args.greeting, speculate=args.speculate,
+                          turn=TurnSettings(end_silence_s=args.end_silence, max_utterance_s=args.max_utterance,
+                                            pause_s=args.pause)),
         transcripts=args.transcripts, public_url=args.public_url,
         auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None, page_token=args.page_token,
     )

@@ -24,9 +24,14 @@ class TurnRecord:
     ``user``: the caller's words (the transcript). ``assistant``: what the caller heard of the reply (the
     sentences whose marks came back played). ``reply``: everything the LLM wrote for it. ``interrupted``: the
     caller spoke over the reply (or hung up during it). ``cut``: the caller's turn reached the maximum length.
-    ``error``: the error code when a stage failed (the caller heard an apology). ``latency``: seconds, from
-    the end of the turn's detection unless said otherwise (``voice_to_voice_s``: from the end of the caller's
-    speech to the first reply audio sent). ``jobs``: the endpoint job ids by stage.
+    ``error``: the error code when a stage failed (the caller heard an apology). ``latency``: seconds from
+    the detection of the turn's end (negative: before it), unless said otherwise: ``started_s`` (the turn's
+    jobs began), ``stt_started_s``, ``transcript_s``, ``llm_started_s``, ``llm_first_token_s``,
+    ``first_sentence_s`` (its TTS job submitted), ``tts_first_chunk_s``, ``first_audio_s`` (sent to the caller),
+    ``llm_done_s``, ``tts_done_s``, ``total_s``; ``stt_s`` (the STT job's time), ``end_silence_s`` (the silence
+    that ended the turn), ``voice_to_voice_s`` (from the end of the caller's speech to the first reply audio sent).
+    ``jobs``: the endpoint job ids by stage. ``speculated``: the turn was started at the caller's pause, before
+    its end (see :mod:`voicepod.phone.speculation`).
     """
 
     started_at: str = field(default_factory=now_iso)
@@ -38,13 +43,16 @@ class TurnRecord:
     error: str | None = None
     latency: dict[str, float | None] = field(default_factory=dict)
     jobs: dict[str, list[str]] = field(default_factory=dict)
+    speculated: bool = False
 
 
 @dataclass
 class CallRecord:
     """One call. ``end_reason``: ``stop`` (Twilio ended it), ``disconnected``, or the protocol error that
     closed it. ``greeting``: the greeting's text and whether it played to the end. ``ignored_frames``: frames
-    skipped as unusable (unknown events, bad base64)."""
+    skipped as unusable (unknown events, bad base64). ``cancelled_speculations``: speculative turns cancelled
+    because the caller spoke again, each ``{"turn": the number of the turn it guessed at, "jobs": its job ids by
+    stage}``: their jobs ran (and are billed) for nothing."""
 
     call_sid: str | None = None
     stream_sid: str | None = None
@@ -56,6 +64,7 @@ class CallRecord:
     dtmf: list[str] = field(default_factory=list)
     ignored_frames: int = 0
     turns: list[TurnRecord] = field(default_factory=list)
+    cancelled_speculations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

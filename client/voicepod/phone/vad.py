@@ -22,6 +22,10 @@ from .media import SAMPLE_RATE
 # 0.2-0.5 s are common), and every extra 100 ms adds straight to the reply's latency. LiveKit's VAD default
 # (0.55 s) sits between the two.
 DEFAULT_END_SILENCE_S = 0.55
+# A short pause: long enough that the caller is between words rather than inside one (espeak-ng and real speech
+# rarely leave 0.2 s of silence inside a sentence), well under the end-of-turn silence, so that a turn started here
+# (speculatively, see voicepod.phone.speculation) has the rest of the end-of-turn wait to get ahead.
+DEFAULT_PAUSE_S = 0.2
 
 
 @dataclass
@@ -33,6 +37,9 @@ class TurnSettings:
     talking (a cough or a click is shorter); also what a barge-in needs. ``end_silence_s``: silence that ends
     the turn. ``preroll_s``: audio kept from before the detected start (VAD fires a little late; Whisper needs
     the word's onset). ``max_utterance_s``: a turn is cut here, so a caller who never stops costs bounded memory.
+    ``pause_s``: silence that makes a :class:`Pause` (0, or not under ``end_silence_s``: none). A finished
+    turn's audio ends ``pause_s`` into its final silence, so it is the same bytes as the pause's audio when the
+    caller said nothing more.
     """
 
     threshold: float = 0.5
@@ -40,6 +47,7 @@ class TurnSettings:
     end_silence_s: float = DEFAULT_END_SILENCE_S
     preroll_s: float = 0.3
     max_utterance_s: float = 30.0
+    pause_s: float = DEFAULT_PAUSE_S
 
 
 @dataclass
@@ -62,7 +70,21 @@ class Utterance:
         return len(self.audio) / self.bytes_per_s
 
 
-TurnEvent = SpeechStarted | Utterance
+@dataclass
+class Pause:
+    """The caller of a started turn has been silent for ``pause_s``: they may be done. ``audio``: the turn so
+    far, the audio its :class:`Utterance` will carry if they say nothing more before ``end_silence_s``."""
+
+    audio: bytes
+
+
+@dataclass
+class Resumed:
+    """The caller spoke again after a :class:`Pause`, before the end of the turn: the pause's audio is not the
+    turn's."""
+
+
+TurnEvent = SpeechStarted | Pause | Resumed | Utterance
 
 _DECODERS = {"mulaw": mulaw_decode, "pcm16": pcm16_to_float}
 
@@ -108,6 +130,7 @@ class TurnDetector:
         self._pending = bytearray()
         self._preroll: deque[bytes] = deque(maxlen=max(1, math.ceil(self.settings.preroll_s / self.window_s)))
         self._utterance: list[bytes] | None = None
+        self._paused_at: int | None = None  # windows of the utterance when its latest pause was reported
         self._speech_s = self._silence_s = 0.0
         self._in_speech = False
         self._started = False
@@ -138,6 +161,7 @@ class TurnDetector:
             if self._silence_s >= s.end_silence_s:
                 self._draining = False
             return []
+        events: list[TurnEvent] = []
         if self._utterance is None:
             if not speech:
                 self._preroll.append(chunk)
@@ -150,23 +174,32 @@ class TurnDetector:
             if speech:
                 self._speech_s += self.window_s
                 self._silence_s = 0.0
+                if self._paused_at is not None:
+                    self._paused_at = None
+                    events.append(Resumed())
             else:
                 self._silence_s += self.window_s
-        events: list[TurnEvent] = []
         if not self._started and self._speech_s >= s.min_speech_s:
             self._started = True
             events.append(SpeechStarted())
         if self._silence_s >= s.end_silence_s:
             if self._started:
-                events.append(Utterance(b"".join(self._utterance), bytes_per_s=self._bytes_per_s))
+                # Cut where the pause was reported: the same audio as the Pause's.
+                events.append(Utterance(b"".join(self._utterance[:self._paused_at]),
+                                            bytes_per_s=self._bytes_per_s))
             self._reset()
         elif self._started and len(self._utterance) * self.window_s >= s.max_utterance_s:
             events.append(Utterance(b"".join(self._utterance), cut=True, bytes_per_s=self._bytes_per_s))
             self._reset()
             self._draining = True
+        elif (self._started and self._paused_at is None and 0 < s.pause_s < s.end_silence_s
+              and self._silence_s >= s.pause_s):
+            self._paused_at = len(self._utterance)
+            events.append(Pause(b"".join(self._utterance)))
         return events
 
     def _reset(self) -> None:
         self._utterance = None
+        self._paused_at = None
         self._started = False
         self._speech_s = self._silence_s = 0.0
