@@ -125,9 +125,10 @@ def click_start(driver) -> None:
 
 
 def shown_text(driver, selector: str) -> list[str]:
-    from selenium.webdriver.common.by import By
-
-    return [element.text for element in driver.find_elements(By.CSS_SELECTOR, selector)]
+    # Read in one script, not element by element: the page re-renders a turn as it fills in, and an element
+    # found a moment earlier may be gone (Selenium's StaleElementReferenceException, seen in a merged run).
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText.trim())", selector)
 
 
 def words(text: str) -> list[str]:
