@@ -90,10 +90,11 @@ def _load_audio(request: TranscribeRequest) -> np.ndarray:
     return decode_audio_bytes(data, LIMITS, request.audio_format, sample_rate, field)
 
 
-def _windows(audio: np.ndarray) -> list[dict[str, int]]:
-    """Fixed 30 s windows (in samples) for the batched pipeline when no VAD cuts the audio at pauses."""
-    step = 30 * SAMPLE_RATE
-    return [{"start": start, "end": min(start + step, len(audio))} for start in range(0, len(audio), step)]
+def _windows(audio: np.ndarray) -> list[dict[str, float]]:
+    """Fixed 30 s windows (in seconds) for the batched pipeline when no VAD cuts the audio at pauses."""
+    duration = len(audio) / SAMPLE_RATE
+    return [{"start": float(start), "end": min(start + 30.0, duration)} for start in range(0, int(duration) + 1, 30)
+            if start < duration]
 
 
 def _transcribe(request: TranscribeRequest, audio: np.ndarray, stop: threading.Event) -> Iterator[Any]:
