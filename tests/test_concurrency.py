@@ -202,3 +202,11 @@ def test_cancelling_a_request_frees_its_slot_at_once(lm: LanguageModel) -> None:
     answer = _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), SamplingParams(max_tokens=5, temperature=0),
                                            (), threading.Event(), r))
     assert answer[1] == 5 and batcher.cached_tokens == 0
+
+
+def test_a_request_that_ends_at_its_first_token_still_ends(lm: LanguageModel) -> None:
+    batcher = BatchedGenerator(lm, max_batch=2)
+    one = SamplingParams(max_tokens=1, temperature=0)
+    alone = _run(lambda r: stream_generate(lm, _ids(lm, "Tell me a joke."), one, (), threading.Event(), r))
+    assert _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), one, (), threading.Event(), r)) == alone
+    assert alone[1] == 1 and batcher.cached_tokens == 0

@@ -136,15 +136,25 @@ class BatchedGenerator:
     def _run(self) -> None:
         with torch.inference_mode():
             while True:
-                if not self._active:
-                    self._admit(self._waiting.get())
-                while len(self._active) < self.max_batch:
-                    try:
-                        self._admit(self._waiting.get_nowait())
-                    except queue.Empty:
-                        break
-                if self._active:
-                    self._step()
+                try:
+                    self._turn()
+                except Exception as exc:  # noqa: BLE001 - e.g. out of memory merging caches: fail the batch, go on
+                    log.exception("batched decoding failed")
+                    for request in self._active:
+                        request.failure = exc
+                        self._finish(request)
+                    self._active, self._cache, self._mask = [], None, None
+
+    def _turn(self) -> None:
+        if not self._active:
+            self._admit(self._waiting.get())
+        while len(self._active) < self.max_batch:
+            try:
+                self._admit(self._waiting.get_nowait())
+            except queue.Empty:
+                break
+        if self._active:
+            self._step()
 
     def _admit(self, request: _Request) -> None:
         """Prefill ``request`` alone, emit its first token, and merge its cache into the batch if it goes on."""
@@ -162,9 +172,16 @@ class BatchedGenerator:
             request.failure = exc
             self._finish(request)
             return
-        if self._emit(request, token):
-            return
-        self._merge(request, cache)
+        try:
+            if not self._emit(request, token):
+                self._merge(request, cache)
+                return
+        except Exception as exc:
+            # A merge that failed half way leaves the batch's cache unusable: the scheduler fails them all.
+            request.failure = exc
+            self._finish(request)
+            raise
+        self._finish(request)
 
     def _merge(self, request: _Request, cache: DynamicCache) -> None:
         length = request.prompt_ids.shape[1]
