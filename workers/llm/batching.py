@@ -11,6 +11,11 @@ it streams per request and cancels one, but ``do_sample`` and the seed belong to
 beside a sampled one, no per-request seed), it knows no stop strings, and on this CPU it took 75 s for three
 20-token requests that ``generate`` answers in about 1 s each (its paged-attention path is built for GPUs).
 
+Exactness: in float32 a batched greedy stream is token for token the lone request's (tested). In bfloat16 (the CPU
+default) a row padded beside a longer prompt is rounded differently from the same request alone (SDPA splits its
+keys into other blocks), so a near-tied token can flip, depending on what else is in the batch; slicing each
+row's attention to its real keys did not make it exact either (tried; the flips moved elsewhere).
+
 Each request keeps its own sampling (temperature, top_p, its own ``torch.Generator`` for its seed), stop strings,
 ``max_tokens`` and cancel event; its text goes out through its own ``TextIteratorStreamer``, as ``generate`` would
 stream it. Only full-attention ``DynamicLayer`` caches are merged this way (:func:`supports_batching`); a model with
