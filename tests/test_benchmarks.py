@@ -37,6 +37,27 @@ def test_cost_benchmark_reads_the_chain_results(tmp_path):
     assert "PROJECTION" in (tmp_path / "cost.md").read_text()
 
 
+def test_capacity_counts_a_workers_busy_seconds_once_however_many_jobs_overlap():
+    from benchmarks.capacity import _busy_s, _calls_per_worker
+
+    # Three jobs, two overlapping: the worker was busy 0-3 and 5-6.
+    assert _busy_s([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == pytest.approx(4.0)
+    assert _busy_s([(0.0, 4.0), (1.0, 2.0)]) == pytest.approx(4.0)
+    levels = {"1": {"p95_s": 1.0}, "2": {"p95_s": 1.5}, "4": {"p95_s": 1.9}, "8": {"p95_s": 3.5}}
+    assert _calls_per_worker(levels) == 4
+
+
+def test_cost_prices_the_capacity_results_shared_seconds(tmp_path, capsys):
+    from voicepod.cli import main
+
+    results = tmp_path / "capacity.json"
+    results.write_text(json.dumps({"device": "cpu x86_64, 2 cores, no GPU", "cost_inputs": {
+        "billed_s": {"stt": 0.1, "llm": 0.5, "tts": 0.2}, "turns_per_minute": 6.0, "calls": 4}}))
+    assert main(["cost", "--results", str(results), "--idle-s", "0", "--gpu", "A100 (80 GB)"]) == 0
+    # 6 turns x 0.8 s x $0.00076.
+    assert f"${6 * 0.8 * 0.00076:.4f}" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_tts_benchmark_quick_mode_writes_its_json(tmp_path):
     subprocess.run([sys.executable, "-m", "benchmarks.tts", "--quick", "--runs", "1", "--out", str(tmp_path)],

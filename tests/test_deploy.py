@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from voicepod.cli import main as cli_main
-from voicepod.deploy import DEFAULT_CUDA_VERSIONS, load_deployments, run
+from voicepod.deploy import DEFAULT_CUDA_VERSIONS, DEFAULT_SCALER_VALUES, load_deployments, run
 
 # Fields of the REST API's inputs (https://rest.runpod.io/v1, https://docs.runpod.io/api-reference:
 # TemplateCreateInput, EndpointCreateInput, EndpointUpdateInput; the same names in the runpod-sdk crate's models).
@@ -169,6 +169,20 @@ def test_example_config_is_valid_and_flags_override_it():
     assert llm.workers_min == 1 and stt.workers_min == 0 and all(d.workers_max == 5 for d in deployments)
     assert llm.env == {"MAX_TOKENS_CAP": "512"} and tts.image == "me/tts:9"
     assert stt.allowed_cuda_versions == DEFAULT_CUDA_VERSIONS and stt.name == "voicepod-stt"
+    assert [(d.scaler_type, d.scaler_value) for d in deployments] == [
+        ("REQUEST_COUNT", 4), ("REQUEST_COUNT", 8), ("REQUEST_COUNT", 8)]
+
+
+def test_endpoints_scale_on_request_count_by_default_with_each_workers_value(capsys):
+    fake = FakeRunPod()
+    assert run(deploy_args(*IMAGES), httpx.MockTransport(fake)) == 0
+    endpoints = [b for m, p, b in fake.requests if p == "/endpoints" and m == "POST"]
+    assert [(e["scalerType"], e["scalerValue"]) for e in endpoints] == [
+        ("REQUEST_COUNT", DEFAULT_SCALER_VALUES["stt"]), ("REQUEST_COUNT", DEFAULT_SCALER_VALUES["llm"]),
+        ("REQUEST_COUNT", DEFAULT_SCALER_VALUES["tts"])]
+    # QUEUE_DELAY keeps its own meaning (seconds a job waits), not a request count.
+    (queue_delay,) = load_deployments({"llm": {"image": "a", "scaler_type": "QUEUE_DELAY"}}, ["llm"], {}, {})
+    assert (queue_delay.scaler_type, queue_delay.scaler_value) == ("QUEUE_DELAY", 4)
 
 
 @pytest.mark.parametrize("config, message", [
@@ -178,6 +192,8 @@ def test_example_config_is_valid_and_flags_override_it():
     ({"stt": {"image": "a", "workers": 2}}, "unknown setting"),
     ({"stt": {"image": "a", "flashboot": "yes"}}, "flashboot must be true or false"),
     ({"sst": {"image": "a"}}, "unknown table"),
+    ({"stt": {"image": "a", "scaler_type": "REQUESTS"}}, "scaler_type must be one of REQUEST_COUNT, QUEUE_DELAY"),
+    ({"stt": {"image": "a", "scaler_value": 0}}, "scaler_value must be a whole number, 1 or more"),
 ])
 def test_bad_settings_are_refused_with_the_reason(config, message):
     with pytest.raises(ValueError, match=message):

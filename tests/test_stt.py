@@ -3,6 +3,7 @@ emulator (the runpod SDK's own worker loop) and the voicepod client."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,6 +206,7 @@ BAD_INPUTS: dict[str, tuple[dict[str, Any], str, str | None]] = {
     "unknown_field": ({"audio_base64": "AAAA", "speed": 2}, "invalid_input", "speed"),
     "wrong_type": ({"audio_base64": "AAAA", "beam_size": "5"}, "invalid_input", "beam_size"),
     "bad_task": ({"audio_base64": "AAAA", "task": "summarise"}, "invalid_input", "task"),
+    "zero_batch_size": ({"audio_base64": "AAAA", "batch_size": 0}, "invalid_input", "batch_size"),
     "words_without_timestamps": ({"audio_base64": "AAAA", "word_timestamps": True, "without_timestamps": True},
                                  "invalid_input", "without_timestamps"),
     "no_audio": ({"language": "en"}, "invalid_input", "audio_base64"),
@@ -230,6 +232,27 @@ async def test_bad_input_fails_the_job_and_the_worker_serves_the_next(
     assert (await job.status())["status"] == "FAILED"
     _, done = await transcribe(stt, {"audio_base64": b64(hello_wav)})
     assert wer(HELLO, done.text) == 0, done.text
+
+
+@pytest.mark.parametrize("vad_filter", [False, True])
+async def test_batch_size_decodes_a_long_file_in_batches(stt: Endpoint, vad_filter: bool) -> None:
+    wav = espeak_wav(LONG)
+    segments, done = await transcribe(stt, {"audio_base64": b64(wav), "batch_size": 4, "vad_filter": vad_filter})
+    assert wer(LONG, done.text) < 0.15, done.text
+    assert segments and done.text == " ".join(s.text for s in segments)
+    starts = [s.start for s in segments]
+    assert starts == sorted(starts) and segments[-1].end > 30
+
+
+async def test_concurrent_jobs_share_the_worker(stt: Endpoint, short_wav: bytes, hello_wav: bytes) -> None:
+    # MAX_CONCURRENCY defaults to 2 on a CPU: the hello job runs beside the long one instead of behind it.
+    long = asyncio.ensure_future(transcribe(stt, {"audio_base64": b64(espeak_wav(LONG))}))
+    await asyncio.sleep(0.5)
+    _, hello = await transcribe(stt, {"audio_base64": b64(hello_wav)})
+    assert wer(HELLO, hello.text) == 0, hello.text
+    assert not long.done(), "the short job should not have waited for the long one"
+    _, done = await long
+    assert wer(LONG, done.text) < 0.15, done.text
 
 
 async def test_audio_url_fetched_when_private_hosts_are_allowed(private_server: LocalServer, short_wav: bytes) -> None:

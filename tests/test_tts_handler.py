@@ -81,3 +81,47 @@ async def test_stopping_the_stream_stops_synthesis(recording: Recording) -> None
     # Long enough for all six sentences to be synthesized (about 2.5 s on 2 cores) had nothing stopped them.
     await asyncio.sleep(3.0)
     assert len(recording.calls) <= 3 < len(SENTENCES)
+
+
+
+class CountingSession:
+    """A Piper voice's real onnxruntime session, counting the runs in progress at once."""
+
+    def __init__(self, session: Any):
+        self._session = session
+        self.running = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return self._session.run(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+async def test_concurrent_jobs_synthesize_at_the_same_time_on_one_voice(
+    recording: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.tts.handler import handler
+
+    voice = recording._engine._voices[recording.default_voice]
+    session = CountingSession(voice._session)
+    monkeypatch.setattr(voice, "_session", session)
+
+    async def job(index: int) -> list[dict[str, Any]]:
+        text = " ".join(SENTENCES[2 * index : 2 * index + 2])
+        return [chunk async for chunk in handler({"id": f"job-{index}", "input": {"text": text}})]
+
+    results = await asyncio.gather(*(job(i) for i in range(3)))
+    for index, chunks in enumerate(results):
+        assert chunks[-1]["type"] == "done" and chunks[-1]["sentences"] == 2
+        assert [c["seq"] for c in chunks] == list(range(len(chunks)))
+        assert sorted({c["sentence"] for c in chunks[:-1]}) == [0, 1], index
+    assert sorted(c[0] for c in recording.calls) == sorted(SENTENCES)
+    # The voice took no turns: onnxruntime ran several jobs' sentences at the same time.
+    assert session.peak > 1

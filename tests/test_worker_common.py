@@ -142,3 +142,17 @@ async def test_iterate_in_thread_reraises_the_producers_exception():
     with pytest.raises(KeyError):
         async for _ in iterate_in_thread(make):
             pass
+
+
+def test_max_concurrency_is_the_setting_else_the_devices_default(monkeypatch):
+    from workers.common.capacity import max_concurrency
+
+    monkeypatch.delenv("MAX_CONCURRENCY", raising=False)
+    assert max_concurrency(cpu=2, gpu=8, on_gpu=False) == 2
+    assert max_concurrency(cpu=2, gpu=8, on_gpu=True) == 8
+    monkeypatch.setenv("MAX_CONCURRENCY", "3")
+    assert max_concurrency(cpu=2, gpu=8, on_gpu=True) == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("MAX_CONCURRENCY", bad)
+        with pytest.raises(ValueError, match="MAX_CONCURRENCY must be a whole number of at least 1"):
+            max_concurrency(cpu=2, gpu=8, on_gpu=False)

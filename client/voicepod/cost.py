@@ -138,7 +138,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "`python -m benchmarks`) and RunPod's per-second prices, print what a minute of conversation costs on "
         "flex workers and the monthly volume above which always-on (active) workers beat a managed platform.",
     )
-    cost.add_argument("--results", type=Path, help="chain benchmark json (benchmarks/results/chain.json)")
+    cost.add_argument("--results", type=Path,
+                      help="chain benchmark json (benchmarks/results/chain.json: seconds per job), or capacity.json "
+                      "(a worker's busy seconds shared by the calls it carries at once; use with --idle-s 0)")
     for stage in STAGES:
         cost.add_argument(f"--{stage}", type=float, metavar="S", help=f"{stage.upper()} compute seconds per turn")
     cost.add_argument("--turns-per-minute", type=float, help="turns in a minute of conversation (default 4)")

@@ -35,6 +35,12 @@ WORKERS = NAMES
 DEFAULT_GPU_TYPES = tuple(find_gpu_ids("L4 (24 GB)", load_prices()[0]))
 # The images are built on CUDA 12.8: hosts whose driver offers less cannot run them.
 DEFAULT_CUDA_VERSIONS = ("12.8", "12.9", "13.0")
+SCALER_TYPES = ("REQUEST_COUNT", "QUEUE_DELAY")
+# REQUEST_COUNT runs one worker per scaler_value jobs (queued and running): a worker takes several jobs at once
+# (MAX_CONCURRENCY, its GPU default: stt 4, llm 16, tts 8), so the value is the jobs one worker should carry.
+# STT and TTS: their concurrency, a new worker starts when the others are full. LLM: half of its 16, because each
+# stream slows as the batch grows, so the next worker starts while the first still streams at conversation speed.
+DEFAULT_SCALER_VALUES = {"stt": 4, "llm": 8, "tts": 8}
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,9 @@ class WorkerDeployment:
 
     ``name`` names both the template and the endpoint. ``workers_min`` workers stay running (active, billed
     all the time, no cold start); up to ``workers_max`` start on demand and stop after ``idle_timeout`` idle
-    seconds. ``scaler_type`` ``QUEUE_DELAY`` adds a worker when a job has waited ``scaler_value`` seconds.
+    seconds. ``scaler_type`` ``REQUEST_COUNT`` (the default) runs one worker per ``scaler_value`` jobs queued and
+    running, which fits workers that take several jobs at once (default per worker:
+    :data:`DEFAULT_SCALER_VALUES`); ``QUEUE_DELAY`` adds a worker when a job has waited ``scaler_value`` seconds.
     """
 
     worker: str
@@ -56,7 +64,7 @@ class WorkerDeployment:
     flashboot: bool = True
     container_disk_gb: int = 20
     execution_timeout_ms: int = 600_000
-    scaler_type: str = "QUEUE_DELAY"
+    scaler_type: str = "REQUEST_COUNT"
     scaler_value: int = 4
     allowed_cuda_versions: tuple[str, ...] = DEFAULT_CUDA_VERSIONS
     env: dict[str, str] = field(default_factory=dict)
@@ -96,9 +104,15 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("a string")
+def _scaler_type(value: Any) -> str:
+    if value not in SCALER_TYPES:
+        raise TypeError(f"one of {', '.join(SCALER_TYPES)}")
+    return value
+
+
+def _positive(value: Any) -> int:
+    if _integer(value) < 1:
+        raise TypeError("a whole number, 1 or more")
     return value
 
 
@@ -110,8 +124,8 @@ _SETTINGS = {
     "flashboot": _boolean,
     "container_disk_gb": _integer,
     "execution_timeout_ms": _integer,
-    "scaler_type": _string,
-    "scaler_value": _integer,
+    "scaler_type": _scaler_type,
+    "scaler_value": _positive,
     "allowed_cuda_versions": _strings,
 }
 
@@ -151,6 +165,8 @@ def load_deployments(config: dict[str, Any], workers: list[str], overrides: dict
                 typed[key] = _SETTINGS[key](value)
             except TypeError as exc:
                 raise ValueError(f"{worker}: {key} must be {exc}, got {value!r}") from None
+        if "scaler_value" not in typed and typed.get("scaler_type", "REQUEST_COUNT") == "REQUEST_COUNT":
+            typed["scaler_value"] = DEFAULT_SCALER_VALUES.get(worker, WorkerDeployment.scaler_value)
         if typed.get("workers_min", 0) > typed.get("workers_max", WorkerDeployment.workers_max):
             raise ValueError(f"{worker}: workers_min is above workers_max")
         deployments.append(WorkerDeployment(worker=worker, image=image, name=name, env=env, **typed))

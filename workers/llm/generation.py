@@ -109,6 +109,19 @@ def load_language_model(location: str, dtype: torch.dtype, device: str, name: st
     return LanguageModel(model=model, tokenizer=tokenizer, name=served, context_length=int(context), device=device)
 
 
+def _stop_window(stops: Sequence[str]) -> int:
+    # A stop that just completed lies within the last tokens; a character may take up to 4 byte tokens.
+    return 4 * max((len(stop) for stop in stops if stop), default=0) + 8
+
+
+def tail_has_stop(tokenizer: Any, new_ids: Sequence[int], stops: Sequence[str]) -> bool:
+    """Whether the text of the last new tokens holds one of ``stops`` (checked after every token)."""
+    if not any(stops):
+        return False
+    tail = list(new_ids[-_stop_window(stops) :])
+    return contains_stop(tokenizer.decode(tail, skip_special_tokens=True), stops)
+
+
 class _StopWhen(StoppingCriteria):
     """Ends generation once ``cancel`` is set or the new text holds one of ``stops``."""
 
@@ -117,8 +130,7 @@ class _StopWhen(StoppingCriteria):
         self.prompt_len = prompt_len
         self.stops = [stop for stop in stops if stop]
         self.cancel = cancel
-        # A stop that just completed lies within the last tokens; a character may take up to 4 byte tokens.
-        self.window = 4 * max((len(stop) for stop in self.stops), default=0) + 8
+        self.window = _stop_window(self.stops)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         done = self.cancel.is_set()
@@ -178,7 +190,7 @@ def stream_generate(
     thread = threading.Thread(target=run, name="voicepod-generate", daemon=True)
     thread.start()
     try:
-        yield from _coalesced(streamer, COALESCE_S)
+        yield from coalesced(streamer, COALESCE_S)
     finally:
         # Reached on the normal end and when the consumer stops early; either way generate must be over
         # before this returns, so the next job never finds the model still busy with this one.
@@ -188,7 +200,7 @@ def stream_generate(
         raise failure[0]
 
 
-def _coalesced(streamer: TextIteratorStreamer, window_s: float) -> Iterator[str]:
+def coalesced(streamer: TextIteratorStreamer, window_s: float) -> Iterator[str]:
     pieces: queue.Queue[Any] = streamer.text_queue
     end = streamer.stop_signal
     while True:

@@ -24,8 +24,9 @@ from typing import Any
 from voicepod.protocol import SpeechRequest
 from voicepod.sentences import is_speakable, split_sentences
 
+from workers.common.capacity import max_concurrency
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
-from workers.common.models import configure_logging, timed_load
+from workers.common.models import configure_logging, cuda_available, timed_load
 from workers.common.sdk import start_worker
 from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread
@@ -37,6 +38,9 @@ ENGINE, _load_s = timed_load("speech engine", load_engine)
 report_load(_load_s)
 
 MAX_TEXT_CHARS = int(os.environ.get("MAX_TEXT_CHARS", "5000"))
+# Per-sentence jobs of one reply arrive together, and several calls speak at once: jobs synthesize in parallel
+# threads on the one loaded voice (the engines take no lock).
+CONCURRENCY = max_concurrency(cpu=4, gpu=8, on_gpu=cuda_available())
 
 
 def _check(request: SpeechRequest) -> list[str]:
@@ -105,7 +109,6 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    # Per-sentence jobs of one reply arrive together: take them at once, synthesis runs in threads.
     # A short sentence, resampled into a WAV as callers ask for it: onnxruntime's first run of the voice and the
     # resampler's first call are slow.
-    start_worker(handler, concurrency=4, warm_up={"text": "Hello.", "format": "wav", "sample_rate": 16000})
+    start_worker(handler, concurrency=CONCURRENCY, warm_up={"text": "Hello.", "format": "wav", "sample_rate": 16000})

@@ -8,7 +8,6 @@ checkpoints name their voices by speaker index ("0", "1", ...).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,6 @@ class VitsEngine:
         if default_voice is not None and default_voice not in self._voices:
             raise ValueError(f"VOICE {default_voice!r} is not one of this model's voices: {list(self._voices)}")
         self.default_voice = default_voice or self._voices[0]
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, source: str, default_voice: str | None = None, device: str | None = None) -> VitsEngine:
@@ -69,7 +67,8 @@ class VitsEngine:
         if not bool((ids != self._tokenizer.pad_token_id).any()):  # every character was outside the vocab
             return np.zeros(0, dtype=np.float32), self.sample_rate
         speaker = int(voice) if self._model.config.num_speakers > 1 else None
-        with self._lock, torch.inference_mode():
+        # No lock: an eval-mode forward changes no module state, so concurrent jobs synthesize in parallel.
+        with torch.inference_mode():
             output = self._model(
                 input_ids=ids.to(self._model.device),
                 speaker_id=speaker,

@@ -1,0 +1,230 @@
+"""Many jobs on one LLM worker: batched decoding with the real SmolLM2-135M-Instruct weights.
+
+Through the local emulator (the runpod SDK's own loop, which takes up to ``MAX_CONCURRENCY`` jobs at once) and, for
+what only the scheduler can show (how many requests it ever decoded together, what it still holds), on
+:class:`workers.llm.batching.BatchedGenerator` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from openai import AsyncOpenAI
+from voicepod import JobFailed
+from voicepod.local import LocalServer
+
+from tests.test_llm import MODEL, complete, joined
+from workers.llm.bake import default_model_dir
+from workers.llm.batching import BatchedGenerator, supports_batching
+from workers.llm.generation import GenerationResult, LanguageModel, SamplingParams, load_language_model, stream_generate
+from workers.llm.prompt import chat_prompt
+
+pytestmark = pytest.mark.slow
+
+HANDLER = Path(__file__).resolve().parents[1] / "workers" / "llm" / "handler.py"
+CAP = 400
+# Different lengths of prompt and of answer, so requests join and leave the batch at different tokens.
+QUESTIONS = ["What is the capital of Spain?", "How do I make tea?", "Tell me a joke.", "Count from 1 to 20.",
+             "Why is the sky blue?", "How do plants grow?"]
+LONG = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
+
+
+def _server(concurrency: int) -> Iterator[LocalServer]:
+    # float32: in bf16 a padded row's rounding differs from the lone request's, and near-tied tokens can flip
+    # (test_known_near_tie_beside_a_longer_prompt); in float32 the streams are the same, token for token.
+    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": str(concurrency), "DTYPE": "float32"}
+    with LocalServer(endpoints={"llm": HANDLER}, env=env, ready_timeout_s=300) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def batched() -> Iterator[LocalServer]:
+    yield from _server(4)
+
+
+@pytest.fixture(scope="module")
+def serial() -> Iterator[LocalServer]:
+    yield from _server(1)
+
+
+def ask(question: str, max_tokens: int = 40, **more: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "temperature": 0, **more}
+
+
+async def test_concurrent_greedy_streams_equal_each_request_run_alone(batched: LocalServer,
+                                                                      serial: LocalServer) -> None:
+    async with serial.endpoint("llm") as one_at_a_time, batched.endpoint("llm") as together:
+        alone = [await complete(one_at_a_time, ask(q)) for q in QUESTIONS[:4]]
+        results = await asyncio.gather(*(complete(together, ask(q)) for q in QUESTIONS[:4]))
+    for (lone_deltas, lone_done, _), (deltas, done, _) in zip(alone, results, strict=True):
+        assert joined(deltas) == done.text == lone_done.text == joined(lone_deltas)
+        assert done.usage == lone_done.usage
+        assert done.finish_reason == lone_done.finish_reason
+
+
+async def test_cancelling_one_of_several_ends_only_that_one(batched: LocalServer) -> None:
+    async with batched.endpoint("llm") as llm:
+        doomed = await llm.run({"messages": LONG, "max_tokens": CAP, "temperature": 0})
+        others = [asyncio.ensure_future(complete(llm, ask(q, max_tokens=30))) for q in QUESTIONS[3:6]]
+        async for output in doomed.stream():
+            if output.get("type") == "delta":
+                break
+        await doomed.cancel()
+        finished = await asyncio.gather(*others)
+        assert (await doomed.status())["status"] == "CANCELLED"
+        for deltas, done, _ in finished:
+            assert joined(deltas) == done.text and done.text
+            # Each ran to its own end: its 30 tokens, or fewer where the model stopped on its own.
+            tokens = done.usage.completion_tokens
+            assert done.finish_reason == ("length" if tokens == 30 else "stop") and tokens <= 30
+
+
+async def test_a_bad_request_among_good_ones_fails_alone(batched: LocalServer) -> None:
+    async with batched.endpoint("llm") as llm:
+        good = ask("What is the capital of France?", max_tokens=12)
+        outcomes = await asyncio.gather(
+            complete(llm, good), complete(llm, {**good, "max_tokens": 0}), complete(llm, good),
+            complete(llm, {"prompt": "hello " * 33000}), return_exceptions=True,
+        )
+    assert isinstance(outcomes[1], JobFailed) and outcomes[1].field == "max_tokens"
+    assert isinstance(outcomes[3], JobFailed) and outcomes[3].code == "input_too_large"
+    first, second = outcomes[0], outcomes[2]
+    assert not isinstance(first, BaseException) and not isinstance(second, BaseException)
+    assert first[1].text == second[1].text and "Paris" in first[1].text
+    assert first[1].usage == second[1].usage and first[1].finish_reason == "stop"
+
+
+async def test_openai_route_streams_concurrently(batched: LocalServer) -> None:
+    async with AsyncOpenAI(base_url=f"{batched.base_url}/llm/openai/v1", api_key="unused", max_retries=0) as client:
+        async def one(question: str) -> str:
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0,
+                stream=True)
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+        texts = await asyncio.gather(*(one(q) for q in QUESTIONS[:3]))
+    async with batched.endpoint("llm") as llm:
+        for question, text in zip(QUESTIONS[:3], texts, strict=True):
+            assert text == (await complete(llm, ask(question, max_tokens=24)))[1].text
+
+
+async def test_max_concurrency_1_runs_jobs_one_after_another(serial: LocalServer) -> None:
+    async with serial.endpoint("llm") as llm:
+        results = await asyncio.gather(*(complete(llm, ask(q, max_tokens=16)) for q in QUESTIONS[:2]))
+    (first_deltas, _, first_done), (second_deltas, _, second_done) = sorted(results, key=lambda r: r[2])
+    # As before batching: the second job's first token comes only after the first job is done.
+    assert second_deltas[0][0] > first_done
+    assert all(done.text for _, done, _ in results)
+
+
+# --- the scheduler itself -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lm() -> LanguageModel:
+    return load_language_model(str(default_model_dir()), torch.float32, "cpu")
+
+
+def _ids(lm: LanguageModel, question: str) -> torch.Tensor:
+    prompt = chat_prompt(lm.tokenizer, [{"role": "user", "content": question}])
+    return lm.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_tensors="pt").input_ids
+
+
+def _run(produce: Any) -> tuple[str, int]:
+    result = GenerationResult()
+    return "".join(produce(result)), result.completion_tokens
+
+
+def test_scheduler_never_decodes_more_than_its_slots_and_lets_go_of_the_cache(lm: LanguageModel) -> None:
+    assert supports_batching(lm)
+    batcher = BatchedGenerator(lm, max_batch=2)
+    params = SamplingParams(max_tokens=24, temperature=0)
+    alone = [_run(lambda r, q=q: stream_generate(lm, _ids(lm, q), params, (), threading.Event(), r))
+             for q in QUESTIONS]
+    together: list[tuple[str, int] | None] = [None] * len(QUESTIONS)
+
+    def go(i: int) -> None:
+        together[i] = _run(lambda r: batcher.stream(_ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(QUESTIONS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert together == alone
+    # Six requests in flight, two slots: never more than two decoded at once, and once all are done the
+    # scheduler holds no KV cache (nothing grows with the number of jobs served).
+    assert batcher.peak_batch == 2
+    assert batcher.cached_tokens == 0
+
+
+def test_each_request_keeps_its_own_seed_stops_and_sampling(lm: LanguageModel) -> None:
+    batcher = BatchedGenerator(lm, max_batch=4)
+    sampled = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, seed=7)
+    greedy = SamplingParams(max_tokens=40, temperature=0)
+    stops = ("5",)
+
+    def seeded(r: GenerationResult) -> Iterator[str]:
+        return batcher.stream(_ids(lm, "My favourite food is"), sampled, (), threading.Event(), r)
+
+    def counting(r: GenerationResult) -> Iterator[str]:
+        return batcher.stream(_ids(lm, "Count from 1 to 20."), greedy, stops, threading.Event(), r)
+
+    lone_seeded, lone_counting = _run(seeded), _run(counting)
+    results: dict[str, tuple[str, int]] = {}
+    threads = [threading.Thread(target=lambda n=n, f=f: results.__setitem__(n, _run(f)))
+               for n, f in (("seeded", seeded), ("counting", counting), ("other", seeded))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert results["seeded"] == results["other"] == lone_seeded
+    assert results["counting"] == lone_counting
+    # The stop string ended that request early (the handler trims the text at it), not its max_tokens.
+    assert "5" in lone_counting[0] and lone_counting[1] < greedy.max_tokens
+
+
+def test_cancelling_a_request_frees_its_slot_at_once(lm: LanguageModel) -> None:
+    batcher = BatchedGenerator(lm, max_batch=1)
+    cancel = threading.Event()
+    result = GenerationResult()
+    stream = batcher.stream(_ids(lm, LONG[0]["content"]), SamplingParams(max_tokens=CAP, temperature=0), (),
+                            cancel, result)
+    next(stream)
+    stream.close()  # the consumer left: the request leaves the batch at the next token
+    assert result.completion_tokens < CAP
+    answer = _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), SamplingParams(max_tokens=5, temperature=0),
+                                           (), threading.Event(), r))
+    assert answer[1] == 5 and batcher.cached_tokens == 0
+
+
+def test_a_request_that_ends_at_its_first_token_still_ends(lm: LanguageModel) -> None:
+    batcher = BatchedGenerator(lm, max_batch=2)
+    one = SamplingParams(max_tokens=1, temperature=0)
+    alone = _run(lambda r: stream_generate(lm, _ids(lm, "Tell me a joke."), one, (), threading.Event(), r))
+    assert _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), one, (), threading.Event(), r)) == alone
+    assert alone[1] == 1 and batcher.cached_tokens == 0
+
+
+@pytest.mark.xfail(reason="bf16 on CPU: a row left-padded beside a longer prompt is computed in another order than "
+                   "alone (SDPA's key blocks), and this near-tie flips: a known limit of the exactness", strict=False)
+def test_known_near_tie_beside_a_longer_prompt() -> None:
+    lm = load_language_model(str(default_model_dir()), torch.bfloat16, "cpu")
+    batcher = BatchedGenerator(lm, max_batch=2)
+    params = SamplingParams(max_tokens=12, temperature=0)
+    sky, long = "Why is the sky blue?", LONG[0]["content"]
+    alone = _run(lambda r: stream_generate(lm, _ids(lm, sky), params, (), threading.Event(), r))
+    results: dict[str, tuple[str, int]] = {}
+    threads = [threading.Thread(target=lambda q=q: results.__setitem__(q, _run(
+        lambda r: batcher.stream(_ids(lm, q), params, (), threading.Event(), r)))) for q in (sky, long)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert results[sky] == alone

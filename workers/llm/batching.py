@@ -1,0 +1,293 @@
+"""Batched decoding: one scheduler thread owns the model and steps every active request together, a token at a time.
+
+Requests join and leave at token boundaries (continuous batching). A joining request's prompt is prefilled alone
+(its own ``DynamicCache``, exactly what a lone ``generate`` computes), then its cache is left-padded into the
+batch's; each step feeds one token per request with an attention mask that hides the padding and each row's own
+position ids. A request that ends (EOS, ``max_tokens``, a stop string, cancel) leaves the batch through
+``batch_select_indices`` and the padding no remaining row needs is cut off.
+
+Why not transformers' own ``ContinuousBatchingManager`` (``model.init_continuous_batching``, transformers 5.23):
+it streams per request and cancels one, but ``do_sample`` and the seed belong to the manager (no greedy request
+beside a sampled one, no per-request seed), it knows no stop strings, and on this CPU it took 75 s for three
+20-token requests that ``generate`` answers in about 1 s each (its paged-attention path is built for GPUs).
+
+Exactness: in float32 a batched greedy stream is token for token the lone request's (tested). In bfloat16 (the CPU
+default) a row padded beside a longer prompt is rounded differently from the same request alone (SDPA splits its
+keys into other blocks), so a near-tied token can flip, depending on what else is in the batch; slicing each
+row's attention to its real keys did not make it exact either (tried; the flips moved elsewhere).
+
+Each request keeps its own sampling (temperature, top_p, its own ``torch.Generator`` for its seed), stop strings,
+``max_tokens`` and cancel event; its text goes out through its own ``TextIteratorStreamer``, as ``generate`` would
+stream it. Only full-attention ``DynamicLayer`` caches are merged this way (:func:`supports_batching`); a model with
+sliding-window or other cache layers is served one job at a time, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import (
+    DynamicCache,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TextIteratorStreamer,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.cache_utils import DynamicLayer
+
+from .generation import COALESCE_S, GenerationResult, LanguageModel, SamplingParams, coalesced, tail_has_stop
+
+log = logging.getLogger("voicepod.llm")
+
+# generate's own default top_k when sampling (GenerationConfig's global default); kept so a batched sampled
+# request draws from the same distribution a lone one does.
+DEFAULT_TOP_K = 50
+
+
+@dataclass
+class _Request:
+    prompt_ids: torch.Tensor
+    params: SamplingParams
+    stops: tuple[str, ...]
+    cancel: threading.Event
+    result: GenerationResult
+    streamer: TextIteratorStreamer
+    processors: LogitsProcessorList
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    next_token: int = 0
+    failure: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+def supports_batching(lm: LanguageModel) -> bool:
+    """Whether ``lm``'s cache is plain full attention in every layer (what this scheduler knows how to merge)."""
+    cache = DynamicCache(config=lm.model.config)
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+class BatchedGenerator:
+    """Decode up to ``max_batch`` requests together on ``lm``; more wait for a free slot.
+
+    :meth:`stream` is called from any number of threads; one daemon thread, started here, runs the model.
+    """
+
+    def __init__(self, lm: LanguageModel, max_batch: int):
+        self.lm = lm
+        self.max_batch = max(1, max_batch)
+        eos = lm.model.generation_config.eos_token_id
+        self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self._waiting: queue.Queue[_Request] = queue.Queue()
+        self._active: list[_Request] = []
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None  # [batch, cached length]: 1 real token, 0 left padding
+        self.peak_batch = 0  # the most requests ever decoded together (tests check it never passes max_batch)
+        self._thread = threading.Thread(target=self._run, name="voicepod-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def cached_tokens(self) -> int:
+        """Positions held in the batch's KV cache now, padding included (0 when idle)."""
+        return 0 if self._mask is None else int(self._mask.numel())
+
+    def stream(
+        self,
+        prompt_ids: torch.Tensor,
+        params: SamplingParams,
+        stops: Sequence[str],
+        cancel: threading.Event,
+        result: GenerationResult,
+    ) -> Iterator[str]:
+        """Like :func:`workers.llm.generation.stream_generate`, decoded in the shared batch. Blocking."""
+        request = self._request(prompt_ids, params, tuple(stops), cancel, result)
+        self._waiting.put(request)
+        try:
+            yield from coalesced(request.streamer, COALESCE_S)
+        finally:
+            # Reached on the normal end and when the consumer stops early: the request leaves the batch at the
+            # next token boundary, and nothing of it is left in the scheduler when this returns.
+            cancel.set()
+            request.finished.wait()
+        if request.failure is not None:
+            raise request.failure
+
+    def _request(self, prompt_ids: torch.Tensor, params: SamplingParams, stops: tuple[str, ...],
+                 cancel: threading.Event, result: GenerationResult) -> _Request:
+        processors = LogitsProcessorList()
+        generator = None
+        if params.temperature > 0:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+            processors.append(TopKLogitsWarper(DEFAULT_TOP_K))
+            if params.top_p < 1.0:
+                processors.append(TopPLogitsWarper(params.top_p))
+            generator = torch.Generator(device=self.lm.device)
+            if params.seed is not None:
+                generator.manual_seed(params.seed)
+            else:
+                generator.seed()
+        streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer.next_tokens_are_prompt = False  # only new tokens are ever put
+        return _Request(prompt_ids=prompt_ids.to(self.lm.device), params=params, stops=stops, cancel=cancel,
+                        result=result, streamer=streamer, processors=processors, generator=generator)
+
+    # ------------------------------------------------------------------ the scheduler thread
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                try:
+                    self._turn()
+                except Exception as exc:  # noqa: BLE001 - e.g. out of memory merging caches: fail the batch, go on
+                    log.exception("batched decoding failed")
+                    for request in self._active:
+                        request.failure = exc
+                        self._finish(request)
+                    self._active, self._cache, self._mask = [], None, None
+
+    def _turn(self) -> None:
+        if not self._active:
+            self._admit(self._waiting.get())
+        while len(self._active) < self.max_batch:
+            try:
+                self._admit(self._waiting.get_nowait())
+            except queue.Empty:
+                break
+        if self._active:
+            self._step()
+
+    def _admit(self, request: _Request) -> None:
+        """Prefill ``request`` alone, emit its first token, and merge its cache into the batch if it goes on."""
+        if request.cancel.is_set():
+            self._finish(request)
+            return
+        try:
+            cache = DynamicCache(config=self.lm.model.config)
+            ids = request.prompt_ids
+            out = self.lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+                                use_cache=True)
+            token = self._choose(request, out.logits[:, -1, :])
+        except Exception as exc:  # noqa: BLE001 - this request fails alone; the batch goes on
+            log.exception("prefill failed")
+            request.failure = exc
+            self._finish(request)
+            return
+        try:
+            if not self._emit(request, token):
+                self._merge(request, cache)
+                return
+        except Exception as exc:
+            # A merge that failed half way leaves the batch's cache unusable: the scheduler fails them all.
+            request.failure = exc
+            self._finish(request)
+            raise
+        self._finish(request)
+
+    def _merge(self, request: _Request, cache: DynamicCache) -> None:
+        length = request.prompt_ids.shape[1]
+        own_mask = torch.ones((1, length), dtype=torch.long, device=self.lm.device)
+        if self._cache is None or self._mask is None:
+            self._cache, self._mask = cache, own_mask
+        else:
+            width = max(self._mask.shape[1], length)
+            for batch_layer, own_layer in zip(self._cache.layers, cache.layers, strict=True):
+                batch_layer.keys = torch.cat([_pad_left(batch_layer.keys, width), _pad_left(own_layer.keys, width)])
+                batch_layer.values = torch.cat([_pad_left(batch_layer.values, width),
+                                                _pad_left(own_layer.values, width)])
+            self._mask = torch.cat([_pad_left(self._mask, width), _pad_left(own_mask, width)])
+        self._active.append(request)
+        self.peak_batch = max(self.peak_batch, len(self._active))
+
+    def _step(self) -> None:
+        """One token for every active request, then drop the ones that ended."""
+        assert self._cache is not None and self._mask is not None
+        gone = [i for i, request in enumerate(self._active) if request.cancel.is_set()]
+        if len(gone) < len(self._active):
+            positions = self._mask.sum(dim=1, keepdim=True)  # each row's next position: its real tokens so far
+            self._mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=1)
+            ids = torch.tensor([[request.next_token] for request in self._active], device=self.lm.device)
+            try:
+                out = self.lm.model(input_ids=ids, attention_mask=self._mask, position_ids=positions,
+                                    past_key_values=self._cache, use_cache=True,
+                                    cache_position=torch.tensor([self._mask.shape[1] - 1], device=self.lm.device))
+            except Exception as exc:  # noqa: BLE001 - a failed forward fails the requests in it, not the worker
+                log.exception("batched decode step failed")
+                for request in self._active:
+                    request.failure = exc
+                    self._finish(request)
+                self._active, self._cache, self._mask = [], None, None
+                return
+            for row, request in enumerate(self._active):
+                if row in gone:
+                    continue
+                try:
+                    token = self._choose(request, out.logits[row : row + 1, -1, :])
+                except Exception as exc:  # noqa: BLE001 - one request's sampling failure is its own
+                    request.failure = exc
+                    gone.append(row)
+                    continue
+                if self._emit(request, token):
+                    gone.append(row)
+        for row in gone:
+            self._finish(self._active[row])
+        if gone:
+            self._leave(sorted(set(gone)))
+
+    def _leave(self, rows: list[int]) -> None:
+        assert self._cache is not None and self._mask is not None
+        keep = [i for i in range(len(self._active)) if i not in rows]
+        self._active = [self._active[i] for i in keep]
+        if not keep:
+            self._cache, self._mask = None, None
+            return
+        index = torch.tensor(keep, device=self.lm.device)
+        self._mask = self._mask[index]
+        # Padding that every remaining row has: cut it, so a long request that left stops costing the others.
+        unused = int((self._mask.cumsum(dim=1) == 0).sum(dim=1).min())
+        self._mask = self._mask[:, unused:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, unused:, :]
+            layer.values = layer.values[index, :, unused:, :]
+
+    def _choose(self, request: _Request, logits: torch.Tensor) -> int:
+        # float32 as generate does, then the request's own warpers and generator (none of the warpers reads the
+        # ids so far, so the prompt stands in for them).
+        scores = logits.to(copy=True, dtype=torch.float32)
+        if request.generator is None:
+            return int(torch.argmax(scores, dim=-1))
+        scores = request.processors(request.prompt_ids, scores)
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, num_samples=1, generator=request.generator))
+
+    def _emit(self, request: _Request, token: int) -> bool:
+        """Hand ``token`` to the request's stream; True when the request has ended with it."""
+        request.tokens.append(token)
+        request.next_token = token
+        request.streamer.put(torch.tensor([token]))
+        if token in self._eos:
+            request.result.ended_on_eos = True
+            return True
+        if len(request.tokens) >= request.params.max_tokens or request.cancel.is_set():
+            return True
+        return tail_has_stop(self.lm.tokenizer, request.tokens, request.stops)
+
+    def _finish(self, request: _Request) -> None:
+        request.result.completion_tokens = len(request.tokens)
+        request.streamer.end()
+        request.finished.set()
+
+
+def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """``tensor`` with zeros before its sequence axis (dim 2 of a ``[b, h, n, d]`` cache, dim 1 of a mask)."""
+    axis = 2 if tensor.dim() == 4 else 1
+    missing = width - tensor.shape[axis]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[axis] = missing
+    return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=axis)
