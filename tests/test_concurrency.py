@@ -210,21 +210,3 @@ def test_a_request_that_ends_at_its_first_token_still_ends(lm: LanguageModel) ->
     alone = _run(lambda r: stream_generate(lm, _ids(lm, "Tell me a joke."), one, (), threading.Event(), r))
     assert _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), one, (), threading.Event(), r)) == alone
     assert alone[1] == 1 and batcher.cached_tokens == 0
-
-
-@pytest.mark.xfail(reason="bf16 on CPU: a row left-padded beside a longer prompt is computed in another order than "
-                   "alone (SDPA's key blocks), and this near-tie flips: a known limit of the exactness", strict=False)
-def test_known_near_tie_beside_a_longer_prompt() -> None:
-    lm = load_language_model(str(default_model_dir()), torch.bfloat16, "cpu")
-    batcher = BatchedGenerator(lm, max_batch=2)
-    params = SamplingParams(max_tokens=12, temperature=0)
-    sky, long = "Why is the sky blue?", LONG[0]["content"]
-    alone = _run(lambda r: stream_generate(lm, _ids(lm, sky), params, (), threading.Event(), r))
-    results: dict[str, tuple[str, int]] = {}
-    threads = [threading.Thread(target=lambda q=q: results.__setitem__(q, _run(
-        lambda r: batcher.stream(_ids(lm, q), params, (), threading.Event(), r)))) for q in (sky, long)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert results[sky] == alone

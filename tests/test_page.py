@@ -370,6 +370,16 @@ def test_with_a_page_token_only_a_page_that_presents_it_may_talk(tmp_path):
         # Even with the token, a page from another site may not use the server.
         assert asyncio.run(close_code(f"{socket_url}?token=s3cret%2F%2B", Origin="http://evil.example")) == 4003
 
+        async def first_event(url: str, **headers: str) -> dict:
+            async with websockets.connect(url, additional_headers=headers) as ws:
+                while not isinstance(message := await asyncio.wait_for(ws.recv(), 30), str):
+                    pass
+                return json.loads(message)
+
+        # Served through a proxy that rewrites Host: the page's origin is the forwarded host, and it may talk.
+        proxied = {"Origin": "https://agent.example", "X-Forwarded-Host": "agent.example"}
+        assert asyncio.run(first_event(f"{socket_url}?token=s3cret%2F%2B", **proxied))["event"] == "ready"
+
 
 def test_the_wheel_ships_the_page(tmp_path):
     # Built from a copy of the sources, as the thin-install test does: the checkout is left as it was.

@@ -179,7 +179,7 @@ async def test_a_call_lost_mid_reply_leaves_no_job_running(server, phone, ending
     [turn] = record["turns"]
     assert turn["interrupted"] and turn["assistant"] == "" and turn["reply"]
     statuses = await job_statuses(server, turn)
-    assert set(sum(statuses.values(), [])) <= {"COMPLETED", "CANCELLED"}
+    assert set(sum(statuses.values(), [])) <= {"COMPLETED", "CANCELLED"}, (statuses, turn["jobs"], phone.logs()[-3000:])
     assert phone.active_calls() == 0
 
 

@@ -80,14 +80,14 @@ async def test_a_chunk_over_runpods_limit_is_refused():
     assert parse_chunk(chunks[-1]).error.code == "output_too_large"
 
 
-def test_worker_config_concurrency_comes_from_the_environment(monkeypatch):
+def test_worker_config_takes_the_concurrency_it_is_given(monkeypatch):
     async def handler(job):
         yield {}
 
-    assert worker_config(handler, concurrency=4)["concurrency_modifier"](1) == 4
+    # MAX_CONCURRENCY is read once, by workers.common.capacity.max_concurrency, which the workers pass here.
     monkeypatch.setenv("MAX_CONCURRENCY", "2")
     config = worker_config(handler, concurrency=4)
-    assert config["concurrency_modifier"](1) == 2 and config["return_aggregate_stream"] is True
+    assert config["concurrency_modifier"](1) == 4 and config["return_aggregate_stream"] is True
 
 
 class _Node:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+from .capacity import max_concurrency
 from .stream import worker_config
 from .warm_up import start_warm_up, wait_for_warm_up
 
@@ -71,12 +72,13 @@ def import_sdk() -> ModuleType:
 
 def start_worker(
     handler: Callable[..., AsyncIterator[dict[str, Any] | str]],
-    concurrency: int = 1,
+    concurrency: int | None = None,
     warm_up: dict[str, Any] | None = None,
 ) -> None:
     """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`; blocks.
 
-    ``concurrency`` is how many jobs the worker runs at once (``MAX_CONCURRENCY`` overrides it). The loop takes
+    ``concurrency`` is how many jobs the worker runs at once (workers pass
+    :func:`workers.common.capacity.max_concurrency`; ``None``: ``MAX_CONCURRENCY``, else 1). The loop takes
     and starts jobs without the SDK's polling timers (:mod:`workers.common.job_take`).
     ``warm_up`` is the input of a small job that the handler runs first, beside the SDK's import and before the
     worker asks for jobs (:mod:`workers.common.warm_up`).
@@ -88,5 +90,7 @@ def start_worker(
 
     scaler = scaler_class()
     wait_for_warm_up()  # the first real job must find the warm-up done
+    if concurrency is None:
+        concurrency = max_concurrency(cpu=1, gpu=1, on_gpu=False)
     with sdk_worker_loop(scaler):
         serverless.start(worker_config(handler, concurrency))

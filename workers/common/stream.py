@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -106,11 +105,12 @@ def _free_accelerator_memory() -> None:
 def worker_config(handler: Callable[..., AsyncIterator[dict[str, Any] | str]], concurrency: int = 1) -> dict[str, Any]:
     """The ``runpod.serverless.start`` config every voicepod worker uses.
 
-    ``concurrency`` (overridden by the ``MAX_CONCURRENCY`` variable) is how many jobs one worker process takes
-    at once, through the SDK's ``concurrency_modifier``. When the next job is taken (the moment a slot frees, at
-    any concurrency) is :mod:`workers.common.job_take`'s business, not this number's.
+    ``concurrency`` is how many jobs one worker process takes at once, through the SDK's
+    ``concurrency_modifier`` (:func:`workers.common.capacity.max_concurrency` reads ``MAX_CONCURRENCY``). When
+    the next job is taken (the moment a slot frees, at any concurrency) is :mod:`workers.common.job_take`'s
+    business, not this number's.
     """
-    jobs = max(1, int(os.environ.get("MAX_CONCURRENCY", concurrency)))
+    jobs = max(1, concurrency)
     return {
         "handler": handler,
         # /status and /runsync return every chunk, as a list, once the job is done.

@@ -60,6 +60,10 @@ class PageRefused(Exception):
         self.code, self.message = code, message
 
 
+def _forwarded_hosts(header: str | None) -> list[str]:
+    return [host.strip() for host in (header or "").split(",") if host.strip()]
+
+
 def refusal(websocket: WebSocket, token: str | None) -> str | None:
     """Why the page's socket may not open a call, or None when it may.
 
@@ -74,7 +78,9 @@ def refusal(websocket: WebSocket, token: str | None) -> str | None:
     elif not _loopback(websocket.client.host if websocket.client else ""):
         return "this server talks only to a browser on its own machine; start it with --page-token to allow others"
     origin = websocket.headers.get("origin")
-    if origin and urlsplit(origin).netloc != websocket.headers.get("host"):
+    # Behind a proxy or tunnel that rewrites Host, the host the page was served from is X-Forwarded-Host.
+    hosts = {websocket.headers.get("host"), *_forwarded_hosts(websocket.headers.get("x-forwarded-host"))}
+    if origin and urlsplit(origin).netloc not in hosts:
         return f"a page from another site ({origin[:80]}) may not use this server"
     return None
 

@@ -262,11 +262,12 @@ class Call:
         metrics = None
         try:
             if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)  # the agent runs one turn at a time
+                # The agent runs one turn at a time. asyncio.wait, not gather: cancelling this turn (a dropped
+                # speculation) must not cancel the one before it, which may still be cancelling its own jobs.
+                await asyncio.wait({previous})
             if playback.cleared:
                 return
             self._remember_greeting()
-            del self.agent.history[:-HISTORY_MESSAGES]
             began = time.monotonic()
             respond = self.agent.respond(audio, audio_format=self.line.input_format,
                                          sample_rate=self.line.input_rate)
@@ -308,6 +309,9 @@ class Call:
         finally:
             jobs = self.agent.last_job_ids() if began is not None else {}
             if playback.released.is_set():
+                # Trimmed after a confirmed turn, never by a speculative one: what a retracted speculation cut off
+                # could not be put back, and the LLM would see another history than with speculation off.
+                del self.agent.history[:-HISTORY_MESSAGES]
                 record.jobs = jobs
                 if began is not None:
                     record.latency = self._latency(playback, began, times, metrics)
