@@ -141,6 +141,14 @@ def _run(produce: Any) -> tuple[str, int]:
     return "".join(produce(result)), result.completion_tokens
 
 
+def test_a_model_whose_generation_config_asks_for_more_than_top_k_and_top_p_is_not_batched(
+        lm: LanguageModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # generate would apply a repetition penalty (greedy too) that the scheduler does not: one job at a time.
+    assert supports_batching(lm)
+    monkeypatch.setattr(lm.model.generation_config, "repetition_penalty", 1.2)
+    assert not supports_batching(lm)
+
+
 def test_scheduler_never_decodes_more_than_its_slots_and_lets_go_of_the_cache(lm: LanguageModel) -> None:
     assert supports_batching(lm)
     batcher = BatchedGenerator(lm, max_batch=2)

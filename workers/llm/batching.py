@@ -45,8 +45,9 @@ from .generation import COALESCE_S, GenerationResult, LanguageModel, SamplingPar
 
 log = logging.getLogger("voicepod.llm")
 
-# generate's own default top_k when sampling (GenerationConfig's global default); kept so a batched sampled
-# request draws from the same distribution a lone one does.
+# generate's default top_k when the model's generation_config leaves it unset (transformers'
+# GenerationConfig._get_default_generation_params); kept so a batched sampled request draws from the same
+# distribution a lone one does.
 DEFAULT_TOP_K = 50
 
 
@@ -66,8 +67,20 @@ class _Request:
     finished: threading.Event = field(default_factory=threading.Event)
 
 
+# Settings of a model's own generation_config that generate applies and this scheduler does not: a model that sets
+# one is served one job at a time, so its streams stay what generate makes.
+_UNBATCHED_SETTINGS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0,
+                       "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_p": None,
+                       "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+                       "sequence_bias": None}
+
+
 def supports_batching(lm: LanguageModel) -> bool:
-    """Whether ``lm``'s cache is plain full attention in every layer (what this scheduler knows how to merge)."""
+    """Whether ``lm``'s cache is plain full attention in every layer (what this scheduler knows how to merge) and
+    its generation_config asks for nothing beyond temperature, top-k and top-p (what it knows how to sample)."""
+    config = lm.model.generation_config
+    if any(getattr(config, name, neutral) not in (None, neutral) for name, neutral in _UNBATCHED_SETTINGS.items()):
+        return False
     cache = DynamicCache(config=lm.model.config)
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
@@ -123,7 +136,10 @@ class BatchedGenerator:
         generator = None
         if params.temperature > 0:
             processors.append(TemperatureLogitsWarper(params.temperature))
-            processors.append(TopKLogitsWarper(DEFAULT_TOP_K))
+            top_k = getattr(self.lm.model.generation_config, "top_k", None)
+            top_k = DEFAULT_TOP_K if top_k is None else top_k
+            if top_k:  # as generate does: the model's own top_k, else its default 50; none when it says 0
+                processors.append(TopKLogitsWarper(top_k))
             if params.top_p < 1.0:
                 processors.append(TopPLogitsWarper(params.top_p))
             generator = torch.Generator(device=self.lm.device)
