@@ -41,15 +41,9 @@ def draw(streamed: dict[str, Any], sequential: dict[str, Any] | None, path: Path
         ends.append(sequential["total_s"])
     ax.set_xlim(0, max(ends, default=1.0) * 1.04)
     ax.legend(loc="lower center", fontsize=9, framealpha=0.95)
-    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
-    ax.set_ylim(len(rows) - 0.4, -0.6)
-    ax.set_xlabel("seconds since the end of the user's audio  (black tick: first chunk received)")
-    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, [label for label, _, _ in rows],
+                   "seconds since the end of the user's audio  (black tick: first chunk received)",
+                   textwrap.wrap(title, 110), path)
 
 
 def draw_call(turns: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
@@ -77,10 +71,17 @@ def draw_call(turns: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
     ends += [turn["mouth_to_ear_s"] for turn in turns.values()]
     ax.set_xlim(min([0.0, *starts]) - 0.05, max(ends, default=1.0) * 1.04)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.95)
-    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
-    ax.set_ylim(len(rows) - 0.4, -0.6)
-    ax.set_xlabel("seconds since the caller's last voiced sound  (black tick: first chunk received)")
-    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
+    return _finish(fig, ax, [label for label, _, _ in rows],
+                   "seconds since the caller's last voiced sound  (black tick: first chunk received)",
+                   textwrap.wrap(title, 90), path)
+
+
+def _finish(fig: Any, ax: Any, labels: list[str], xlabel: str, title: list[str], path: Path) -> Path:
+    """Label the rows top to bottom, title the chart and write it to ``path``."""
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.4, -0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_title("\n".join(title), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -24,6 +24,18 @@ def test_waterfall_png_is_written(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_call_waterfall_png_is_written_for_a_speculative_turn(tmp_path):
+    from benchmarks.waterfall import draw_call
+
+    # A speculative turn's stages start before the end of turn was detected: times before the silence ended.
+    turn = {"end_silence_s": 0.55, "mouth_to_ear_s": 1.2,
+            "stt": {"started": 0.2, "finished": 0.6},
+            "llm": {"started": 0.6, "first_chunk": 0.8, "finished": 2.0},
+            "tts": {"started": 0.9, "first_chunk": 1.1, "finished": 2.4}}
+    path = draw_call({"on": turn, "off": {**turn, "mouth_to_ear_s": 1.6}}, tmp_path / "c.png", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_cost_benchmark_reads_the_chain_results(tmp_path):
     (tmp_path / "chain.json").write_text(json.dumps({
         "device": "cpu x86_64, 2 cores, no GPU",
