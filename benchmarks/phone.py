@@ -196,7 +196,7 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
               f"modes interleaved). Speculation on saves {gain:.2f} s against the off mode; median STT job "
               f"{stt_s:.2f} s. Same transcript on/off in {same_transcripts}/{len(pairs)} pairs, same reply in "
               f"{same_replies}/{len(pairs)}. Parts are medians one by one (they need not add up to the median). "
-              f"Shared 2-core machine: noisy. Waterfall: `{png.name}`.")
+              f"Timings move with whatever else runs on the machine. Waterfall: `{png.name}`.")
     payload = {
         "quick": quick, "runs": runs, "questions": list(dict.fromkeys(t["question"] for t in turns)),
         "pause_inside_s": PAUSE_INSIDE_S,
