@@ -72,8 +72,9 @@ LM, _load_s = timed_load("llm", _load)
 report_load(_load_s)
 _LOADED_AT = int(time.time())
 
-# Decoding is memory-bound: a step for 4 streams costs little more than for 1 on a CPU (2 cores: 6 greedy streams
-# together took 3.2 s against 24 s one after another), and a GPU has room for many more before compute binds.
+# Streams decoded together share each step: on 2 CPU cores 8 batched streams wrote 68 tokens/s against a lone
+# stream's 44 (benchmarks/results/capacity.json), and they start in a fraction of the time queued ones wait. A GPU
+# step of a small batch costs about what one row does, so it takes many more.
 CONCURRENCY = max_concurrency(cpu=4, gpu=16, on_gpu=LM.device.startswith("cuda"))
 BATCHER = BatchedGenerator(LM, CONCURRENCY) if CONCURRENCY > 1 and supports_batching(LM) else None
 if CONCURRENCY > 1 and BATCHER is None:
