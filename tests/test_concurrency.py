@@ -218,3 +218,21 @@ def test_a_request_that_ends_at_its_first_token_still_ends(lm: LanguageModel) ->
     alone = _run(lambda r: stream_generate(lm, _ids(lm, "Tell me a joke."), one, (), threading.Event(), r))
     assert _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), one, (), threading.Event(), r)) == alone
     assert alone[1] == 1 and batcher.cached_tokens == 0
+
+
+def test_close_lets_the_running_request_finish_then_stops_the_scheduler_thread(lm: LanguageModel) -> None:
+    # A daemon thread left inside torch at interpreter exit aborts the process (SIGABRT, "terminate called without
+    # an active exception"); close(), also run at exit, ends the thread first.
+    batcher = BatchedGenerator(lm, max_batch=2)
+    params = SamplingParams(max_tokens=8, temperature=0)
+    stream = batcher.stream(_ids(lm, "Tell me a joke."), params, (), threading.Event(), GenerationResult())
+    first = next(stream)
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    rest = "".join(stream)  # the request in the batch is served to its end
+    closer.join(timeout=60)
+    assert not batcher.running
+    alone = _run(lambda r: stream_generate(lm, _ids(lm, "Tell me a joke."), params, (), threading.Event(), r))
+    assert (first + rest, 8) == (alone[0], alone[1])
+    with pytest.raises(RuntimeError, match="closed"):
+        next(batcher.stream(_ids(lm, "Hello"), params, (), threading.Event(), GenerationResult()))

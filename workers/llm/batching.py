@@ -24,6 +24,7 @@ sliding-window or other cache layers is served one job at a time, as before.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -89,6 +90,7 @@ class BatchedGenerator:
     """Decode up to ``max_batch`` requests together on ``lm``; more wait for a free slot.
 
     :meth:`stream` is called from any number of threads; one daemon thread, started here, runs the model.
+    :meth:`close` (also run at interpreter exit) ends that thread once the batch it runs has ended.
     """
 
     def __init__(self, lm: LanguageModel, max_batch: int):
@@ -96,13 +98,35 @@ class BatchedGenerator:
         self.max_batch = max(1, max_batch)
         eos = lm.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}
-        self._waiting: queue.Queue[_Request] = queue.Queue()
+        self._waiting: queue.Queue[_Request | None] = queue.Queue()  # None: close() was called
         self._active: list[_Request] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [batch, cached length]: 1 real token, 0 left padding
         self.peak_batch = 0  # the most requests ever decoded together (tests check it never passes max_batch)
+        self._closing = False
+        self._closed_seen = False  # the scheduler has taken close()'s None: it admits nothing more
         self._thread = threading.Thread(target=self._run, name="voicepod-batcher", daemon=True)
         self._thread.start()
+        # A daemon thread still inside torch when the interpreter finalizes (freeing the last request's cache just
+        # after its stream ended, say) is killed there, and the C++ runtime aborts the process ("terminate called
+        # without an active exception"): `python -m workers.llm` ended with SIGABRT about one run in two.
+        atexit.register(self.close)
+
+    def close(self, timeout_s: float | None = 30.0) -> None:
+        """Let the requests in the batch and those already waiting end, then stop the scheduler thread.
+
+        Idempotent. A :meth:`stream` started after this raises ``RuntimeError``.
+        """
+        if not self._closing:
+            self._closing = True
+            self._waiting.put(None)
+        self._thread.join(timeout_s)
+        atexit.unregister(self.close)
+
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler thread is alive (False after :meth:`close`)."""
+        return self._thread.is_alive()
 
     @property
     def cached_tokens(self) -> int:
@@ -118,6 +142,8 @@ class BatchedGenerator:
         result: GenerationResult,
     ) -> Iterator[str]:
         """Like :func:`workers.llm.generation.stream_generate`, decoded in the shared batch. Blocking."""
+        if self._closing:
+            raise RuntimeError("the batched generator is closed")
         request = self._request(prompt_ids, params, tuple(stops), cancel, result)
         self._waiting.put(request)
         try:
@@ -156,7 +182,7 @@ class BatchedGenerator:
 
     def _run(self) -> None:
         with torch.inference_mode():
-            while True:
+            while not self._stopped:
                 try:
                     self._turn()
                 except Exception as exc:  # noqa: BLE001 - e.g. out of memory merging caches: fail the batch, go on
@@ -165,13 +191,33 @@ class BatchedGenerator:
                         request.failure = exc
                         self._finish(request)
                     self._active, self._cache, self._mask = [], None, None
+        # A request queued behind close()'s None (it raced the check in stream) is failed, not left waiting.
+        while True:
+            try:
+                late = self._waiting.get_nowait()
+            except queue.Empty:
+                return
+            if late is not None:
+                late.failure = RuntimeError("the batched generator is closed")
+                self._finish(late)
+
+    @property
+    def _stopped(self) -> bool:
+        # close() queued None behind the requests already waiting: stop when it has been taken and all are done.
+        return self._closed_seen and not self._active
+
+    def _take(self, request: _Request | None) -> None:
+        if request is None:
+            self._closed_seen = True
+        else:
+            self._admit(request)
 
     def _turn(self) -> None:
         if not self._active:
-            self._admit(self._waiting.get())
-        while len(self._active) < self.max_batch:
+            self._take(self._waiting.get())
+        while len(self._active) < self.max_batch and not self._closed_seen:
             try:
-                self._admit(self._waiting.get_nowait())
+                self._take(self._waiting.get_nowait())
             except queue.Empty:
                 break
         if self._active:
