@@ -236,3 +236,43 @@ def test_close_lets_the_running_request_finish_then_stops_the_scheduler_thread(l
     assert (first + rest, 8) == (alone[0], alone[1])
     with pytest.raises(RuntimeError, match="closed"):
         next(batcher.stream(_ids(lm, "Hello"), params, (), threading.Event(), GenerationResult()))
+
+
+def test_a_prompt_that_starts_like_an_earlier_one_prefills_only_what_is_new_and_streams_the_same(
+        lm: LanguageModel) -> None:
+    batcher = BatchedGenerator(lm, max_batch=2, prefix_cache_tokens=4096)
+    params = SamplingParams(max_tokens=24, temperature=0)
+    history = [{"role": "user", "content": "What is the capital of Spain?"},
+               {"role": "assistant", "content": "The capital of Spain is Madrid."}]
+    turns = [history[:1], [*history, {"role": "user", "content": "And of France?"}],
+             [{"role": "user", "content": "How do I make tea?"}], history[:1]]
+
+    def prompt(messages: list[dict[str, str]]) -> torch.Tensor:
+        built = chat_prompt(lm.tokenizer, messages)
+        return lm.tokenizer(built.text, add_special_tokens=built.add_special_tokens, return_tensors="pt").input_ids
+
+    for messages in turns:
+        reused_before = batcher.prefixes.reused_tokens
+        cached = _run(lambda r, m=messages: batcher.stream(prompt(m), params, (), threading.Event(), r))
+        alone = _run(lambda r, m=messages: stream_generate(lm, prompt(m), params, (), threading.Event(), r))
+        assert cached == alone  # float32: the same tokens as a full prefill in generate
+        if messages is not turns[0]:
+            # The second turn repeats the first (and the system prompt); the third shares the system prompt; the
+            # last is the first again, all but its last token cached.
+            assert batcher.prefixes.reused_tokens - reused_before >= 10
+    assert batcher.prefixes.hits == 3
+    assert batcher.prefixes.reused_tokens - reused_before == prompt(turns[0]).shape[1] - 1
+    assert 0 < batcher.prefixes.cached_tokens <= 4096
+
+
+def test_the_prefix_cache_keeps_to_its_budget_and_0_turns_it_off(lm: LanguageModel) -> None:
+    budget = int(_ids(lm, QUESTIONS[0]).shape[1] * 2.5)  # room for two prompts of this size, not three
+    batcher = BatchedGenerator(lm, max_batch=2, prefix_cache_tokens=budget)
+    off = BatchedGenerator(lm, max_batch=2)
+    one = SamplingParams(max_tokens=1, temperature=0)
+    for question in QUESTIONS[:4]:
+        for generator in (batcher, off):
+            _run(lambda r, g=generator, q=question: g.stream(_ids(lm, q), one, (), threading.Event(), r))
+        assert batcher.prefixes.cached_tokens <= budget
+    assert len(batcher.prefixes._entries) == 2 and batcher.prefixes.hits == 3
+    assert off.prefixes.cached_tokens == 0 and off.prefixes.hits == 0

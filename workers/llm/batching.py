@@ -43,6 +43,7 @@ from transformers import (
 from transformers.cache_utils import DynamicLayer
 
 from .generation import COALESCE_S, GenerationResult, LanguageModel, SamplingParams, coalesced, tail_has_stop
+from .prefix_cache import PrefixCache
 
 log = logging.getLogger("voicepod.llm")
 
@@ -93,9 +94,10 @@ class BatchedGenerator:
     :meth:`close` (also run at interpreter exit) ends that thread once the batch it runs has ended.
     """
 
-    def __init__(self, lm: LanguageModel, max_batch: int):
+    def __init__(self, lm: LanguageModel, max_batch: int, prefix_cache_tokens: int = 0):
         self.lm = lm
         self.max_batch = max(1, max_batch)
+        self.prefixes = PrefixCache(lm.model.config, prefix_cache_tokens)
         eos = lm.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}
         self._waiting: queue.Queue[_Request | None] = queue.Queue()  # None: close() was called
@@ -224,15 +226,17 @@ class BatchedGenerator:
             self._step()
 
     def _admit(self, request: _Request) -> None:
-        """Prefill ``request`` alone, emit its first token, and merge its cache into the batch if it goes on."""
+        """Prefill ``request`` alone (from the longest cached prefix of its prompt), emit its first token, and merge
+        its cache into the batch if it goes on."""
         if request.cancel.is_set():
             self._finish(request)
             return
         try:
-            cache = DynamicCache(config=self.lm.model.config)
             ids = request.prompt_ids
-            out = self.lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
-                                use_cache=True)
+            reused, cache = self.prefixes.lookup(ids)
+            out = self.lm.model(input_ids=ids[:, reused:], attention_mask=torch.ones_like(ids),
+                                past_key_values=cache, use_cache=True)
+            self.prefixes.store(ids, cache)
             token = self._choose(request, out.logits[:, -1, :])
         except Exception as exc:  # noqa: BLE001 - this request fails alone; the batch goes on
             log.exception("prefill failed")

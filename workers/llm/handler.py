@@ -8,9 +8,10 @@ endpoint's ``/openai/v1`` route.
 
 Settings: ``MODEL_DIR`` (baked folder) or ``MODEL_NAME`` (hub id), ``DTYPE``, ``DEVICE``, ``MAX_TOKENS_CAP``,
 ``SERVED_MODEL_NAME``, ``MAX_CONCURRENCY`` (jobs decoded together in one batch: default 4 on a CPU, 16 on a GPU;
-1 runs one ``generate`` at a time, as before batching); with none of them and no GPU, the embedded
-SmolLM2-135M-Instruct chat model (the embedded Gemma 3 270M base model loads with ``MODEL_DIR=DIR`` after
-``python -m workers.common.bake --worker llm --embedded gemma --out DIR``).
+1 runs one ``generate`` at a time, as before batching), ``PREFIX_CACHE_TOKENS`` (positions of recent prompts kept
+so that a prompt starting the same way prefills only what is new; default 4096, 0 off; batched decoding only); with
+none of them and no GPU, the embedded SmolLM2-135M-Instruct chat model (the embedded Gemma 3 270M base model
+loads with ``MODEL_DIR=DIR`` after ``python -m workers.common.bake --worker llm --embedded gemma --out DIR``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ _LOADED_AT = int(time.time())
 # stream's 44 (benchmarks/results/capacity.json), and they start in a fraction of the time queued ones wait. A GPU
 # step of a small batch costs about what one row does, so it takes many more.
 CONCURRENCY = max_concurrency(cpu=4, gpu=16, on_gpu=LM.device.startswith("cuda"))
-BATCHER = BatchedGenerator(LM, CONCURRENCY) if CONCURRENCY > 1 and supports_batching(LM) else None
+# Positions of recent prompts kept for reuse by prompts that start the same way (the system prompt, a call's earlier
+# turns): about 23 kB each for SmolLM2-135M in bf16, 28 kB for Qwen2.5-1.5B. 0 turns prefix caching off.
+PREFIX_CACHE_TOKENS = int(os.environ.get("PREFIX_CACHE_TOKENS", "4096"))
+BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS)
+           if CONCURRENCY > 1 and supports_batching(LM) else None)
 if CONCURRENCY > 1 and BATCHER is None:
     log.info("this model's cache is not plain full attention: its %d concurrent jobs take turns on generate",
              CONCURRENCY)
