@@ -2,12 +2,13 @@
 
 ``python -m benchmarks.capacity [--quick] [--runs N] [--out DIR]``.
 
-LLM: two emulated workers (``serve-local``, the
+LLM: three emulated workers (``serve-local``, the
 runpod SDK's own loop) serve the embedded LLM: one with ``MAX_CONCURRENCY=8`` (concurrent jobs decoded in one
-batch), one with ``MAX_CONCURRENCY=1`` (jobs take turns, the behaviour before batching). 1, 2, 4 and 8 streams
-start together on each; every stream runs to ``max_tokens`` (greedy). Per level: aggregate tokens/s (all streams'
-tokens over the time from the first request to the last done chunk) and each stream's time to first token (queue
-wait included: what a caller waits). Medians over runs; the two workers alternate run by run.
+batch, prefix cache on: the default), one the same with ``PREFIX_CACHE_TOKENS=0``, one with ``MAX_CONCURRENCY=1``
+(jobs take turns, the behaviour before batching). 1, 2, 4 and 8 streams start together on each; every stream runs
+to ``max_tokens`` (greedy; checked). Per level: aggregate tokens/s (all streams' tokens over the time from the first
+request to the last done chunk) and each stream's time to first token (queue wait included: what a caller waits).
+Medians over runs; the workers alternate run by run.
 
 Chain: N simulated calls (``VoiceAgent`` sessions, each asking a spoken question, then waiting as long as the
 reply and the next question take to say) on one worker per stage, every worker at ``MAX_CONCURRENCY=1`` against
@@ -29,30 +30,39 @@ from benchmarks import REPO, md_table, median, run_cli, write_results
 
 HANDLER = REPO / "workers" / "llm" / "handler.py"
 LEVELS = (1, 2, 4, 8)
-# Counting never ends on its own, so every stream writes exactly max_tokens; each starts elsewhere, so the streams
-# are different requests (different prompts and answers), as separate calls' are.
-PROMPT = "Count from {start} to 1000, separated by commas."
+# The worker as deployed (batched, prefix cache on), batched with the prefix cache off, and one job at a time.
+MODES = ("batched", "batched_no_prefix_cache", "one_at_a_time")
+# A long story goes on past max_tokens, so every stream writes exactly max_tokens (checked: a stream that stops
+# early would make tokens/s measure prefill). The count-to-1000 prompt used before did not: SmolLM2 answered
+# "1000." to seven of the eight, and the 8-stream figure measured mostly prefill. Each stream has its own topic,
+# so the streams are different requests (different prompts and answers), as separate calls' are.
+PROMPT = "Write a long story about {topic}."
+TOPICS = ("a lighthouse keeper", "a dragon", "a robot", "a sailor", "a baker", "a detective", "an astronaut",
+          "a gardener")
 
 
-async def _stream(endpoint: Any, start: int, max_tokens: int) -> tuple[float, float, int]:
+async def _stream(endpoint: Any, topic: str, max_tokens: int) -> tuple[float, float, int]:
     """One request: (seconds to its first token, seconds to its done chunk, completion tokens)."""
     from voicepod.protocol import CompletionDone, DeltaChunk
 
     began = time.perf_counter()
-    job = await endpoint.run({"messages": [{"role": "user", "content": PROMPT.format(start=start)}],
+    job = await endpoint.run({"messages": [{"role": "user", "content": PROMPT.format(topic=topic)}],
                               "max_tokens": max_tokens, "temperature": 0})
     first = None
     async for chunk in job.chunks():
         if isinstance(chunk, DeltaChunk) and first is None:
             first = time.perf_counter() - began
         elif isinstance(chunk, CompletionDone):
+            if chunk.usage.completion_tokens != max_tokens:
+                raise RuntimeError(f"the stream about {topic} ended after {chunk.usage.completion_tokens} of "
+                                   f"{max_tokens} tokens: pick prompts that write on")
             return first or 0.0, time.perf_counter() - began, chunk.usage.completion_tokens
     raise RuntimeError("the stream ended without a done chunk")
 
 
 async def _level(endpoint: Any, streams: int, max_tokens: int) -> dict[str, float]:
     began = time.perf_counter()
-    results = await asyncio.gather(*(_stream(endpoint, 10 * (i + 1), max_tokens) for i in range(streams)))
+    results = await asyncio.gather(*(_stream(endpoint, TOPICS[i], max_tokens) for i in range(streams)))
     wall = time.perf_counter() - began
     return {"tokens_per_s": sum(r[2] for r in results) / wall, "ttft_s": median([r[0] for r in results]),
             "ttft_max_s": max(r[0] for r in results), "wall_s": wall}
@@ -63,14 +73,16 @@ async def _measure(quick: bool, runs: int) -> dict[str, Any]:
 
     max_tokens = 32 if quick else 64
     samples: dict[str, dict[str, list[dict[str, float]]]] = {
-        mode: {str(n): [] for n in LEVELS} for mode in ("batched", "one_at_a_time")}
+        mode: {str(n): [] for n in LEVELS} for mode in MODES}
     with LocalServer({"llm": HANDLER}, env={"MAX_CONCURRENCY": "8"}, ready_timeout_s=300) as batched, \
+            LocalServer({"llm": HANDLER}, env={"MAX_CONCURRENCY": "8", "PREFIX_CACHE_TOKENS": "0"},
+                        ready_timeout_s=300) as uncached, \
             LocalServer({"llm": HANDLER}, env={"MAX_CONCURRENCY": "1"}, ready_timeout_s=300) as serial:
-        servers = {"batched": batched, "one_at_a_time": serial}
+        servers = {"batched": batched, "batched_no_prefix_cache": uncached, "one_at_a_time": serial}
         endpoints = {mode: server.endpoint("llm", timeout=900) for mode, server in servers.items()}
         try:
             for endpoint in endpoints.values():  # the first job of a worker carries its load time
-                await _stream(endpoint, 1, 4)
+                await _stream(endpoint, TOPICS[0], 4)
             for _ in range(runs):
                 for n in LEVELS:
                     for mode, endpoint in endpoints.items():
@@ -183,9 +195,12 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     batched_rate, serial_rate = _medians(samples["batched"], "tokens_per_s"), _medians(
         samples["one_at_a_time"], "tokens_per_s")
     batched_ttft, serial_ttft = _medians(samples["batched"], "ttft_s"), _medians(samples["one_at_a_time"], "ttft_s")
-    rows = [[n, batched_rate[n], serial_rate[n], batched_ttft[n], serial_ttft[n]] for n in batched_rate]
-    table = md_table(["streams", "batched tokens/s", "one at a time tokens/s", "batched first token s",
-                      "one at a time first token s"], rows)
+    uncached_rate = _medians(samples["batched_no_prefix_cache"], "tokens_per_s")
+    uncached_ttft = _medians(samples["batched_no_prefix_cache"], "ttft_s")
+    rows = [[n, batched_rate[n], uncached_rate[n], serial_rate[n], batched_ttft[n], uncached_ttft[n], serial_ttft[n]]
+            for n in batched_rate]
+    table = md_table(["streams", "batched tokens/s", "batched, no prefix cache", "one at a time",
+                      "batched first token s", "batched, no prefix cache", "one at a time"], rows)
     speedup = batched_rate["8"] / batched_rate["1"]
     ttft_ratio = batched_ttft["8"] / batched_ttft["1"]
     table += (f"\n\nAt 8 streams one batched worker writes {speedup:.1f}x a lone stream's tokens/s, with a median "
@@ -214,6 +229,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
         "max_tokens": measured["max_tokens"], "runs": runs,
         "llm_tokens_per_s": batched_rate, "llm_ttft_s": batched_ttft,
         "one_at_a_time": {"llm_tokens_per_s": serial_rate, "llm_ttft_s": serial_ttft},
+        "batched_no_prefix_cache": {"llm_tokens_per_s": uncached_rate, "llm_ttft_s": uncached_ttft},
         "speedup_at_8": speedup, "ttft_ratio_at_8": ttft_ratio, "samples": samples,
         "chain": chain, "calls_per_worker": carried,
         # What `voicepod cost --results` reads: per-turn billed seconds, here a worker's busy seconds shared by
