@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,10 @@ LONG = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."
 
 
 def _server(concurrency: int) -> Iterator[LocalServer]:
-    # float32: in bf16 a padded row's rounding differs from the lone request's, and near-tied tokens can flip
-    # (test_known_near_tie_beside_a_longer_prompt); in float32 the streams are the same, token for token.
-    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": str(concurrency), "DTYPE": "float32"}
+    # float32, each request prefilled alone: in bf16 a padded row's rounding differs from the lone request's, and
+    # near-tied tokens can flip; in float32 the streams are the same, token for token.
+    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": str(concurrency), "DTYPE": "float32",
+           "PREFILL_TOGETHER": "0"}
     with LocalServer(endpoints={"llm": HANDLER}, env=env, ready_timeout_s=300) as running:
         yield running
 
@@ -151,7 +153,7 @@ def test_a_model_whose_generation_config_asks_for_more_than_top_k_and_top_p_is_n
 
 def test_scheduler_never_decodes_more_than_its_slots_and_lets_go_of_the_cache(lm: LanguageModel) -> None:
     assert supports_batching(lm)
-    batcher = BatchedGenerator(lm, max_batch=2)
+    batcher = BatchedGenerator(lm, max_batch=2, prefill_together=False)
     params = SamplingParams(max_tokens=24, temperature=0)
     alone = [_run(lambda r, q=q: stream_generate(lm, _ids(lm, q), params, (), threading.Event(), r))
              for q in QUESTIONS]
@@ -173,7 +175,7 @@ def test_scheduler_never_decodes_more_than_its_slots_and_lets_go_of_the_cache(lm
 
 
 def test_each_request_keeps_its_own_seed_stops_and_sampling(lm: LanguageModel) -> None:
-    batcher = BatchedGenerator(lm, max_batch=4)
+    batcher = BatchedGenerator(lm, max_batch=4, prefill_together=False)
     sampled = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, seed=7)
     greedy = SamplingParams(max_tokens=40, temperature=0)
     stops = ("5",)
@@ -276,3 +278,69 @@ def test_the_prefix_cache_keeps_to_its_budget_and_0_turns_it_off(lm: LanguageMod
         assert batcher.prefixes.cached_tokens <= budget
     assert len(batcher.prefixes._entries) == 2 and batcher.prefixes.hits == 3
     assert off.prefixes.cached_tokens == 0 and off.prefixes.hits == 0
+
+
+def test_requests_that_join_together_prefill_in_one_forward_as_each_would_alone(lm: LanguageModel) -> None:
+    # Rows of different lengths, one with a cached prefix (the system prompt and more) beside ones without:
+    # each row's last logits and the keys and values kept for it are what a lone prefill computes, up to the
+    # rounding that padding changes.
+    batcher = BatchedGenerator(lm, max_batch=4, prefix_cache_tokens=4096)
+    lone = BatchedGenerator(lm, max_batch=1)
+    params = SamplingParams(max_tokens=4, temperature=0)
+    _run(lambda r: batcher.stream(_ids(lm, "What is the capital of Spain?"), params, (), threading.Event(), r))
+    prompts = ["What is the capital of Spain? Answer briefly.", "Why is the sky blue?", "Tell me a joke."]
+    batcher.prefixes.max_tokens = 0  # keep what is cached now; do not store the rows below
+    joining = [batcher._request(_ids(lm, p), params, (), threading.Event(), GenerationResult()) for p in prompts]
+    hits = batcher.prefixes.hits
+    cache, mask, logits = batcher._prefill(joining)
+    assert logits.shape[0] == 3 and batcher.prefixes.hits - hits >= 1  # the first row reused its cached prefix
+    for row, request in enumerate(joining):
+        alone_cache, alone_mask, alone_logits = lone._prefill([request])
+        assert int(alone_logits.argmax()) == int(logits[row].argmax())
+        torch.testing.assert_close(logits[row : row + 1], alone_logits, atol=1e-3, rtol=1e-3)
+        real = mask[row].bool()
+        assert int(real.sum()) == request.prompt_ids.shape[1]
+        for layer, alone_layer in zip(cache.layers, alone_cache.layers, strict=True):
+            torch.testing.assert_close(layer.keys[row : row + 1, :, real, :], alone_layer.keys, atol=1e-3,
+                                       rtol=1e-3)
+
+
+def test_streams_that_joined_together_run_to_their_own_ends(lm: LanguageModel) -> None:
+    batcher = BatchedGenerator(lm, max_batch=4, prefix_cache_tokens=4096)
+    joined: list[int] = []
+    prefill = batcher._prefill
+    batcher._prefill = lambda requests: (joined.append(len(requests)), prefill(requests))[1]  # type: ignore[method-assign]
+    params = SamplingParams(max_tokens=16, temperature=0)
+    results: dict[int, tuple[str, int]] = {}
+    # A long request first; its first decode step is held until the other three are queued, so they join together.
+    step, held, release = batcher._step, threading.Event(), threading.Event()
+
+    def held_step() -> None:
+        if not release.is_set():
+            held.set()
+            release.wait(60)
+        step()
+
+    batcher._step = held_step  # type: ignore[method-assign]
+    long_answer: list[tuple[str, int]] = []
+    threads = [threading.Thread(target=lambda: long_answer.append(_run(lambda r: batcher.stream(
+        _ids(lm, LONG[0]["content"]), SamplingParams(max_tokens=40, temperature=0), (), threading.Event(), r))))]
+    threads[0].start()
+    assert held.wait(60)
+    threads += [threading.Thread(target=lambda i=i: results.__setitem__(i, _run(
+        lambda r: batcher.stream(_ids(lm, QUESTIONS[i]), params, (), threading.Event(), r)))) for i in range(3)]
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while batcher._waiting.qsize() < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=300)
+    rest = long_answer[0][0]
+    assert rest and len(results) == 3
+    assert joined == [1, 3], joined  # the long request alone, then the three in one forward
+    for i, (text, tokens) in results.items():
+        alone = _run(lambda r, i=i: stream_generate(lm, _ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
+        assert tokens == alone[1] and text.split()[:2] == alone[0].split()[:2]
+    assert batcher.peak_batch <= 4 and batcher.cached_tokens == 0

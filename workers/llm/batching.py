@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -94,9 +95,14 @@ class BatchedGenerator:
     :meth:`close` (also run at interpreter exit) ends that thread once the batch it runs has ended.
     """
 
-    def __init__(self, lm: LanguageModel, max_batch: int, prefix_cache_tokens: int = 0):
+    def __init__(self, lm: LanguageModel, max_batch: int, prefix_cache_tokens: int = 0,
+                 prefill_together: bool = True):
         self.lm = lm
         self.max_batch = max(1, max_batch)
+        # Requests that join at the same step are prefilled in one padded forward (on 2 CPU cores eight 8-token
+        # prefills cost 48 ms together against 24 ms each alone); padding changes float rounding, so a stream is
+        # token for token the lone request's (in float32) only when each prefills alone.
+        self.prefill_together = prefill_together
         self.prefixes = PrefixCache(lm.model.config, prefix_cache_tokens)
         eos = lm.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}
@@ -208,65 +214,123 @@ class BatchedGenerator:
         # close() queued None behind the requests already waiting: stop when it has been taken and all are done.
         return self._closed_seen and not self._active
 
-    def _take(self, request: _Request | None) -> None:
+    def _collect(self, joining: list[_Request], request: _Request | None) -> None:
         if request is None:
             self._closed_seen = True
+        elif request.cancel.is_set():
+            self._finish(request)
         else:
-            self._admit(request)
+            joining.append(request)
 
     def _turn(self) -> None:
+        joining: list[_Request] = []
         if not self._active:
-            self._take(self._waiting.get())
-        while len(self._active) < self.max_batch and not self._closed_seen:
+            self._collect(joining, self._waiting.get())
+        while len(self._active) + len(joining) < self.max_batch and not self._closed_seen:
             try:
-                self._take(self._waiting.get_nowait())
+                self._collect(joining, self._waiting.get_nowait())
             except queue.Empty:
                 break
+        if joining:
+            self._admit(joining)
         if self._active:
             self._step()
 
-    def _admit(self, request: _Request) -> None:
-        """Prefill ``request`` alone (from the longest cached prefix of its prompt), emit its first token, and merge
-        its cache into the batch if it goes on."""
-        if request.cancel.is_set():
-            self._finish(request)
+    def _admit(self, joining: list[_Request]) -> None:
+        """Prefill the ``joining`` requests (each from the longest cached prefix of its prompt), emit their first
+        tokens, and merge the ones that go on into the batch."""
+        if len(joining) > 1 and not self.prefill_together:
+            for request in joining:
+                self._admit([request])
             return
         try:
-            ids = request.prompt_ids
-            reused, cache = self.prefixes.lookup(ids)
-            out = self.lm.model(input_ids=ids[:, reused:], attention_mask=torch.ones_like(ids),
-                                past_key_values=cache, use_cache=True)
-            self.prefixes.store(ids, cache)
-            token = self._choose(request, out.logits[:, -1, :])
-        except Exception as exc:  # noqa: BLE001 - this request fails alone; the batch goes on
-            log.exception("prefill failed")
-            request.failure = exc
-            self._finish(request)
-            return
-        try:
-            if not self._emit(request, token):
-                self._merge(request, cache)
+            cache, mask, logits = self._prefill(joining)
+        except Exception:  # noqa: BLE001 - prefilled one by one, only the request that fails alone fails
+            if len(joining) > 1:
+                log.exception("prefilling %d requests together failed; prefilling them one by one", len(joining))
+                for request in joining:
+                    self._admit([request])
                 return
-        except Exception as exc:
-            # A merge that failed half way leaves the batch's cache unusable: the scheduler fails them all.
-            request.failure = exc
-            self._finish(request)
-            raise
-        self._finish(request)
+            log.exception("prefill failed")
+            joining[0].failure = sys.exc_info()[1]
+            self._finish(joining[0])
+            return
+        going_on = []
+        for row, request in enumerate(joining):
+            try:
+                ended = self._emit(request, self._choose(request, logits[row : row + 1]))
+            except Exception as exc:  # noqa: BLE001 - one request's sampling failure is its own
+                request.failure, ended = exc, True
+            if ended:
+                self._finish(request)
+            else:
+                going_on.append(row)
+        if going_on:
+            try:
+                self._merge([joining[row] for row in going_on], cache, mask, going_on)
+            except Exception as exc:
+                # A merge that failed half way leaves the batch's cache unusable: the scheduler fails them all.
+                for row in going_on:
+                    joining[row].failure = exc
+                    self._finish(joining[row])
+                raise
 
-    def _merge(self, request: _Request, cache: DynamicCache) -> None:
-        length = request.prompt_ids.shape[1]
-        own_mask = torch.ones((1, length), dtype=torch.long, device=self.lm.device)
-        if self._cache is None or self._mask is None:
-            self._cache, self._mask = cache, own_mask
+    def _prefill(self, joining: list[_Request]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """One forward over the joining prompts: ``(cache, mask, last logits)``, a row each.
+
+        Each row is its cached prefix left-padded to the longest one, then its new tokens left-padded to the longest
+        new part; the mask hides the padding and each row's position ids count only its real tokens.
+        """
+        found = [self.prefixes.lookup(request.prompt_ids) for request in joining]
+        widths = [n for n, _ in found]
+        news = [request.prompt_ids[:, n:] for request, (n, _) in zip(joining, found, strict=True)]
+        cached, new = max(widths), max(ids.shape[1] for ids in news)
+        device = self.lm.device
+        if len(joining) == 1:
+            cache, mask = found[0][1], torch.ones_like(joining[0].prompt_ids)
+            ids, positions = news[0], None
         else:
-            width = max(self._mask.shape[1], length)
+            cache = DynamicCache(config=self.lm.model.config)
+            if cached:
+                shaped = next(c for n, c in found if n)  # a row with no cached prefix gets an empty one like it
+                for i, layer in enumerate(cache.layers):
+                    keys = [_pad_left(c.layers[i].keys if n else shaped.layers[i].keys[..., :0, :], cached)
+                            for n, c in found]
+                    values = [_pad_left(c.layers[i].values if n else shaped.layers[i].values[..., :0, :], cached)
+                              for n, c in found]
+                    layer.lazy_initialization(keys[0], values[0])
+                    layer.keys, layer.values = torch.cat(keys), torch.cat(values)
+            mask = torch.cat([torch.cat([_pad_left(torch.ones((1, n), dtype=torch.long, device=device), cached),
+                                         _pad_left(torch.ones_like(ids), new)], dim=1)
+                              for n, ids in zip(widths, news, strict=True)])
+            ids = torch.cat([_pad_left(part, new) for part in news])
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, cached:]
+        out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True)
+        for row, request in enumerate(joining):
+            real = mask[row].bool()
+            self.prefixes.store(request.prompt_ids, [(layer.keys[row : row + 1, :, real, :],
+                                                      layer.values[row : row + 1, :, real, :])
+                                                     for layer in cache.layers])
+        return cache, mask, out.logits[:, -1, :]
+
+    def _merge(self, requests: list[_Request], cache: DynamicCache, mask: torch.Tensor, rows: list[int]) -> None:
+        """Add ``requests`` (``rows`` of the just-prefilled ``cache`` and ``mask``) to the batch."""
+        if len(rows) < mask.shape[0]:
+            index = torch.tensor(rows, device=self.lm.device)
+            mask = mask[index]
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+        if self._cache is None or self._mask is None:
+            self._cache, self._mask = cache, mask
+        else:
+            width = max(self._mask.shape[1], mask.shape[1])
             for batch_layer, own_layer in zip(self._cache.layers, cache.layers, strict=True):
                 batch_layer.keys = torch.cat([_pad_left(batch_layer.keys, width), _pad_left(own_layer.keys, width)])
                 batch_layer.values = torch.cat([_pad_left(batch_layer.values, width),
                                                 _pad_left(own_layer.values, width)])
-            self._mask = torch.cat([_pad_left(self._mask, width), _pad_left(own_mask, width)])
-        self._active.append(request)
+            self._mask = torch.cat([_pad_left(self._mask, width), _pad_left(mask, width)])
+        self._active.extend(requests)
         self.peak_batch = max(self.peak_batch, len(self._active))
 
     def _step(self) -> None:

@@ -80,7 +80,10 @@ CONCURRENCY = max_concurrency(cpu=4, gpu=16, on_gpu=LM.device.startswith("cuda")
 # Positions of recent prompts kept for reuse by prompts that start the same way (the system prompt, a call's earlier
 # turns): about 23 kB each for SmolLM2-135M in bf16, 28 kB for Qwen2.5-1.5B. 0 turns prefix caching off.
 PREFIX_CACHE_TOKENS = int(os.environ.get("PREFIX_CACHE_TOKENS", "4096"))
-BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS)
+# Jobs that arrive together prefill in one forward: their first tokens come sooner, but padding changes rounding,
+# so only PREFILL_TOGETHER=0 (with DTYPE=float32) keeps every stream token for token what it is alone.
+PREFILL_TOGETHER = os.environ.get("PREFILL_TOGETHER", "1") != "0"
+BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS, PREFILL_TOGETHER)
            if CONCURRENCY > 1 and supports_batching(LM) else None)
 if CONCURRENCY > 1 and BATCHER is None:
     log.info("this model's cache is not plain full attention: its %d concurrent jobs take turns on generate",

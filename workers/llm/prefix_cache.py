@@ -55,8 +55,9 @@ class PrefixCache:
         self.reused_tokens += best
         return best, cache
 
-    def store(self, ids: torch.Tensor, cache: DynamicCache) -> None:
-        """Keep ``cache`` (just after prefilling ``ids``) for later prompts that start the same way."""
+    def store(self, ids: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep ``layers`` (each layer's keys and values just after prefilling ``ids``, no padding) for later prompts
+        that start the same way."""
         key = tuple(ids[0].tolist())
         if not self.max_tokens or len(key) > self.max_tokens:
             return
@@ -64,7 +65,7 @@ class PrefixCache:
         # A prompt that is a prefix of the new one adds nothing the new entry does not hold.
         for older in [k for k in self._entries if len(k) <= len(key) and key[: len(k)] == k]:
             del self._entries[older]
-        self._entries[key] = [(layer.keys, layer.values) for layer in cache.layers]
+        self._entries[key] = layers
         self._entries.move_to_end(key, last=False)
         while self.cached_tokens > self.max_tokens:
             self._entries.popitem(last=True)
