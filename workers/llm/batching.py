@@ -1,20 +1,23 @@
 """Batched decoding: one scheduler thread owns the model and steps every active request together, a token at a time.
 
-Requests join and leave at token boundaries (continuous batching). A joining request's prompt is prefilled alone
-(its own ``DynamicCache``, exactly what a lone ``generate`` computes), then its cache is left-padded into the
-batch's; each step feeds one token per request with an attention mask that hides the padding and each row's own
-position ids. A request that ends (EOS, ``max_tokens``, a stop string, cancel) leaves the batch through
-``batch_select_indices`` and the padding no remaining row needs is cut off.
+Requests join and leave at token boundaries (continuous batching). The requests that join at one step are
+prefilled together in one padded forward (or each alone, its own ``DynamicCache``, exactly what a lone ``generate``
+computes, with ``prefill_together=False``), starting from the longest cached prefix of each prompt
+(:mod:`workers.llm.prefix_cache`); then their caches are left-padded into the batch's. Each step feeds one token
+per request with an attention mask that hides the padding and each row's own position ids. A request that ends
+(EOS, ``max_tokens``, a stop string, cancel) leaves the batch at the next step, and the padding no remaining row
+needs is cut off.
 
 Why not transformers' own ``ContinuousBatchingManager`` (``model.init_continuous_batching``, transformers 5.23):
 it streams per request and cancels one, but ``do_sample`` and the seed belong to the manager (no greedy request
 beside a sampled one, no per-request seed), it knows no stop strings, and on this CPU it took 75 s for three
 20-token requests that ``generate`` answers in about 1 s each (its paged-attention path is built for GPUs).
 
-Exactness: in float32 a batched greedy stream is token for token the lone request's (tested). In bfloat16 (the CPU
-default) a row padded beside a longer prompt is rounded differently from the same request alone (SDPA splits its
-keys into other blocks), so a near-tied token can flip, depending on what else is in the batch; slicing each
-row's attention to its real keys did not make it exact either (tried; the flips moved elsewhere).
+Exactness: in float32, each request prefilled alone, a batched greedy stream is token for token the lone request's
+(tested). Padding changes rounding: in bfloat16 (the CPU default) a row padded beside a longer prompt is rounded
+differently from the same request alone (SDPA splits its keys into other blocks), and so is a joint prefill's row
+in float32, so a near-tied token can flip, depending on what else is in the batch; slicing each row's attention to
+its real keys did not make bfloat16 exact either (tried; the flips moved elsewhere).
 
 Each request keeps its own sampling (temperature, top_p, its own ``torch.Generator`` for its seed), stop strings,
 ``max_tokens`` and cancel event; its text goes out through its own ``TextIteratorStreamer``, as ``generate`` would
