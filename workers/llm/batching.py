@@ -115,24 +115,35 @@ class BatchedGenerator:
         self._mask: torch.Tensor | None = None  # [batch, cached length]: 1 real token, 0 left padding
         self.peak_batch = 0  # the most requests ever decoded together (tests check it never passes max_batch)
         self._closing = False
+        self._closing_lock = threading.Lock()
         self._closed_seen = False  # the scheduler has taken close()'s None: it admits nothing more
         self._thread = threading.Thread(target=self._run, name="voicepod-batcher", daemon=True)
         self._thread.start()
         # A daemon thread still inside torch when the interpreter finalizes (freeing the last request's cache just
         # after its stream ended, say) is killed there, and the C++ runtime aborts the process ("terminate called
         # without an active exception"): `python -m workers.llm` ended with SIGABRT about one run in two.
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
 
     def close(self, timeout_s: float | None = 30.0) -> None:
         """Let the requests in the batch and those already waiting end, then stop the scheduler thread.
 
         Idempotent. A :meth:`stream` started after this raises ``RuntimeError``.
         """
-        if not self._closing:
-            self._closing = True
-            self._waiting.put(None)
+        with self._closing_lock:  # nothing is queued behind close()'s None
+            if not self._closing:
+                self._closing = True
+                self._waiting.put(None)
         self._thread.join(timeout_s)
-        atexit.unregister(self.close)
+        if not self._thread.is_alive():
+            atexit.unregister(self._close_at_exit)
+
+    def _close_at_exit(self) -> None:
+        # Nobody reads the streams any more: end them at the next token instead of decoding them to max_tokens.
+        with self._waiting.mutex:
+            waiting = [request for request in self._waiting.queue if request is not None]
+        for request in [*self._active, *waiting]:
+            request.cancel.set()
+        self.close()
 
     @property
     def running(self) -> bool:
@@ -153,10 +164,11 @@ class BatchedGenerator:
         result: GenerationResult,
     ) -> Iterator[str]:
         """Like :func:`workers.llm.generation.stream_generate`, decoded in the shared batch. Blocking."""
-        if self._closing:
-            raise RuntimeError("the batched generator is closed")
         request = self._request(prompt_ids, params, tuple(stops), cancel, result)
-        self._waiting.put(request)
+        with self._closing_lock:
+            if self._closing:
+                raise RuntimeError("the batched generator is closed")
+            self._waiting.put(request)
         try:
             yield from coalesced(request.streamer, COALESCE_S)
         finally:
@@ -243,16 +255,14 @@ class BatchedGenerator:
         """Prefill the ``joining`` requests (each from the longest cached prefix of its prompt), emit their first
         tokens, and merge the ones that go on into the batch."""
         if len(joining) > 1 and not self.prefill_together:
-            for request in joining:
-                self._admit([request])
+            self._admit_each(joining)
             return
         try:
             cache, mask, logits = self._prefill(joining)
         except Exception:  # noqa: BLE001 - prefilled one by one, only the request that fails alone fails
             if len(joining) > 1:
                 log.exception("prefilling %d requests together failed; prefilling them one by one", len(joining))
-                for request in joining:
-                    self._admit([request])
+                self._admit_each(joining)
                 return
             log.exception("prefill failed")
             joining[0].failure = sys.exc_info()[1]
@@ -278,11 +288,23 @@ class BatchedGenerator:
                     self._finish(joining[row])
                 raise
 
-    def _prefill(self, joining: list[_Request]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """One forward over the joining prompts: ``(cache, mask, last logits)``, a row each.
+    def _admit_each(self, joining: list[_Request]) -> None:
+        for index, request in enumerate(joining):
+            try:
+                self._admit([request])
+            except Exception as exc:
+                # A failed merge broke the batch (the scheduler fails the active requests): the ones not yet
+                # admitted fail with it rather than wait for ever.
+                for rest in joining[index + 1 :]:
+                    rest.failure = exc
+                    self._finish(rest)
+                raise
 
-        Each row is its cached prefix left-padded to the longest one, then its new tokens left-padded to the longest
-        new part; the mask hides the padding and each row's position ids count only its real tokens.
+    def _prefill(self, joining: list[_Request]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """One forward over the joining prompts: ``(cache, mask, last logits)``, a row each, left-padded.
+
+        In the forward each row is its cached prefix left-padded to the longest one, then its new tokens left-padded
+        to the longest new part; the mask hides the padding and each row's position ids count only its real tokens.
         """
         found = [self.prefixes.lookup(request.prompt_ids) for request in joining]
         widths = [n for n, _ in found]
@@ -310,12 +332,26 @@ class BatchedGenerator:
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, cached:]
         out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True)
-        for row, request in enumerate(joining):
-            real = mask[row].bool()
-            self.prefixes.store(request.prompt_ids, [(layer.keys[row : row + 1, :, real, :],
-                                                      layer.values[row : row + 1, :, real, :])
-                                                     for layer in cache.layers])
-        return cache, mask, out.logits[:, -1, :]
+        if len(joining) == 1:
+            self.prefixes.store(joining[0].prompt_ids, [(layer.keys, layer.values) for layer in cache.layers])
+            return cache, mask, out.logits[:, -1, :]
+        # Each row's real positions only, left-padded again: padding between a row's cached prefix and its new part
+        # would otherwise stay in the batch (and be attended over) for the row's whole life.
+        rows = [[(layer.keys[row : row + 1, :, real, :], layer.values[row : row + 1, :, real, :])
+                 for layer in cache.layers] for row, real in enumerate(mask.bool())]
+        for request, kept in zip(joining, rows, strict=True):
+            self.prefixes.store(request.prompt_ids, kept)
+        lengths = [request.prompt_ids.shape[1] for request in joining]
+        width = max(lengths)
+        packed = DynamicCache(config=self.lm.model.config)
+        for i, layer in enumerate(packed.layers):
+            keys = [_pad_left(kept[i][0], width) for kept in rows]
+            values = [_pad_left(kept[i][1], width) for kept in rows]
+            layer.lazy_initialization(keys[0], values[0])
+            layer.keys, layer.values = torch.cat(keys), torch.cat(values)
+        packed_mask = torch.cat([_pad_left(torch.ones((1, n), dtype=torch.long, device=device), width)
+                                 for n in lengths])
+        return packed, packed_mask, out.logits[:, -1, :]
 
     def _merge(self, requests: list[_Request], cache: DynamicCache, mask: torch.Tensor, rows: list[int]) -> None:
         """Add ``requests`` (``rows`` of the just-prefilled ``cache`` and ``mask``) to the batch."""
@@ -366,10 +402,12 @@ class BatchedGenerator:
                     continue
                 if self._emit(request, token):
                     gone.append(row)
-        for row in gone:
-            self._finish(self._active[row])
         if gone:
-            self._leave(sorted(set(gone)))
+            rows = sorted(set(gone))
+            ended = [self._active[row] for row in rows]
+            self._leave(rows)  # before they are finished: a caller that sees its stream end finds the cache let go
+            for request in ended:
+                self._finish(request)
 
     def _leave(self, rows: list[int]) -> None:
         assert self._cache is not None and self._mask is not None

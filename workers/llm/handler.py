@@ -8,10 +8,11 @@ endpoint's ``/openai/v1`` route.
 
 Settings: ``MODEL_DIR`` (baked folder) or ``MODEL_NAME`` (hub id), ``DTYPE``, ``DEVICE``, ``MAX_TOKENS_CAP``,
 ``SERVED_MODEL_NAME``, ``MAX_CONCURRENCY`` (jobs decoded together in one batch: default 4 on a CPU, 16 on a GPU;
-1 runs one ``generate`` at a time, as before batching), ``PREFIX_CACHE_TOKENS`` (positions of recent prompts kept
-so that a prompt starting the same way prefills only what is new; default 4096, 0 off; batched decoding only); with
-none of them and no GPU, the embedded SmolLM2-135M-Instruct chat model (the embedded Gemma 3 270M base model
-loads with ``MODEL_DIR=DIR`` after ``python -m workers.common.bake --worker llm --embedded gemma --out DIR``).
+1 runs one ``generate`` at a time, as before batching); for batched decoding, ``PREFIX_CACHE_TOKENS`` (positions of
+recent prompts kept so that a prompt starting the same way prefills only what is new; default 4096, 0 off) and
+``PREFILL_TOGETHER`` (``0`` prefills each joining job alone). With none of them and no GPU, the embedded
+SmolLM2-135M-Instruct chat model (the embedded Gemma 3 270M base model loads with ``MODEL_DIR=DIR`` after
+``python -m workers.common.bake --worker llm --embedded gemma --out DIR``).
 """
 
 from __future__ import annotations
