@@ -149,3 +149,41 @@ def test_turn_command_prints_the_turn_and_writes_the_reply(server, tmp_path):
     assert "voice-to-voice latency" in result.stdout
     samples, rate = read_wav(out.read_bytes())
     assert len(samples) / rate > 0.5
+
+
+async def test_a_turn_cancelled_again_while_it_stops_still_cancels_its_jobs(server, monkeypatch):
+    # A phone call whose line closed ends the turn (its iterator is closed), and the hang-up then cancels the turn's
+    # task while that cleanup runs. The cleanup must still reach the endpoints: once the task is over, no job of
+    # the turn may be left running. (Seen in CI as a job still IN_PROGRESS after a call ended.)
+    from voicepod.agent import _Turn
+
+    stopping = asyncio.Event()
+    stop = _Turn._stop_tasks_and_jobs
+
+    async def slow_stop(self):
+        stopping.set()
+        await asyncio.sleep(0.3)  # the second cancel lands in here
+        await stop(self)
+
+    monkeypatch.setattr(_Turn, "_stop_tasks_and_jobs", slow_stop)
+    agent = agent_for(server, system_prompt=SEVERAL_SENTENCES, llm_options={"temperature": 0, "max_tokens": 120})
+
+    async def call() -> None:
+        turn = agent.respond(espeak_wav("Tell me about Paris."))
+        async for event in turn:
+            if isinstance(event, ReplyText):
+                break
+        await turn.aclose()
+
+    task = asyncio.create_task(call())
+    await asyncio.wait_for(stopping.wait(), 180)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    jobs = agent.last_job_ids()
+    assert jobs["llm"]
+    for stage, ids in jobs.items():
+        endpoint = server.endpoint(stage)
+        statuses = [(await endpoint.job(job_id).status())["status"] for job_id in ids]
+        await endpoint.aclose()
+        assert set(statuses) <= {"COMPLETED", "CANCELLED"}, (stage, statuses)

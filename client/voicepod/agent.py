@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aggregator import SentenceAggregator
+from .cleanup import run_to_end
 from .endpoint import Endpoint, Job
 from .protocol import AudioChunk, CompletionDone, DeltaChunk, SegmentChunk, SpeechDone, TranscriptDone
 from .sentences import is_speakable
@@ -411,12 +412,20 @@ class _Turn:
         self.remembered = None
 
     async def _stop_all(self) -> None:
+        """Stop the turn's tasks, then cancel its unfinished jobs on their endpoints; runs to its end.
+
+        This runs while the turn is being cancelled or closed, and may be cancelled again meanwhile (a phone caller
+        who hangs up while the closed line is already ending the turn): a cleanup cut short there would leave the
+        jobs running, and billed, for nobody (:mod:`voicepod.cleanup`).
+        """
+        await run_to_end(self._stop_tasks_and_jobs())
+
+    async def _stop_tasks_and_jobs(self) -> None:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         unfinished = [job for job in self.jobs if not job.finished]
-        # Shielded: this runs when the caller cancels the turn, and the cancels must still reach the endpoints.
-        await asyncio.shield(asyncio.gather(*(job.cancel() for job in unfinished), return_exceptions=True))
+        await asyncio.gather(*(job.cancel() for job in unfinished), return_exceptions=True)
 
     async def _guard(self, work: Any) -> None:
         try:

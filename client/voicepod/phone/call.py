@@ -20,6 +20,7 @@ from typing import Any
 
 from ..agent import Audio, Done, ReplyText, SentenceEnd, Transcript, VoiceAgent
 from ..audio import MULAW_RATE
+from ..cleanup import run_to_end
 from ..endpoint import Job
 from ..errors import VoicepodError
 from ..protocol import AudioChunk
@@ -376,7 +377,7 @@ class Call:
         finally:
             if not job.finished:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(job.cancel())
+                    await run_to_end(job.cancel())
 
     # --- frames to the caller --------------------------------------------------------------------------------
 
