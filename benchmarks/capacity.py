@@ -36,17 +36,22 @@ MODES = ("batched", "batched_no_prefix_cache", "one_at_a_time")
 # early would make tokens/s measure prefill). The count-to-1000 prompt used before did not: SmolLM2 answered
 # "1000." to seven of the eight, and the 8-stream figure measured mostly prefill. Each stream has its own topic,
 # so the streams are different requests (different prompts and answers), as separate calls' are.
-PROMPT = "Write a long story about {topic}."
+PROMPT = "Write a long story about {topic} in {place}."
 TOPICS = ("a lighthouse keeper", "a dragon", "a robot", "a sailor", "a baker", "a detective", "an astronaut",
           "a gardener")
+# A new place for every level of every run (and for the warm-up): a stream's prompt is then never cached whole
+# from an earlier level, only what calls share (the system prompt, the chat template), as in real traffic.
+PLACES = ("Paris", "a small village", "the desert", "Tokyo", "a forest", "the mountains", "an old castle",
+          "the sea", "a big city", "the jungle", "a space station", "an island", "London", "a farm", "a school",
+          "a river town", "the arctic")
 
 
-async def _stream(endpoint: Any, topic: str, max_tokens: int) -> tuple[float, float, int]:
+async def _stream(endpoint: Any, topic: str, place: str, max_tokens: int) -> tuple[float, float, int]:
     """One request: (seconds to its first token, seconds to its done chunk, completion tokens)."""
     from voicepod.protocol import CompletionDone, DeltaChunk
 
     began = time.perf_counter()
-    job = await endpoint.run({"messages": [{"role": "user", "content": PROMPT.format(topic=topic)}],
+    job = await endpoint.run({"messages": [{"role": "user", "content": PROMPT.format(topic=topic, place=place)}],
                               "max_tokens": max_tokens, "temperature": 0})
     first = None
     async for chunk in job.chunks():
@@ -60,9 +65,9 @@ async def _stream(endpoint: Any, topic: str, max_tokens: int) -> tuple[float, fl
     raise RuntimeError("the stream ended without a done chunk")
 
 
-async def _level(endpoint: Any, streams: int, max_tokens: int) -> dict[str, float]:
+async def _level(endpoint: Any, streams: int, place: str, max_tokens: int) -> dict[str, float]:
     began = time.perf_counter()
-    results = await asyncio.gather(*(_stream(endpoint, TOPICS[i], max_tokens) for i in range(streams)))
+    results = await asyncio.gather(*(_stream(endpoint, TOPICS[i], place, max_tokens) for i in range(streams)))
     wall = time.perf_counter() - began
     return {"tokens_per_s": sum(r[2] for r in results) / wall, "ttft_s": median([r[0] for r in results]),
             "ttft_max_s": max(r[0] for r in results), "wall_s": wall}
@@ -82,11 +87,12 @@ async def _measure(quick: bool, runs: int) -> dict[str, Any]:
         endpoints = {mode: server.endpoint("llm", timeout=900) for mode, server in servers.items()}
         try:
             for endpoint in endpoints.values():  # the first job of a worker carries its load time
-                await _stream(endpoint, TOPICS[0], 4)
-            for _ in range(runs):
-                for n in LEVELS:
+                await _stream(endpoint, TOPICS[0], PLACES[-1], 4)
+            for run in range(runs):
+                for level, n in enumerate(LEVELS):
+                    place = PLACES[(run * len(LEVELS) + level) % (len(PLACES) - 1)]
                     for mode, endpoint in endpoints.items():
-                        samples[mode][str(n)].append(await _level(endpoint, n, max_tokens))
+                        samples[mode][str(n)].append(await _level(endpoint, n, place, max_tokens))
         finally:
             for endpoint in endpoints.values():
                 await endpoint.aclose()
