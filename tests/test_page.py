@@ -86,6 +86,7 @@ def chromium(mic: Path, *flags: str, grant: bool = True) -> Iterator:
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # open_page shows the console on failure
     for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,640",
                  "--autoplay-policy=no-user-gesture-required", "--use-fake-device-for-media-stream",
                  f"--use-file-for-fake-audio-capture={mic}",
@@ -96,6 +97,31 @@ def chromium(mic: Path, *flags: str, grant: bool = True) -> Iterator:
         yield driver
     finally:
         driver.quit()
+
+
+def open_page(driver, url: str, timeout: float = 30.0) -> None:
+    """Load the page and wait until its script has set up ``window.voicepodPage``.
+
+    A CI run once read it right after ``driver.get`` returned and found it undefined (cause unknown: no console
+    was kept). A browser error page (``chrome-error://``: the connection failed) gets one more navigation, as a
+    person would reload; a page whose script never runs fails here with what the browser saw."""
+    driver.get(url)
+    deadline = time.monotonic() + timeout
+    reloaded = False
+    while not driver.execute_script("return window.voicepodPage !== undefined"):
+        if not reloaded and driver.execute_script("return document.URL").startswith("chrome-error://"):
+            print(f"open_page: the browser showed an error page for {url}; navigating again", file=sys.stderr)
+            reloaded = True
+            driver.get(url)
+            continue
+        if time.monotonic() > deadline:
+            seen = driver.execute_script(
+                "return {readyState: document.readyState, title: document.title, "
+                "scripts: [...document.scripts].map(s => s.src), "
+                "html: document.documentElement.outerHTML.slice(0, 600)}")
+            raise AssertionError(f"the page's script never set window.voicepodPage: {seen}; "
+                                 f"console: {driver.get_log('browser')}")
+        time.sleep(0.05)
 
 
 def page(driver) -> dict:
@@ -158,7 +184,7 @@ def test_a_question_spoken_into_the_page_is_answered_aloud_and_its_latency_shown
     # A minute of silence after the question: the reply plays out before the file loops.
     mic = microphone(tmp_path / "question.wav", silence(1.0), speech(TEA), silence(60.0))
     with chromium(mic) as driver:
-        driver.get(f"{phone.url}/")
+        open_page(driver, f"{phone.url}/")
         assert page(driver)["state"] == "idle"
         click_start(driver)
         wait_for(driver, lambda p: p["state"] == "listening", 30, "listening")
@@ -204,7 +230,7 @@ def test_speaking_over_the_reply_stops_its_playback_at_once(phone, tmp_path):
     mic = microphone(tmp_path / "barge_in.wav", silence(1.0), speech(TEA), silence(10.0), speech(STATION),
                      silence(60.0))
     with chromium(mic) as driver:
-        driver.get(f"{phone.url}/talk")
+        open_page(driver, f"{phone.url}/talk")
         click_start(driver)
         cut = wait_for(driver, lambda p: p["clears"] >= 1 or len(p["turns"]) >= 2, 240, "the server's clear")
         # The reply was playing when the second question began (had it not started yet, there was nothing to
@@ -298,7 +324,7 @@ def test_the_page_sends_16_khz_plays_in_order_echoes_marks_when_played_and_stops
     # The microphone: a 1 kHz tone, which must still be 1 kHz once the page has downsampled it to 16 kHz.
     mic = microphone(tmp_path / "tone.wav", tone(1000, 4.0, RATE))
     with scripted_line(script) as url, chromium(mic) as driver:
-        driver.get(url)
+        open_page(driver, url)
         click_start(driver)
         started = time.monotonic()
         cut = wait_for(driver, lambda p: p["clears"] == 1, 30, "the clear")
@@ -325,7 +351,7 @@ def test_the_page_sends_16_khz_plays_in_order_echoes_marks_when_played_and_stops
 def test_a_refused_microphone_shows_the_error_state(tmp_path):
     mic = microphone(tmp_path / "quiet.wav", silence(2.0))
     with PhoneServer(UNREACHABLE, ["--greeting", ""]) as phone, chromium(mic, grant=False) as driver:
-        driver.get(f"{phone.url}/")
+        open_page(driver, f"{phone.url}/")
         click_start(driver)
         shown = wait_for(driver, lambda p: p["state"] == "error", 30, "the error state")
         assert "microphone" in shown["error"].lower() and "refused" in shown["error"].lower()
@@ -337,7 +363,7 @@ def test_a_refused_microphone_shows_the_error_state(tmp_path):
 def test_an_unreachable_server_shows_the_error_state(tmp_path):
     mic = microphone(tmp_path / "quiet.wav", silence(2.0))
     with PhoneServer(UNREACHABLE, ["--greeting", ""]) as phone, chromium(mic) as driver:
-        driver.get(f"{phone.url}/")
+        open_page(driver, f"{phone.url}/")
         phone.__exit__()  # the server goes away after serving the page
         click_start(driver)
         shown = wait_for(driver, lambda p: p["state"] == "error", 30, "the error state")
@@ -349,11 +375,11 @@ def test_with_a_page_token_only_a_page_that_presents_it_may_talk(tmp_path):
     with PhoneServer(UNREACHABLE, ["--greeting", "", "--page-token", "s3cret/+"]) as phone:
         assert "?token=s3cret/%2B" in phone.logs()  # the URL it prints carries the token
         with chromium(mic) as driver:
-            driver.get(f"{phone.url}/")
+            open_page(driver, f"{phone.url}/")
             click_start(driver)
             refused = wait_for(driver, lambda p: p["state"] == "error", 30, "refused without the token")
             assert "token" in refused["error"]
-            driver.get(f"{phone.url}/?token=s3cret%2F%2B")
+            open_page(driver, f"{phone.url}/?token=s3cret%2F%2B")
             click_start(driver)
             wait_for(driver, lambda p: p["state"] == "listening" and p["callSid"], 30, "listening with the token")
         socket_url = phone.url.replace("http", "ws") + "/talk/ws"
