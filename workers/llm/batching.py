@@ -315,16 +315,13 @@ class BatchedGenerator:
             cache, mask = found[0][1], torch.ones_like(joining[0].prompt_ids)
             ids, positions = news[0], None
         else:
-            cache = DynamicCache(config=self.lm.model.config)
             if cached:
                 shaped = next(c for n, c in found if n)  # a row with no cached prefix gets an empty one like it
-                for i, layer in enumerate(cache.layers):
-                    keys = [_pad_left(c.layers[i].keys if n else shaped.layers[i].keys[..., :0, :], cached)
-                            for n, c in found]
-                    values = [_pad_left(c.layers[i].values if n else shaped.layers[i].values[..., :0, :], cached)
-                              for n, c in found]
-                    layer.lazy_initialization(keys[0], values[0])
-                    layer.keys, layer.values = torch.cat(keys), torch.cat(values)
+                cache = self._stacked([[(layer.keys, layer.values) if n else
+                                        (layer.keys[..., :0, :], layer.values[..., :0, :])
+                                        for layer in (c if n else shaped).layers] for n, c in found], cached)
+            else:
+                cache = DynamicCache(config=self.lm.model.config)
             mask = torch.cat([torch.cat([_pad_left(torch.ones((1, n), dtype=torch.long, device=device), cached),
                                          _pad_left(torch.ones_like(ids), new)], dim=1)
                               for n, ids in zip(widths, news, strict=True)])
@@ -343,15 +340,20 @@ class BatchedGenerator:
             self.prefixes.store(request.prompt_ids, kept)
         lengths = [request.prompt_ids.shape[1] for request in joining]
         width = max(lengths)
-        packed = DynamicCache(config=self.lm.model.config)
-        for i, layer in enumerate(packed.layers):
-            keys = [_pad_left(kept[i][0], width) for kept in rows]
-            values = [_pad_left(kept[i][1], width) for kept in rows]
-            layer.lazy_initialization(keys[0], values[0])
-            layer.keys, layer.values = torch.cat(keys), torch.cat(values)
         packed_mask = torch.cat([_pad_left(torch.ones((1, n), dtype=torch.long, device=device), width)
                                  for n in lengths])
-        return packed, packed_mask, out.logits[:, -1, :]
+        return self._stacked(rows, width), packed_mask, out.logits[:, -1, :]
+
+    def _stacked(self, rows: list[list[tuple[torch.Tensor, torch.Tensor]]], width: int) -> DynamicCache:
+        """A cache of one row per entry of ``rows`` (each a ``[1, h, n, d]`` keys/values pair per layer), each
+        left-padded to ``width`` positions."""
+        cache = DynamicCache(config=self.lm.model.config)
+        for i, layer in enumerate(cache.layers):
+            keys = [_pad_left(row[i][0], width) for row in rows]
+            values = [_pad_left(row[i][1], width) for row in rows]
+            layer.lazy_initialization(keys[0], values[0])
+            layer.keys, layer.values = torch.cat(keys), torch.cat(values)
+        return cache
 
     def _merge(self, requests: list[_Request], cache: DynamicCache, mask: torch.Tensor, rows: list[int]) -> None:
         """Add ``requests`` (``rows`` of the just-prefilled ``cache`` and ``mask``) to the batch."""
