@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from transformers import DynamicCache
 
 
 class PrefixCache:
@@ -33,11 +32,11 @@ class PrefixCache:
     def cached_tokens(self) -> int:
         return sum(len(key) for key in self._entries)
 
-    def lookup(self, ids: torch.Tensor) -> tuple[int, DynamicCache]:
-        """``(n, cache)``: a cache holding the first ``n`` positions of ``ids`` (shape ``[1, len]``), taken from the
-        entry that shares the longest prefix with it, and empty (``n == 0``) when none does. ``n`` stays below the
-        prompt's length: the last prompt token is always prefilled, since its logits choose the first new token."""
-        cache = DynamicCache(config=self.config)
+    def lookup(self, ids: torch.Tensor) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``(n, layers)``: each layer's keys and values for the first ``n`` positions of ``ids`` (shape
+        ``[1, len]``), taken from the entry that shares the longest prefix with it; ``(0, [])`` when none does.
+        ``n`` stays below the prompt's length: the last prompt token is always prefilled, since its logits choose the
+        first new token."""
         wanted = ids[0].tolist()
         best, best_key = 0, None
         for key in self._entries:
@@ -46,14 +45,11 @@ class PrefixCache:
                 best, best_key = shared, key
         best = min(best, len(wanted) - 1)
         if best <= 0 or best_key is None:
-            return 0, cache
+            return 0, []
         self._entries.move_to_end(best_key, last=False)
-        for layer, (keys, values) in zip(cache.layers, self._entries[best_key], strict=True):
-            layer.lazy_initialization(keys, values)
-            layer.keys, layer.values = keys[..., :best, :], values[..., :best, :]
         self.hits += 1
         self.reused_tokens += best
-        return best, cache
+        return best, [(keys[..., :best, :], values[..., :best, :]) for keys, values in self._entries[best_key]]
 
     def store(self, ids: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Keep ``layers`` (each layer's keys and values just after prefilling ``ids``, no padding) for later prompts
