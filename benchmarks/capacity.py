@@ -5,10 +5,12 @@
 LLM: three emulated workers (``serve-local``, the
 runpod SDK's own loop) serve the embedded LLM: one with ``MAX_CONCURRENCY=8`` (concurrent jobs decoded in one
 batch, prefix cache on: the default), one the same with ``PREFIX_CACHE_TOKENS=0``, one with ``MAX_CONCURRENCY=1``
-(jobs take turns, the behaviour before batching). 1, 2, 4 and 8 streams start together on each; every stream runs
-to ``max_tokens`` (greedy; checked). Per level: aggregate tokens/s (all streams' tokens over the time from the first
-request to the last done chunk) and each stream's time to first token (queue wait included: what a caller waits).
-Medians over runs; the workers alternate run by run.
+(jobs take turns, the behaviour before batching). 1, 2, 4 and 8 streams start together on each (a burst: the
+hardest case for the first token, since all of them prefill at once); every stream runs to ``max_tokens`` (greedy;
+checked). Per level: aggregate tokens/s (all streams' tokens over the time from the first request to the last done
+chunk) and each stream's time to first token (queue wait included: what a caller waits). Then the same levels as
+a steady load on the batched and one-at-a-time workers (``steady``): each caller asks three times in a row, so
+requests arrive while others decode, as calls' turns do. Medians over runs; the workers alternate run by run.
 
 Chain: N simulated calls (``VoiceAgent`` sessions, each asking a spoken question, then waiting as long as the
 reply and the next question take to say) on one worker per stage, every worker at ``MAX_CONCURRENCY=1`` against
@@ -41,17 +43,23 @@ TOPICS = ("a lighthouse keeper", "a dragon", "a robot", "a sailor", "a baker", "
           "a gardener")
 # A new place for every level of every run (and for the warm-up): a stream's prompt is then never cached whole
 # from an earlier level, only what calls share (the system prompt, the chat template), as in real traffic.
+# Streams arriving while others decode (what calls' turns do): each caller asks STEADY_ROUNDS times in a row, the
+# callers' first requests this far apart; the rounds after the first are measured.
+STEADY_ROUNDS = 3
+STEADY_SPACING_S = 0.1
+STEADY_MODES = ("batched", "one_at_a_time")
 PLACES = ("Paris", "a small village", "the desert", "Tokyo", "a forest", "the mountains", "an old castle",
           "the sea", "a big city", "the jungle", "a space station", "an island", "London", "a farm", "a school",
           "a river town", "the arctic")
 
 
-async def _stream(endpoint: Any, topic: str, place: str, max_tokens: int) -> tuple[float, float, int]:
+async def _stream(endpoint: Any, topic: str, place: str, max_tokens: int, prompt: str = PROMPT
+                  ) -> tuple[float, float, int]:
     """One request: (seconds to its first token, seconds to its done chunk, completion tokens)."""
     from voicepod.protocol import CompletionDone, DeltaChunk
 
     began = time.perf_counter()
-    job = await endpoint.run({"messages": [{"role": "user", "content": PROMPT.format(topic=topic, place=place)}],
+    job = await endpoint.run({"messages": [{"role": "user", "content": prompt.format(topic=topic, place=place)}],
                               "max_tokens": max_tokens, "temperature": 0})
     first = None
     async for chunk in job.chunks():
@@ -73,12 +81,36 @@ async def _level(endpoint: Any, streams: int, place: str, max_tokens: int) -> di
             "ttft_max_s": max(r[0] for r in results), "wall_s": wall}
 
 
+async def _steady(endpoint: Any, streams: int, run: int, max_tokens: int) -> dict[str, float]:
+    """``streams`` callers, each starting ``STEADY_ROUNDS`` requests one after another, the first ones
+    ``STEADY_SPACING_S`` apart: after the first round a request joins a batch already decoding, as calls' turns do.
+    Tokens/s and median first token over the rounds after the first."""
+    samples: list[tuple[float, float, int]] = []
+
+    async def caller(i: int) -> None:
+        await asyncio.sleep(i * STEADY_SPACING_S)
+        for k in range(STEADY_ROUNDS):
+            # A number first: only the system prompt and chat template are shared with another request.
+            prompt = f"Story {run}-{k}-{i}: " + PROMPT
+            result = await _stream(endpoint, TOPICS[i], PLACES[(run + k) % len(PLACES)], max_tokens, prompt)
+            if k:
+                samples.append(result)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(streams)))
+    wall = time.perf_counter() - began
+    return {"tokens_per_s": streams * STEADY_ROUNDS * max_tokens / wall, "ttft_s": median([r[0] for r in samples]),
+            "ttft_max_s": max(r[0] for r in samples), "wall_s": wall}
+
+
 async def _measure(quick: bool, runs: int) -> dict[str, Any]:
     from voicepod.local import LocalServer
 
     max_tokens = 32 if quick else 64
     samples: dict[str, dict[str, list[dict[str, float]]]] = {
         mode: {str(n): [] for n in LEVELS} for mode in MODES}
+    steady: dict[str, dict[str, list[dict[str, float]]]] = {
+        mode: {str(n): [] for n in LEVELS} for mode in STEADY_MODES}
     with LocalServer({"llm": HANDLER}, env={"MAX_CONCURRENCY": "8"}, ready_timeout_s=300) as batched, \
             LocalServer({"llm": HANDLER}, env={"MAX_CONCURRENCY": "8", "PREFIX_CACHE_TOKENS": "0"},
                         ready_timeout_s=300) as uncached, \
@@ -93,10 +125,12 @@ async def _measure(quick: bool, runs: int) -> dict[str, Any]:
                     place = PLACES[(run * len(LEVELS) + level) % (len(PLACES) - 1)]
                     for mode, endpoint in endpoints.items():
                         samples[mode][str(n)].append(await _level(endpoint, n, place, max_tokens))
+                    for mode in STEADY_MODES:
+                        steady[mode][str(n)].append(await _steady(endpoints[mode], n, run, max_tokens))
         finally:
             for endpoint in endpoints.values():
                 await endpoint.aclose()
-    return {"max_tokens": max_tokens, "samples": samples}
+    return {"max_tokens": max_tokens, "samples": samples, "steady": steady}
 
 
 # --- the chain: simulated calls -------------------------------------------------------------------------------------
@@ -209,10 +243,21 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
                       "batched first token s", "batched, no prefix cache", "one at a time"], rows)
     speedup = batched_rate["8"] / batched_rate["1"]
     ttft_ratio = batched_ttft["8"] / batched_ttft["1"]
+    steady = {mode: {"llm_tokens_per_s": _medians(by_n, "tokens_per_s"), "llm_ttft_s": _medians(by_n, "ttft_s")}
+              for mode, by_n in measured["steady"].items()}
+    steady_ttft = steady["batched"]["llm_ttft_s"]
+    steady_ratio = steady_ttft["8"] / steady_ttft["1"]
     table += (f"\n\nAt 8 streams one batched worker writes {speedup:.1f}x a lone stream's tokens/s, with a median "
               f"first token {ttft_ratio:.1f}x a lone stream's (goal: at least 3x, at most 2x). Embedded SmolLM2-135M "
               f"(bf16), greedy, {measured['max_tokens']} tokens per stream; medians of {runs} runs. First token "
               f"includes the queue wait. The machine may be shared: rerun on a quiet one before quoting.")
+    table += "\n\n" + md_table(
+        ["streams in flight", "batched tokens/s", "one at a time", "batched first token s", "one at a time"],
+        [[n, steady["batched"]["llm_tokens_per_s"][n], steady["one_at_a_time"]["llm_tokens_per_s"][n],
+          steady_ttft[n], steady["one_at_a_time"]["llm_ttft_s"][n]] for n in steady_ttft])
+    table += (f"\n\nStreams that arrive while others decode ({STEADY_ROUNDS} requests in a row per caller, callers "
+              f"started {STEADY_SPACING_S:g} s apart, the first round not counted): at 8 in flight the median first "
+              f"token is {steady_ratio:.1f}x a lone caller's.")
     levels = chain["levels"]
     carried = {mode: _calls_per_worker(by_n) for mode, by_n in levels.items()}
     table += "\n\n" + md_table(
@@ -237,6 +282,8 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
         "one_at_a_time": {"llm_tokens_per_s": serial_rate, "llm_ttft_s": serial_ttft},
         "batched_no_prefix_cache": {"llm_tokens_per_s": uncached_rate, "llm_ttft_s": uncached_ttft},
         "speedup_at_8": speedup, "ttft_ratio_at_8": ttft_ratio, "samples": samples,
+        # The same levels as streams that keep arriving while others decode (not all at one instant).
+        "steady": steady, "steady_ttft_ratio_at_8": steady_ratio, "steady_samples": measured["steady"],
         "chain": chain, "calls_per_worker": carried,
         # What `voicepod cost --results` reads: per-turn billed seconds, here a worker's busy seconds shared by
         # the calls it carried at once.
