@@ -1,12 +1,12 @@
 """Batched decoding: one scheduler thread owns the model and steps every active request together, a token at a time.
 
 Requests join and leave at token boundaries (continuous batching); those that arrive while others prefill join
-before the next decode step. The requests that join at one step are prefilled together in one padded forward (or each alone, its own ``DynamicCache``, exactly what a lone ``generate``
-computes, with ``prefill_together=False``), starting from the longest cached prefix of each prompt
-(:mod:`workers.llm.prefix_cache`); then their caches are left-padded into the batch's. Each step feeds one token
-per request with an attention mask that hides the padding and each row's own position ids. A request that ends
-(EOS, ``max_tokens``, a stop string, cancel) leaves the batch at the next step, and the padding no remaining row
-needs is cut off.
+before the next decode step. The requests that join at one step are prefilled together in one padded forward (or
+each alone, its own ``DynamicCache``, exactly what a lone ``generate`` computes, with ``prefill_together=False``),
+starting from the longest cached prefix of each prompt (:mod:`workers.llm.prefix_cache`); then their caches are
+left-padded into the batch's. Each step feeds one token per request with an attention mask that hides the padding
+and each row's own position ids. A request that ends (EOS, ``max_tokens``, a stop string, cancel) leaves the batch
+at the next step, and the padding no remaining row needs is cut off.
 
 Why not transformers' own ``ContinuousBatchingManager`` (``model.init_continuous_batching``, transformers 5.23):
 it streams per request and cancels one, but ``do_sample`` and the seed belong to the manager (no greedy request

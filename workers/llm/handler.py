@@ -74,8 +74,8 @@ LM, _load_s = timed_load("llm", _load)
 report_load(_load_s)
 _LOADED_AT = int(time.time())
 
-# Streams decoded together share each step: on 2 CPU cores 8 batched streams wrote 191 tokens/s against a lone
-# stream's 38 (benchmarks/results/capacity.json), and they start in a fraction of the time queued ones wait. A GPU
+# Streams decoded together share each step: on 2 CPU cores 8 batched streams wrote 183 tokens/s against a lone
+# stream's 41 (benchmarks/results/capacity.json), and they start in a fraction of the time queued ones wait. A GPU
 # step of a small batch costs about what one row does, so it takes many more.
 CONCURRENCY = max_concurrency(cpu=4, gpu=16, on_gpu=LM.device.startswith("cuda"))
 # Positions of recent prompts kept for reuse by prompts that start the same way (the system prompt, a call's earlier
