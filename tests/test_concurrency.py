@@ -376,6 +376,52 @@ def test_streams_that_joined_together_run_to_their_own_ends(lm: LanguageModel, p
     assert batcher.peak_batch == 4 and batcher.cached_tokens == 0  # the one that ended at once never took a slot
 
 
+def test_requests_that_arrive_during_a_prefill_join_before_the_next_step(lm: LanguageModel) -> None:
+    # A burst reaches the worker a few ms apart: the first request's prefill is under way when the others come.
+    # They are prefilled (together) before the batch steps, instead of waiting a step of the first one alone.
+    batcher = BatchedGenerator(lm, max_batch=4)
+    events: list[str] = []
+    prefill, step = batcher._prefill, batcher._step
+    first_prefill, others_queued = threading.Event(), threading.Event()
+
+    def recording_prefill(requests: list[Any]) -> Any:
+        events.append(f"prefill {len(requests)}")
+        if not first_prefill.is_set():
+            first_prefill.set()
+            assert others_queued.wait(60)
+        return prefill(requests)
+
+    def recording_step() -> None:
+        events.append("step")
+        step()
+
+    batcher._prefill, batcher._step = recording_prefill, recording_step  # type: ignore[method-assign]
+    params = SamplingParams(max_tokens=12, temperature=0)
+    results: dict[int, tuple[str, int]] = {}
+
+    def ask(i: int) -> None:
+        results[i] = _run(lambda r: batcher.stream(_ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
+
+    threads = [threading.Thread(target=ask, args=(0,))]
+    threads[0].start()
+    assert first_prefill.wait(60)
+    threads += [threading.Thread(target=ask, args=(i,)) for i in (1, 2, 3)]
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while batcher._waiting.qsize() < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    others_queued.set()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert events[:3] == ["prefill 1", "prefill 3", "step"], events[:6]
+    assert batcher.peak_batch == 4
+    for i in range(4):
+        assert results[i][1] == 12
+        alone = _run(lambda r, i=i: stream_generate(lm, _ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
+        assert results[i] == alone  # float32: a joint prefill's rounding does not change these greedy tokens
+
+
 def test_a_process_that_exits_with_requests_in_the_batch_ends_cleanly() -> None:
     # Before close() ran at exit, the scheduler thread could be inside torch at finalization: SIGABRT ("terminate
     # called without an active exception") in about one run of `python -m workers.llm` in two.
