@@ -1,0 +1,84 @@
+"""Batch exactness: how many greedy streams decoded beside others are what the same request gives alone.
+
+``python -m benchmarks.batch_exactness [--quick] [--out DIR]``.
+
+The embedded SmolLM2-135M on the batched scheduler (:class:`workers.llm.batching.BatchedGenerator`, prefix cache
+on, as deployed): each of :data:`PROMPTS` alone on a one-slot scheduler, then all of them sent 30 ms apart to an
+eight-slot one, so they join, share and leave batches. For float32 and bfloat16, with joint prefill on and off: the
+streams identical to their lone ones, and for the others the first character where they part. Not a timing: the
+counts are what ``DTYPE`` and ``PREFILL_TOGETHER`` promise (README, batched decoding).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import md_table, run_cli, write_results
+
+PROMPTS = ("What is the capital of Spain?", "How do I make tea?", "Tell me a joke.", "Count from 1 to 20.",
+           "Why is the sky blue?", "How do plants grow?", "Write a long story about a dragon in Rome.",
+           "Name three colours.", "What is two plus two?", "Describe a cat.", "Who wrote Hamlet?",
+           "Give me a recipe for soup.")
+ARRIVAL_S = 0.03  # between two requests of the batched run: they join the batch at different steps
+SLOTS = 8
+
+
+def _compare(dtype_name: str, prefill_together: bool, max_tokens: int) -> dict[str, Any]:
+    import torch
+
+    from workers.llm.bake import default_model_dir, ensure_embedded
+    from workers.llm.batching import BatchedGenerator
+    from workers.llm.generation import GenerationResult, SamplingParams, load_language_model, parse_dtype
+    from workers.llm.prompt import chat_prompt
+
+    lm = load_language_model(str(ensure_embedded(default_model_dir())), parse_dtype(dtype_name), "cpu")
+    params = SamplingParams(max_tokens=max_tokens, temperature=0)
+
+    def ids(question: str) -> torch.Tensor:
+        prompt = chat_prompt(lm.tokenizer, [{"role": "user", "content": question}])
+        return lm.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_tensors="pt").input_ids
+
+    def answer(batcher: BatchedGenerator, question: str) -> str:
+        return "".join(batcher.stream(ids(question), params, (), threading.Event(), GenerationResult()))
+
+    alone_batcher = BatchedGenerator(lm, 1, prefix_cache_tokens=4096, prefill_together=prefill_together)
+    alone = {q: answer(alone_batcher, q) for q in PROMPTS}
+    alone_batcher.close()
+    batcher = BatchedGenerator(lm, SLOTS, prefix_cache_tokens=4096, prefill_together=prefill_together)
+    together: dict[str, str] = {}
+    threads = [threading.Thread(target=lambda q=q: together.__setitem__(q, answer(batcher, q))) for q in PROMPTS]
+    for thread in threads:
+        thread.start()
+        time.sleep(ARRIVAL_S)
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    parted = {q: next((i for i, (a, b) in enumerate(zip(alone[q], together[q], strict=False)) if a != b),
+                      min(len(alone[q]), len(together[q])))
+              for q in PROMPTS if alone[q] != together[q]}
+    return {"dtype": dtype_name, "prefill_together": prefill_together, "identical": len(PROMPTS) - len(parted),
+            "streams": len(PROMPTS), "peak_batch": batcher.peak_batch, "parted_at_char": parted}
+
+
+def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
+    max_tokens = 32 if quick else 48
+    results = [_compare(dtype, together, max_tokens) for dtype in ("float32", "bfloat16") for together in (True, False)]
+    table = md_table(["dtype", "joint prefill", "identical to alone", "others part at character"],
+                     [[r["dtype"], "on" if r["prefill_together"] else "off", f"{r['identical']} of {r['streams']}",
+                       ", ".join(str(c) for c in sorted(r["parted_at_char"].values())) or "-"] for r in results])
+    table += (f"\n\nEmbedded SmolLM2-135M, {max_tokens} greedy tokens per stream, prefix cache on; each prompt alone "
+              f"against all {len(PROMPTS)} sent {ARRIVAL_S * 1000:.0f} ms apart to {SLOTS} slots.")
+    payload = {"max_tokens": max_tokens, "prompts": list(PROMPTS), "results": results}
+    write_results("batch_exactness", payload, table, out)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_cli(run, __doc__, argv, default_runs=1, quick_help="32 tokens per stream instead of 48")
+
+
+if __name__ == "__main__":
+    main()
