@@ -43,7 +43,7 @@ def draw(streamed: dict[str, Any], sequential: dict[str, Any] | None, path: Path
     ax.legend(loc="lower center", fontsize=9, framealpha=0.95)
     return _finish(fig, ax, [label for label, _, _ in rows],
                    "seconds since the end of the user's audio  (black tick: first chunk received)",
-                   textwrap.wrap(title, 110), path)
+                   textwrap.wrap(title, 90), path)
 
 
 def draw_call(turns: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
