@@ -156,3 +156,14 @@ def test_max_concurrency_is_the_setting_else_the_devices_default(monkeypatch):
         monkeypatch.setenv("MAX_CONCURRENCY", bad)
         with pytest.raises(ValueError, match="MAX_CONCURRENCY must be a whole number of at least 1"):
             max_concurrency(cpu=2, gpu=8, on_gpu=False)
+
+
+def test_parallel_computations_share_the_cores_between_one_and_four_threads_each():
+    from workers.common.capacity import cpu_threads
+
+    assert cpu_threads(2, cores=2) == 1  # STT's default on this machine: 1 thread each, not CTranslate2's 4
+    assert cpu_threads(1, cores=2) == 2
+    assert cpu_threads(3, cores=2) == 1
+    assert cpu_threads(2, cores=16) == 4
+    assert cpu_threads(0, cores=3) == 3
+    assert 1 <= cpu_threads(2) <= 4

@@ -5,7 +5,8 @@ Model: ``MODEL_DIR`` (a baked CTranslate2 folder), else ``MODEL_NAME`` (a faster
 ``DEVICE`` and ``COMPUTE_TYPE`` default to cuda/float16 on a GPU and cpu/int8 otherwise.
 Audio caps: ``MAX_AUDIO_BYTES``, ``MAX_AUDIO_SECONDS``; URL fetching: ``FETCH_TIMEOUT_S``,
 ``FETCH_MAX_REDIRECTS``, ``ALLOW_PRIVATE_URLS`` (see fetch.py). ``MAX_CONCURRENCY``: jobs transcribed in parallel
-on the one loaded model (CTranslate2's ``num_workers``; default 2 on a CPU, 4 on a GPU).
+on the one loaded model (CTranslate2's ``num_workers``; default 2 on a CPU, 4 on a GPU), each with its share of the
+CPU cores (``OMP_NUM_THREADS`` sets the threads of each instead).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from voicepod.audio import write_wav
 from voicepod.protocol import TranscribeRequest
 
-from workers.common.capacity import max_concurrency
+from workers.common.capacity import cpu_threads, max_concurrency
 from workers.common.errors import INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, cuda_available, model_source, timed_load
 from workers.common.sdk import start_worker
@@ -58,6 +59,8 @@ MODEL, _load_s = timed_load(
         download_root=os.environ.get("MODEL_CACHE_DIR"),
         local_files_only=SOURCE.kind != "hub",
         num_workers=CONCURRENCY,
+        # 0 lets CTranslate2 read OMP_NUM_THREADS, when the user sets it.
+        cpu_threads=0 if os.environ.get("OMP_NUM_THREADS") else cpu_threads(CONCURRENCY),
     ),
 )
 report_load(_load_s)
