@@ -120,14 +120,14 @@ def test_l4_is_not_taken_for_l40s():
 
 
 def test_the_readme_cost_figures_come_from_the_command_it_shows(capsys):
-    # README: "`voicepod cost --results benchmarks/results/chain.json --idle-s 0`: $0.0037 (RTX 4090) to $0.014 (H100)"
+    # README: "`voicepod cost --results benchmarks/results/chain.json --idle-s 0`: $0.0040 (RTX 4090) to $0.015 (H100)"
     readme = (REPO / "README.md").read_text()
     command = "voicepod cost --results benchmarks/results/chain.json --idle-s 0"
-    assert command in readme and "$0.0037 (RTX 4090)" in readme and "$0.014 (H100)" in readme
+    assert command in readme and "$0.0040 (RTX 4090)" in readme and "$0.015 (H100)" in readme
     assert main([*command.split()[1:3], str(REPO / "benchmarks/results/chain.json"), "--idle-s", "0"]) == 0
     out = capsys.readouterr().out
-    assert "| RTX 4090 (24 GB) | $0.0037 |" in out and "| H100 (80 GB) | $0.0139 |" in out
+    assert "| RTX 4090 (24 GB) | $0.0040 |" in out and "| H100 (80 GB) | $0.0150 |" in out
     # The flags line reproduces the same table from numbers alone.
     flags = next(line for line in out.splitlines() if line.startswith("flags:")).split()[2:]
     assert main(flags) == 0
-    assert "| RTX 4090 (24 GB) | $0.0037 |" in capsys.readouterr().out
+    assert "| RTX 4090 (24 GB) | $0.0040 |" in capsys.readouterr().out
