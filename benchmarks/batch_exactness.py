@@ -54,7 +54,7 @@ def _compare(dtype_name: str, prefill_together: bool, max_tokens: int) -> dict[s
         thread.start()
         time.sleep(ARRIVAL_S)
     for thread in threads:
-        thread.join()
+        thread.join(timeout=600)
     batcher.close()
     parted = {q: next((i for i, (a, b) in enumerate(zip(alone[q], together[q], strict=False)) if a != b),
                       min(len(alone[q]), len(together[q])))

@@ -84,7 +84,8 @@ async def _level(endpoint: Any, streams: int, place: str, max_tokens: int) -> di
 async def _steady(endpoint: Any, streams: int, run: int, max_tokens: int) -> dict[str, float]:
     """``streams`` callers, each starting ``STEADY_ROUNDS`` requests one after another, the first ones
     ``STEADY_SPACING_S`` apart: after the first round a request joins a batch already decoding, as calls' turns do.
-    Tokens/s and median first token over the rounds after the first."""
+    Tokens/s over all rounds and the whole run (the callers' staggered start and end included); median first
+    token over the rounds after the first."""
     samples: list[tuple[float, float, int]] = []
 
     async def caller(i: int) -> None:

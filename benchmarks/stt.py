@@ -48,7 +48,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     from voicepod.local import LocalServer
 
     from benchmarks.whisper_hf import load_transformers_whisper
-    from workers.common.capacity import cpu_threads
+    from workers.common.capacity import ctranslate2_threads, max_concurrency
 
     # 2 s: a voice turn's question, where a job's fixed costs show; 30 s and 2 min: long-form transcription.
     lengths = [2.0, 30.0] if quick else [2.0, 30.0, 120.0]
@@ -56,9 +56,9 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     # The worker's model as it loads it (its default MAX_CONCURRENCY of 2 CTranslate2 workers, each with its share
     # of the cores), so that the two differ only by what the worker adds. (A second CTranslate2 worker costs a lone
     # 30 s job about 6%: 1.34 s against 1.26 s with one.)
-    workers = 2
+    workers = max_concurrency(cpu=2, gpu=4, on_gpu=False)  # workers/stt/handler.py's CONCURRENCY, on a CPU
     direct = WhisperModel(str(_model_dir()), device="cpu", compute_type="int8", num_workers=workers,
-                          cpu_threads=cpu_threads(workers))
+                          cpu_threads=ctranslate2_threads(workers))
     model, tokenizer, features = load_transformers_whisper(_model_dir())
     asr = pipeline("automatic-speech-recognition", model=model, tokenizer=tokenizer, feature_extractor=features,
                    device="cpu")

@@ -167,3 +167,27 @@ def test_parallel_computations_share_the_cores_between_one_and_four_threads_each
     assert cpu_threads(2, cores=16) == 4
     assert cpu_threads(0, cores=3) == 3
     assert 1 <= cpu_threads(2) <= 4
+
+
+def test_ctranslate2_reads_omp_num_threads_itself_when_the_user_sets_it(monkeypatch):
+    from workers.common.capacity import cpu_threads, ctranslate2_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert ctranslate2_threads(2) == cpu_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert ctranslate2_threads(2) == 0
+
+
+def test_a_containers_cpu_quota_lowers_the_cores_its_threads_share(tmp_path):
+    from workers.common.capacity import available_cores
+
+    cpu_max = tmp_path / "cpu.max"
+    unlimited = available_cores(tmp_path / "missing")
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(cpu_max) == unlimited
+    cpu_max.write_text("100000 100000\n")  # docker --cpus 1
+    assert available_cores(cpu_max) == 1
+    cpu_max.write_text("50000 100000\n")  # half a core still runs one thread
+    assert available_cores(cpu_max) == 1
+    cpu_max.write_text(f"{unlimited * 300000} 100000\n")  # a quota above the affinity: the affinity stands
+    assert available_cores(cpu_max) == unlimited

@@ -102,11 +102,11 @@ class BatchedGenerator:
                  prefill_together: bool = True):
         self.lm = lm
         self.max_batch = max(1, max_batch)
-        # Requests that join at the same step are prefilled in one padded forward (on 2 CPU cores eight 8-token
-        # prefills cost 48 ms together against 24 ms each alone); padding changes float rounding, so a stream is
+        # Requests that join at the same step are prefilled in one padded forward (on 2 CPU cores seven 9-token
+        # prefills cost 55 ms together against 28 ms each alone); padding changes float rounding, so a stream is
         # token for token the lone request's (in float32) only when each prefills alone.
         self.prefill_together = prefill_together
-        self.prefixes = PrefixCache(lm.model.config, prefix_cache_tokens)
+        self.prefixes = PrefixCache(prefix_cache_tokens)
         eos = lm.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}
         self._waiting: queue.Queue[_Request | None] = queue.Queue()  # None: close() was called
@@ -243,7 +243,8 @@ class BatchedGenerator:
             self._collect(joining, self._waiting.get())
         # Requests that arrive while others prefill join before the next step, not after it: calls that start
         # together reach the worker a few ms apart, and stepping the first one alone made the rest wait a whole
-        # step more for their first token. A step comes after at most max_batch admissions.
+        # step more for their first token. A step comes after at most max_batch admissions (the active streams wait
+        # that long for their next token: a burst's prefills, once).
         for _ in range(self.max_batch):
             self._collect_waiting(joining)
             if not joining:
@@ -349,8 +350,8 @@ class BatchedGenerator:
         rows_at = torch.arange(len(joining), device=device)[:, None]
         keep = packed_mask[:, None, :, None].to(cache.layers[0].keys.dtype)
         for layer in cache.layers:  # [b, h, n, d] -> the rows' real positions, left-padded with zeros
-            layer.keys = layer.keys.transpose(1, 2)[rows_at, index].transpose(1, 2) * keep
-            layer.values = layer.values.transpose(1, 2)[rows_at, index].transpose(1, 2) * keep
+            layer.keys = layer.keys.transpose(1, 2)[rows_at, index].transpose(1, 2).mul_(keep)
+            layer.values = layer.values.transpose(1, 2)[rows_at, index].transpose(1, 2).mul_(keep)
         for row, request in enumerate(joining):
             start = width - request.prompt_ids.shape[1]  # copies: an entry must not hold the whole batch's tensors
             self.prefixes.store(request.prompt_ids, [(layer.keys[row : row + 1, :, start:, :].clone(),
@@ -472,8 +473,9 @@ class BatchedGenerator:
 
 def _left_packed(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For a ``[b, n]`` mask with padding anywhere: ``(index, packed)``, where ``index[r]`` lists row ``r``'s real
-    positions in order, left-padded (with position 0) to the longest row's count, and ``packed`` is the mask of
-    that layout (1 real, 0 padding)."""
+    positions in order, left-padded to the longest row's count (the padding slots repeat the row's first real
+    position: finite values, which the caller zeroes), and ``packed`` is the mask of that layout (1 real, 0
+    padding)."""
     real = mask.bool()
     counts = real.sum(dim=1)
     width = int(counts.max())

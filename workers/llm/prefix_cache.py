@@ -21,8 +21,7 @@ import torch
 class PrefixCache:
     """The prefill caches of recent prompts, up to ``max_tokens`` cached positions in all (0 turns it off)."""
 
-    def __init__(self, config: object, max_tokens: int):
-        self.config = config
+    def __init__(self, max_tokens: int):
         self.max_tokens = max(0, max_tokens)
         self._entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self.hits = 0  # prompts that reused a cached prefix (the tests and benchmarks read these)

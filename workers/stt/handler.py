@@ -24,7 +24,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from voicepod.audio import write_wav
 from voicepod.protocol import TranscribeRequest
 
-from workers.common.capacity import cpu_threads, max_concurrency
+from workers.common.capacity import ctranslate2_threads, max_concurrency
 from workers.common.errors import INVALID_INPUT, WorkerError
 from workers.common.models import configure_logging, cuda_available, model_source, timed_load
 from workers.common.sdk import start_worker
@@ -59,8 +59,7 @@ MODEL, _load_s = timed_load(
         download_root=os.environ.get("MODEL_CACHE_DIR"),
         local_files_only=SOURCE.kind != "hub",
         num_workers=CONCURRENCY,
-        # 0 lets CTranslate2 read OMP_NUM_THREADS, when the user sets it.
-        cpu_threads=0 if os.environ.get("OMP_NUM_THREADS") else cpu_threads(CONCURRENCY),
+        cpu_threads=ctranslate2_threads(CONCURRENCY),
     ),
 )
 report_load(_load_s)
