@@ -22,7 +22,7 @@ from voicepod.phone.caller import SimulatedCaller
 
 from .conftest import REPO
 from .phone_util import PhoneServer, spoken_mulaw
-from .speech import espeak_wav, load_whisper, wer
+from .speech import espeak_wav, heard_share, load_whisper, wer
 
 GREETING = "Hello, this is voicepod."
 # Several sentences, so that the first is spoken while the LLM still writes and a barge-in has something to cut.
@@ -70,13 +70,6 @@ def hear(whisper, mulaw: bytes) -> str:
     return " ".join(segment.text for segment in whisper.transcribe(samples)[0])
 
 
-def heard_share(whisper, mulaw: bytes, text: str) -> float:
-    """The share of ``text``'s longer words that Whisper hears in ``mulaw``."""
-    expected = {w for w in words(text) if len(w) > 3}
-    assert expected, f"nothing to listen for in {text!r}"
-    return len(expected & set(words(hear(whisper, mulaw)))) / len(expected)
-
-
 async def job_statuses(server, record: dict) -> dict[str, list[str]]:
     statuses = {}
     for stage, ids in record["jobs"].items():
@@ -105,7 +98,7 @@ async def test_a_spoken_question_gets_a_reply_that_starts_while_the_llm_writes(s
     assert not turn["interrupted"] and turn["error"] is None and turn["assistant"]
     # Every sentence's mark came back, so all of the reply counts as heard; and the caller heard it.
     assert words(turn["assistant"]) == words(turn["reply"])[:len(words(turn["assistant"]))]
-    assert heard_share(whisper, bytes(caller.heard), turn["assistant"]) >= 0.6
+    assert heard_share(hear(whisper, bytes(caller.heard)), turn["assistant"]) >= 0.8
     sentences = len(turn["jobs"]["tts"])
     assert caller.marks == [f"1:{i}" for i in range(sentences)]
     # The first reply audio went out before the LLM job had finished.
@@ -157,7 +150,7 @@ async def test_two_calls_at_once_are_greeted_and_keep_to_themselves(server, whis
         assert record["stream_sid"] == caller.stream_sid and not turn["interrupted"]
         assert record["greeting"] == {"text": GREETING, "played": True} and caller.marks[0] == "0:0"
         assert "hello" in hear(whisper, bytes(caller.heard[:greeting_end])).lower()
-        assert heard_share(whisper, bytes(caller.heard[greeting_end:]), turn["assistant"]) >= 0.6
+        assert heard_share(hear(whisper, bytes(caller.heard[greeting_end:])), turn["assistant"]) >= 0.8
 
 
 @pytest.mark.parametrize("ending", ["dropped", "binary_frame"])
@@ -233,5 +226,4 @@ def test_the_call_command_asks_and_writes_what_it_heard(phone, tmp_path, whisper
     samples, rate = read_wav(out.read_bytes())
     assert rate == MULAW_RATE
     heard = " ".join(s.text for s in whisper.transcribe(resample(samples, rate, 16000))[0])
-    expected = {w for w in words(turn["assistant"]) if len(w) > 3}
-    assert expected and len(expected & set(words(heard))) / len(expected) >= 0.6
+    assert heard_share(heard, turn["assistant"]) >= 0.8
