@@ -170,6 +170,20 @@ async def test_stopping_the_worker_ends_its_job_loop_after_the_running_job():
         assert runner.done() and runner.exception() is None
 
 
+async def test_a_stop_that_overtakes_its_job_keeps_the_job_from_running_and_frees_its_slot():
+    # The job-take reply and the stop poll travel apart: the stop can reach the worker before the job does.
+    api = FakeJobApi()
+    async with Worker(api) as worker:
+        assert not await worker.scaler.stop_job("job-1")  # submit() names its first job job-1
+        api.submit()
+        await turns()
+        assert api.started == []
+        second = api.submit()
+        await turns()
+        assert api.started == [second]
+        assert worker.scaler.current_occupancy() == 1
+
+
 # --- over serve-local, the worker process as deployed -----------------------------------------------------------
 
 

@@ -19,7 +19,12 @@ the heartbeat reports, per-job stop, shutdown):
 - :meth:`~PromptJobScaler.set_scale`, which ``get_jobs`` calls before each job-take, returns only once a slot is
   free, woken the moment a job ends (:meth:`~PromptJobScaler.handle_job`) or leaves the queue for its handler (the
   SDK's occupancy counts a queued job twice), so ``get_jobs`` never reaches its 1 s sleep;
-- :meth:`~PromptJobScaler.handle_job` is the SDK's, plus that wake-up.
+- :meth:`~PromptJobScaler.handle_job` is the SDK's, plus that wake-up;
+- :meth:`~PromptJobScaler.stop_job` is the SDK's, but a stop for a job the worker has not started yet is kept, and
+  the job is dropped when it arrives instead of run. The job-take reply that brings a job and the stop poll that
+  names it travel on separate connections, so a cancel sent right after a job was taken can overtake it; the SDK
+  then logs "No in-progress job" and forgets the stop, and the cancelled job runs to its end (seen in a phone test:
+  a hung-up call's job still IN_PROGRESS).
 
 ``get_jobs`` itself is the SDK's, unchanged. :func:`sdk_worker_loop` makes the SDK's ``serverless.start`` build
 this class instead of its own (the one name it looks up); ``VOICEPOD_JOB_PICKUP=sdk`` keeps the stock class.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -47,6 +53,10 @@ PICKUP_ENV = "VOICEPOD_JOB_PICKUP"
 # cadence): a modifier that raises the concurrency is heard within this, as with the stock loop.
 RESCALE_S = 1.0
 
+# How long a stop for a job not (yet) started here is kept: far longer than a job-take reply is in flight, short
+# enough that stops for jobs that already ended (the platform may send those too) do not pile up.
+EARLY_STOP_S = 60.0
+
 
 class PromptJobScaler(rp_scale.JobScaler):
     """``rp_scale.JobScaler`` whose job pickup waits on events instead of timers; ``config`` is the SDK's."""
@@ -57,6 +67,7 @@ class PromptJobScaler(rp_scale.JobScaler):
         # in progress): get_jobs may have a slot to fill.
         self._occupancy_fell = asyncio.Event()
         self._queue_replaced = asyncio.Event()  # set_scale made a new queue: run_jobs must wait on that one
+        self._early_stops: dict[str, float] = {}  # job id -> when its stop came, for jobs not started then
 
     async def set_scale(self) -> None:
         """The SDK's rescale, then wait (instead of ``get_jobs``' 1 s sleep) until a slot is free."""
@@ -77,6 +88,16 @@ class PromptJobScaler(rp_scale.JobScaler):
         finally:
             self._occupancy_fell.set()
 
+    async def stop_job(self, job_id: str) -> bool:
+        """The SDK's per-job stop; a stop for a job not started here is kept for :data:`EARLY_STOP_S`, so that
+        the job is dropped if it arrives after its stop."""
+        if await super().stop_job(job_id):
+            return True
+        now = time.monotonic()
+        self._early_stops = {key: at for key, at in self._early_stops.items() if now - at < EARLY_STOP_S}
+        self._early_stops[job_id] = now
+        return False
+
     async def run_jobs(self, session: Any) -> None:
         """Start each job as it is queued; at shutdown, let the running ones finish (as the SDK's does)."""
         tasks: set[asyncio.Task[None]] = set()
@@ -86,6 +107,13 @@ class PromptJobScaler(rp_scale.JobScaler):
                 continue
             job = await self._next_queued_job()
             if job is None:
+                continue
+            if self._early_stops.pop(job["id"], None) is not None:
+                log.info("job %s was stopped before it started: not run", job["id"])
+                # What the SDK's handle_job does when a job ends (its `finally`), for a job that never starts.
+                self.jobs_queue.task_done()
+                self.job_progress.remove(job)
+                self._occupancy_fell.set()
                 continue
             task = asyncio.create_task(self.handle_job(session, job))
             tasks.add(task)
