@@ -23,8 +23,8 @@ the heartbeat reports, per-job stop, shutdown):
 - :meth:`~PromptJobScaler.stop_job` is the SDK's, but a stop for a job the worker has not started yet is kept, and
   the job is dropped when it arrives instead of run. The job-take reply that brings a job and the stop poll that
   names it travel on separate connections, so a cancel sent right after a job was taken can overtake it; the SDK
-  then logs "No in-progress job" and forgets the stop, and the cancelled job runs to its end (seen in a phone test:
-  a hung-up call's job still IN_PROGRESS).
+  then logs "No in-progress job" and forgets the stop, and the cancelled job runs to its end (the likely cause of a
+  phone test that once found a hung-up call's job still IN_PROGRESS).
 
 ``get_jobs`` itself is the SDK's, unchanged. :func:`sdk_worker_loop` makes the SDK's ``serverless.start`` build
 this class instead of its own (the one name it looks up); ``VOICEPOD_JOB_PICKUP=sdk`` keeps the stock class.
@@ -54,7 +54,7 @@ PICKUP_ENV = "VOICEPOD_JOB_PICKUP"
 RESCALE_S = 1.0
 
 # How long a stop for a job not (yet) started here is kept: far longer than a job-take reply is in flight, short
-# enough that stops for jobs that already ended (the platform may send those too) do not pile up.
+# enough that stops for jobs that had already ended here (a cancel racing a job's end) do not pile up.
 EARLY_STOP_S = 60.0
 
 
