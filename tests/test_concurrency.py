@@ -22,7 +22,7 @@ from openai import AsyncOpenAI
 from voicepod import JobFailed
 from voicepod.local import LocalServer
 
-from tests.test_llm import MODEL, complete, joined
+from tests.test_llm import LONG, MODEL, complete, joined
 from workers.llm.bake import default_model_dir
 from workers.llm.batching import BatchedGenerator, supports_batching
 from workers.llm.generation import GenerationResult, LanguageModel, SamplingParams, load_language_model, stream_generate
@@ -35,7 +35,6 @@ CAP = 400
 # Different lengths of prompt and of answer, so requests join and leave the batch at different tokens.
 QUESTIONS = ["What is the capital of Spain?", "How do I make tea?", "Tell me a joke.", "Count from 1 to 20.",
              "Why is the sky blue?", "How do plants grow?"]
-LONG = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
 
 
 def _server(concurrency: int) -> Iterator[LocalServer]:
@@ -210,10 +209,10 @@ def test_cancelling_a_request_frees_its_slot_at_once(lm: LanguageModel) -> None:
                             cancel, result)
     next(stream)
     stream.close()  # the consumer left: the request leaves the batch at the next token
-    assert result.completion_tokens < CAP
     answer = _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), SamplingParams(max_tokens=5, temperature=0),
                                            (), threading.Event(), r))
-    assert answer[1] == 5 and batcher.cached_tokens == 0
+    # One slot: had the left request stayed, the answer would have waited for it to write all CAP tokens.
+    assert answer[1] == 5 and result.completion_tokens < CAP and batcher.cached_tokens == 0
 
 
 def test_a_request_that_ends_at_its_first_token_still_ends(lm: LanguageModel) -> None:

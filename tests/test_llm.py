@@ -26,12 +26,14 @@ from workers.llm.bake import default_model_dir
 pytestmark = pytest.mark.slow
 
 HANDLER = Path(__file__).resolve().parents[1] / "workers" / "llm" / "handler.py"
-# Room for a generation that, run on to the cap, would keep the single worker busy for ~10 s.
+# Room for a generation that, run on to the cap, keeps the single worker busy for ~10 s (bfloat16, 2 cores).
 CAP = 400
 MODEL = "smollm2-135m-instruct"  # the name the embedded default is served under
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
-# Asked for at length, a chat model writes on to any cap: the jobs that must still be writing when left.
-LONG = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
+# The jobs that must still be writing when left: greedy, SmolLM2 writes this story on to the cap (400 tokens,
+# 11 s in bfloat16 and 17 s in float32 here). Asked to count from 1 to 1000 it stops by itself after 52-122 tokens,
+# which let the cancel tests pass whether or not a cancel stopped anything.
+LONG = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
 VOICE_MAX_TOKENS = 60  # the voice chain's reply cap (VoiceAgent's default max_tokens)
 # Everyday questions a caller asks (not the held-out set of benchmarks/assistant.py).
 EVERYDAY = ["What is the capital of Spain?", "How do I make tea?", "How do plants grow?",
@@ -40,8 +42,10 @@ EVERYDAY = ["What is the capital of Spain?", "How do I make tea?", "How do plant
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalServer]:
-    # No MODEL_DIR: the worker's embedded default, baked on first use into the voicepod cache.
-    with LocalServer(endpoints={"llm": HANDLER}, env={"MAX_TOKENS_CAP": str(CAP)}, ready_timeout_s=300) as running:
+    # No MODEL_DIR: the worker's embedded default, baked on first use into the voicepod cache. One job at a time,
+    # so that a job that is not stopped holds up the next (the cancel tests); many at once: tests/test_concurrency.py.
+    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": "1"}
+    with LocalServer(endpoints={"llm": HANDLER}, env=env, ready_timeout_s=300) as running:
         yield running
 
 
