@@ -26,7 +26,7 @@ from workers.llm.bake import default_model_dir
 pytestmark = pytest.mark.slow
 
 HANDLER = Path(__file__).resolve().parents[1] / "workers" / "llm" / "handler.py"
-# Room for a generation that, run on to the cap, keeps the single worker busy for ~10 s (bfloat16, 2 cores).
+# Room for a generation that, run on to the cap, keeps the single worker busy for ~11 s (bfloat16, 2 cores).
 CAP = 400
 MODEL = "smollm2-135m-instruct"  # the name the embedded default is served under
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -157,7 +157,7 @@ async def test_cancel_stops_generation(llm: Endpoint) -> None:
         if output.get("type") == "delta":
             break
     await job.cancel()
-    # Running on to CAP tokens would keep the single worker busy for ~10 s more; a cancelled generation
+    # Running on to CAP tokens would keep the single worker busy for ~11 s more; a cancelled generation
     # frees it for the next job at once.
     started = time.perf_counter()
     _, done, _ = await complete(llm, {"messages": FRANCE, "max_tokens": 4, "temperature": 0})
@@ -280,7 +280,7 @@ async def test_openai_stream_events_are_numbered_and_end_with_done(server: Local
 
 async def test_leaving_an_openai_stream_cancels_its_job(server: LocalServer, openai_client: AsyncOpenAI) -> None:
     stream = await openai_client.chat.completions.create(
-        # Greedy, this runs to max_tokens (~10 s here): the job is still writing when the caller leaves.
+        # Greedy, this runs to max_tokens (~11 s here): the job is still writing when the caller leaves.
         model=MODEL, messages=LONG,
         max_tokens=CAP, temperature=0, stream=True,
     )
@@ -291,14 +291,14 @@ async def test_leaving_an_openai_stream_cancels_its_job(server: LocalServer, ope
     while "the caller left its OpenAI request; cancelling the job" not in server.logs():
         assert time.monotonic() < deadline, server.logs()[-2000:]
         await asyncio.sleep(0.1)
-    # Generation stopped, so the single worker is free at once, not after the ~10 s the story had left to run.
+    # Generation stopped, so the single worker is free at once, not after the ~11 s the story had left to run.
     started = time.perf_counter()
     answer = await openai_client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=2)
     assert time.perf_counter() - started < 5
     assert answer.usage is not None and answer.usage.completion_tokens == 2
 
 
-async def test_two_jobs_at_once_both_complete(llm: Endpoint) -> None:
+async def test_two_jobs_sent_together_both_complete(llm: Endpoint) -> None:
     results = await asyncio.gather(
         *(complete(llm, {"messages": FRANCE, "max_tokens": 8, "temperature": 0}) for _ in range(2))
     )
