@@ -5,8 +5,10 @@
 The embedded SmolLM2-135M on the batched scheduler (:class:`workers.llm.batching.BatchedGenerator`, prefix cache
 on, as deployed): each of :data:`PROMPTS` alone on a one-slot scheduler, then all of them sent 30 ms apart to an
 eight-slot one, so they join, share and leave batches. For float32 and bfloat16, with joint prefill on and off: the
-streams identical to their lone ones, and for the others the first character where they part. Not a timing: the
-counts are what ``DTYPE`` and ``PREFILL_TOGETHER`` promise (README, batched decoding).
+streams identical to their lone ones, and for the others the first character where they part; bfloat16 also with
+``BATCH_INVARIANT=1`` (:mod:`workers.llm.invariance`). The counts are what ``DTYPE``, ``PREFILL_TOGETHER`` and
+``BATCH_INVARIANT`` promise (README, batched decoding); the batched run's tokens/s (all streams, first sent to last
+done) show what each setting costs, against the others in the same run.
 """
 
 from __future__ import annotations
@@ -26,23 +28,31 @@ ARRIVAL_S = 0.03  # between two requests of the batched run: they join the batch
 SLOTS = 8
 
 
-def _compare(dtype_name: str, prefill_together: bool, max_tokens: int) -> dict[str, Any]:
+def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant: bool = False) -> dict[str, Any]:
     import torch
 
     from workers.llm.bake import default_model_dir, ensure_embedded
     from workers.llm.batching import BatchedGenerator
     from workers.llm.generation import GenerationResult, SamplingParams, load_language_model, parse_dtype
+    from workers.llm.invariance import make_batch_invariant
     from workers.llm.prompt import chat_prompt
 
     lm = load_language_model(str(ensure_embedded(default_model_dir())), parse_dtype(dtype_name), "cpu")
+    if invariant:
+        make_batch_invariant(lm.model)
     params = SamplingParams(max_tokens=max_tokens, temperature=0)
 
     def ids(question: str) -> torch.Tensor:
         prompt = chat_prompt(lm.tokenizer, [{"role": "user", "content": question}])
         return lm.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_tensors="pt").input_ids
 
+    tokens = []
+
     def answer(batcher: BatchedGenerator, question: str) -> str:
-        return "".join(batcher.stream(ids(question), params, (), threading.Event(), GenerationResult()))
+        result = GenerationResult()
+        text = "".join(batcher.stream(ids(question), params, (), threading.Event(), result))
+        tokens.append(result.completion_tokens)
+        return text
 
     alone_batcher = BatchedGenerator(lm, 1, prefix_cache_tokens=4096, prefill_together=prefill_together)
     alone = {q: answer(alone_batcher, q) for q in PROMPTS}
@@ -50,25 +60,34 @@ def _compare(dtype_name: str, prefill_together: bool, max_tokens: int) -> dict[s
     batcher = BatchedGenerator(lm, SLOTS, prefix_cache_tokens=4096, prefill_together=prefill_together)
     together: dict[str, str] = {}
     threads = [threading.Thread(target=lambda q=q: together.__setitem__(q, answer(batcher, q))) for q in PROMPTS]
+    tokens.clear()
+    started = time.perf_counter()
     for thread in threads:
         thread.start()
         time.sleep(ARRIVAL_S)
     for thread in threads:
         thread.join(timeout=600)
+    tokens_per_s = sum(tokens) / (time.perf_counter() - started)
     batcher.close()
     parted = {q: next((i for i, (a, b) in enumerate(zip(alone[q], together[q], strict=False)) if a != b),
                       min(len(alone[q]), len(together[q])))
               for q in PROMPTS if alone[q] != together[q]}
-    return {"dtype": dtype_name, "prefill_together": prefill_together, "identical": len(PROMPTS) - len(parted),
-            "streams": len(PROMPTS), "peak_batch": batcher.peak_batch, "parted_at_char": parted}
+    return {"dtype": dtype_name, "prefill_together": prefill_together, "batch_invariant": invariant,
+            "identical": len(PROMPTS) - len(parted), "streams": len(PROMPTS), "peak_batch": batcher.peak_batch,
+            "parted_at_char": parted, "batched_tokens_per_s": round(tokens_per_s, 1)}
 
 
 def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     max_tokens = 32 if quick else 48
-    results = [_compare(dtype, together, max_tokens) for dtype in ("float32", "bfloat16") for together in (True, False)]
-    table = md_table(["dtype", "joint prefill", "identical to alone", "others part at character"],
-                     [[r["dtype"], "on" if r["prefill_together"] else "off", f"{r['identical']} of {r['streams']}",
-                       ", ".join(str(c) for c in sorted(r["parted_at_char"].values())) or "-"] for r in results])
+    cases = [(dtype, together, False) for dtype in ("float32", "bfloat16") for together in (True, False)]
+    results = [_compare(dtype, together, max_tokens, invariant)
+               for dtype, together, invariant in [*cases, ("bfloat16", True, True), ("bfloat16", False, True)]]
+    table = md_table(["dtype", "joint prefill", "BATCH_INVARIANT", "identical to alone", "others part at character",
+                      "batched tokens/s"],
+                     [[r["dtype"], "on" if r["prefill_together"] else "off", "1" if r["batch_invariant"] else "0",
+                       f"{r['identical']} of {r['streams']}",
+                       ", ".join(str(c) for c in sorted(r["parted_at_char"].values())) or "-",
+                       r["batched_tokens_per_s"]] for r in results])
     table += (f"\n\nEmbedded SmolLM2-135M, {max_tokens} greedy tokens per stream, prefix cache on; each prompt alone "
               f"against all {len(PROMPTS)} sent {ARRIVAL_S * 1000:.0f} ms apart to {SLOTS} slots.")
     payload = {"max_tokens": max_tokens, "prompts": list(PROMPTS), "results": results}

