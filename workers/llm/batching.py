@@ -15,9 +15,9 @@ beside a sampled one, no per-request seed), it knows no stop strings, and on thi
 
 Exactness: in float32, each request prefilled alone, a batched greedy stream is token for token the lone request's
 (tested). Padding changes rounding: in bfloat16 (the CPU default) a row padded beside a longer prompt is rounded
-differently from the same request alone (SDPA splits its keys into other blocks), and so is a joint prefill's row
-in float32, so a near-tied token can flip, depending on what else is in the batch; slicing each row's attention to
-its real keys did not make bfloat16 exact either (tried; the flips moved elsewhere).
+differently from the same request alone (its SDPA call gets a mask and other keys), and so is a joint prefill's row
+in float32, so a near-tied token can flip, depending on what else is in the batch. ``BATCH_INVARIANT=1``
+(:mod:`workers.llm.invariance`) makes every row's forward the lone request's, bit for bit (tested in bfloat16).
 
 Each request keeps its own sampling (temperature, top_p, its own ``torch.Generator`` for its seed), stop strings,
 ``max_tokens`` and cancel event; its text goes out through its own ``TextIteratorStreamer``, as ``generate`` would

@@ -9,12 +9,14 @@ SmolLM2-135M), two operations give a row different last bits when other rows sha
   way), and rounds differently. :func:`rowwise_attention` makes, for each row, the very call a lone request makes:
   the row's own queries and keys, and no mask where a lone forward passes none.
 - **A linear layer fed a single row.** One row (a lone decode step) runs a matrix-vector kernel whose sums round
-  differently from the same row among two or more: on 2 cores ``down_proj`` (1536 inputs) gave ~1 output in 1000 a
-  different last bit, while batches of 2 to 400 rows agreed with each other exactly. :func:`_two_row_linear`
-  computes a single row as two (itself and a zero row), so every step uses the same kernel whatever the batch.
+  differently from the same row among two or more: on 2 cores a 1536-input layer like ``down_proj`` gave about 1
+  output in 10,000 a different last bit, while batches of 2 to 400 rows agreed with each other exactly.
+  :func:`_two_row_linear` computes a single row as two (itself and a zero row), so every step uses the same kernel
+  whatever the batch.
 
-Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. Costs (2 cores, 8
-streams): a separate attention call per row and layer instead of one. What a GPU's kernels do is not measured here:
+Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. The cost is a
+separate attention call per row and layer instead of one: about 16% of 8 batched streams' tokens/s on 2 cores, 6% of
+a lone stream's (docs/benchmarks.md). What a GPU's kernels do is not measured here:
 cuBLAS may split a product differently by batch size, which this does not address.
 
 transformers has no setting for either, so this registers an attention function (its ``AttentionInterface``) and
