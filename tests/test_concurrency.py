@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -482,6 +483,12 @@ def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(inv
     batcher.close()
     assert batcher.peak_batch >= 4
     assert [together[i] for i in range(len(prompts))] == alone
+
+
+def test_batch_invariance_refuses_a_model_that_does_not_run_sdpa_attention() -> None:
+    eager = SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager"))
+    with pytest.raises(ValueError, match="SDPA"):
+        make_batch_invariant(eager)  # type: ignore[arg-type]
 
 
 def test_a_process_that_exits_with_requests_in_the_batch_ends_cleanly() -> None:

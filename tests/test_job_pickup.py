@@ -184,6 +184,22 @@ async def test_a_stop_that_overtakes_its_job_keeps_the_job_from_running_and_free
         assert worker.scaler.current_occupancy() == 1
 
 
+async def test_a_stop_between_a_jobs_task_and_its_first_step_frees_the_slot():
+    # Cancelling a task that has not run a step skips its `finally`: the SDK's stop_job would leave the slot taken.
+    api = FakeJobApi()
+    scaler = Worker(api).scaler
+    job = {"id": "job-1", "input": {}}
+    scaler.jobs_queue.put_nowait(job)  # as get_jobs queues a job and run_jobs takes it
+    scaler.job_progress.add(job)
+    scaler.jobs_queue.get_nowait()
+    task = asyncio.create_task(scaler.handle_job(None, job))
+    scaler.jobs_tasks[job["id"]] = task
+    assert not await scaler.stop_job(job["id"])  # no await inside: the task has not run yet
+    await turns()
+    assert task.done() and not task.cancelled() and api.started == []
+    assert scaler.current_occupancy() == 0 and job["id"] not in scaler.jobs_tasks
+
+
 # --- over serve-local, the worker process as deployed -----------------------------------------------------------
 
 

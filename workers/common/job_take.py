@@ -20,11 +20,13 @@ the heartbeat reports, per-job stop, shutdown):
   free, woken the moment a job ends (:meth:`~PromptJobScaler.handle_job`) or leaves the queue for its handler (the
   SDK's occupancy counts a queued job twice), so ``get_jobs`` never reaches its 1 s sleep;
 - :meth:`~PromptJobScaler.handle_job` is the SDK's, plus that wake-up;
-- :meth:`~PromptJobScaler.stop_job` is the SDK's, but a stop for a job the worker has not started yet is kept, and
-  the job is dropped when it arrives instead of run. The job-take reply that brings a job and the stop poll that
-  names it travel on separate connections, so a cancel sent right after a job was taken can overtake it; the SDK
-  then logs "No in-progress job" and forgets the stop, and the cancelled job runs to its end (the likely cause of a
-  phone test that once found a hung-up call's job still IN_PROGRESS).
+- :meth:`~PromptJobScaler.stop_job` is the SDK's for a job whose run has begun; a stop for a job that has not begun
+  is kept, and the job is dropped when its run would begin. The job-take reply that brings a job and the stop poll
+  that names it travel on separate connections, so a cancel sent right after a job was taken can overtake it: the
+  SDK then logs "No in-progress job" and forgets the stop, and the cancelled job runs to its end (the likely cause
+  of a phone test that once found a hung-up call's job still IN_PROGRESS). And a stop that comes between a job's
+  task being created and its first step would have the SDK cancel a coroutine that never started, so no ``finally``
+  of it runs and the job's slot stays taken for good.
 
 ``get_jobs`` itself is the SDK's, unchanged. :func:`sdk_worker_loop` makes the SDK's ``serverless.start`` build
 this class instead of its own (the one name it looks up); ``VOICEPOD_JOB_PICKUP=sdk`` keeps the stock class.
@@ -67,7 +69,8 @@ class PromptJobScaler(rp_scale.JobScaler):
         # in progress): get_jobs may have a slot to fill.
         self._occupancy_fell = asyncio.Event()
         self._queue_replaced = asyncio.Event()  # set_scale made a new queue: run_jobs must wait on that one
-        self._early_stops: dict[str, float] = {}  # job id -> when its stop came, for jobs not started then
+        self._early_stops: dict[str, float] = {}  # job id -> when its stop came, for jobs not begun then
+        self._begun: set[str] = set()  # jobs whose handle_job has begun, so that a task cancel reaches its finally
 
     async def set_scale(self) -> None:
         """The SDK's rescale, then wait (instead of ``get_jobs``' 1 s sleep) until a slot is free."""
@@ -82,17 +85,26 @@ class PromptJobScaler(rp_scale.JobScaler):
             await _first_of(self._occupancy_fell.wait(), self._shutdown_event.wait(), timeout=RESCALE_S)
 
     async def handle_job(self, session: Any, job: dict[str, Any]) -> None:
-        """The SDK's job run; its end wakes :meth:`set_scale`."""
+        """The SDK's job run, unless the job was stopped before it began; its end wakes :meth:`set_scale`."""
         try:
+            if self._early_stops.pop(job["id"], None) is not None:
+                log.info("job %s was stopped before it began: not run", job["id"])
+                # What the SDK's handle_job does when a job ends (its `finally`), for a job that never runs.
+                self.jobs_queue.task_done()
+                self.job_progress.remove(job)
+                self.jobs_tasks.pop(job["id"], None)
+                return
+            self._begun.add(job["id"])
             await super().handle_job(session, job)
         finally:
+            self._begun.discard(job["id"])
             self._occupancy_fell.set()
 
     async def stop_job(self, job_id: str) -> bool:
-        """The SDK's per-job stop; a stop for a job not started here is kept for :data:`EARLY_STOP_S`, so that
-        the job is dropped if it arrives after its stop."""
-        if await super().stop_job(job_id):
-            return True
+        """The SDK's per-job stop for a job whose run has begun; a stop for any other is kept for
+        :data:`EARLY_STOP_S`, so that the job is dropped if its run begins after its stop."""
+        if job_id in self._begun:
+            return await super().stop_job(job_id)
         now = time.monotonic()
         self._early_stops = {key: at for key, at in self._early_stops.items() if now - at < EARLY_STOP_S}
         self._early_stops[job_id] = now
@@ -107,13 +119,6 @@ class PromptJobScaler(rp_scale.JobScaler):
                 continue
             job = await self._next_queued_job()
             if job is None:
-                continue
-            if self._early_stops.pop(job["id"], None) is not None:
-                log.info("job %s was stopped before it started: not run", job["id"])
-                # What the SDK's handle_job does when a job ends (its `finally`), for a job that never starts.
-                self.jobs_queue.task_done()
-                self.job_progress.remove(job)
-                self._occupancy_fell.set()
                 continue
             task = asyncio.create_task(self.handle_job(session, job))
             tasks.add(task)

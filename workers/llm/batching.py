@@ -16,7 +16,8 @@ beside a sampled one, no per-request seed), it knows no stop strings, and on thi
 Exactness: in float32, each request prefilled alone, a batched greedy stream is token for token the lone request's
 (tested). Padding changes rounding: in bfloat16 (the CPU default) a row padded beside a longer prompt is rounded
 differently from the same request alone (its SDPA call gets a mask and other keys), and so is a joint prefill's row
-in float32, so a near-tied token can flip, depending on what else is in the batch. ``BATCH_INVARIANT=1``
+in float32, and a lone row's linear layers run a one-row kernel that rounds differently from a batch's; so a
+near-tied token can flip, depending on what else is in the batch. ``BATCH_INVARIANT=1``
 (:mod:`workers.llm.invariance`) makes every row's forward the lone request's, bit for bit (tested in bfloat16).
 
 Each request keeps its own sampling (temperature, top_p, its own ``torch.Generator`` for its seed), stop strings,
@@ -104,7 +105,7 @@ class BatchedGenerator:
         self.max_batch = max(1, max_batch)
         # Requests that join at the same step are prefilled in one padded forward (on 2 CPU cores seven 9-token
         # prefills cost 55 ms together against 28 ms each alone); padding changes float rounding, so a stream is
-        # token for token the lone request's (in float32) only when each prefills alone.
+        # token for token the lone request's only when each prefills alone (in float32) or with BATCH_INVARIANT=1.
         self.prefill_together = prefill_together
         self.prefixes = PrefixCache(prefix_cache_tokens)
         eos = lm.model.generation_config.eos_token_id

@@ -69,15 +69,7 @@ def _load() -> LanguageModel:
     # bf16 on CPU too: on 2 cores Gemma 270M ran 16 tok/s in bf16 against 4 in fp32, SmolLM2 135M 29 against 8.
     dtype = parse_dtype(os.environ.get("DTYPE", "bfloat16"))
     name = os.environ.get("SERVED_MODEL_NAME") or (EMBEDDED_NAME if source.kind == "embedded" else None)
-    lm = load_language_model(source.location, dtype, device, name)
-    if BATCH_INVARIANT:
-        make_batch_invariant(lm.model)
-    return lm
-
-
-# Off by default: on 2 CPU cores it costs ~16% of 8 batched streams' tokens/s and ~6% of a lone stream's
-# (benchmarks/batch_exactness.py measures what it buys: every bfloat16 stream the same as alone, against 5-6 of 12).
-BATCH_INVARIANT = os.environ.get("BATCH_INVARIANT", "0") == "1"
+    return load_language_model(source.location, dtype, device, name)
 
 
 LM, _load_s = timed_load("llm", _load)
@@ -96,6 +88,14 @@ PREFIX_CACHE_TOKENS = int(os.environ.get("PREFIX_CACHE_TOKENS", "4096"))
 PREFILL_TOGETHER = os.environ.get("PREFILL_TOGETHER", "1") != "0"
 BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS, PREFILL_TOGETHER)
            if CONCURRENCY > 1 and supports_batching(LM) else None)
+# Off by default: on 2 CPU cores it costs ~16% of 8 batched streams' tokens/s and ~6% of a lone stream's
+# (benchmarks/batch_exactness.py measures what it buys: every bfloat16 stream the same as alone, against 5-6 of 12).
+# Only with batched decoding: with one generate at a time no row ever shares a forward.
+BATCH_INVARIANT = os.environ.get("BATCH_INVARIANT", "0") == "1"
+if BATCH_INVARIANT and BATCHER is not None:
+    make_batch_invariant(LM.model)
+    if LM.device.startswith("cuda"):
+        log.warning("BATCH_INVARIANT is measured on CPUs only: GPU matrix kernels may still vary with the batch")
 if CONCURRENCY > 1 and BATCHER is None:
     log.info("this model's cache is not plain full attention: its %d concurrent jobs take turns on generate",
              CONCURRENCY)

@@ -14,9 +14,10 @@ SmolLM2-135M), two operations give a row different last bits when other rows sha
   :func:`_two_row_linear` computes a single row as two (itself and a zero row), so every step uses the same kernel
   whatever the batch.
 
-Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. The cost is a
-separate attention call per row and layer instead of one: about 16% of 8 batched streams' tokens/s on 2 cores, 6% of
-a lone stream's (docs/benchmarks.md). What a GPU's kernels do is not measured here:
+Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. Both cost: the two-row
+linear layers about 6% of a lone stream's tokens/s on 2 cores, the separate attention call per row and layer (and
+the linear layers) about 16% of 8 batched streams' (docs/benchmarks.md). The worker applies it only with batched
+decoding, where rows share a forward. What a GPU's kernels do is not measured here:
 cuBLAS may split a product differently by batch size, which this does not address.
 
 transformers has no setting for either, so this registers an attention function (its ``AttentionInterface``) and
@@ -53,7 +54,9 @@ def _spans(attention_mask: torch.Tensor) -> list[tuple[Any, Any, torch.Tensor | 
     allowed = attention_mask[:, 0] if attention_mask.dtype == torch.bool else attention_mask[:, 0] == 0
     spans = []
     for row in allowed:  # [q, k]: which keys each query attends to
-        queries, keys = _real(row.any(dim=1)), _real(row.any(dim=0))
+        q, k = row.shape
+        # A query is real where its own position is a real key (a padding query may still see a cached prefix).
+        queries, keys = _real(row[:, k - q :].diagonal()), _real(row.any(dim=0))
         own = row[queries][:, keys]
         q, k = own.shape
         if q == 1 and bool(own.all()):
@@ -72,7 +75,7 @@ def rowwise_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     (``query``: ``[batch, heads, q, d]``; returns ``[batch, q, heads, d]`` as SDPA attention does)."""
     if attention_mask is None or query.shape[0] == 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    out = query.new_zeros((query.shape[0], query.shape[2], query.shape[1], query.shape[3]))
+    out = query.new_zeros((query.shape[0], query.shape[2], query.shape[1], value.shape[-1]))
     for row, (queries, keys, mask, causal) in enumerate(_spans(attention_mask)):
         own = dict(kwargs, is_causal=causal) if causal is not None else kwargs
         attended, _ = sdpa_attention_forward(module, query[row : row + 1, :, queries], key[row : row + 1, :, keys],
@@ -91,10 +94,16 @@ def _two_row_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 def make_batch_invariant(model: torch.nn.Module) -> None:
     """Make ``model``'s forwards batch-invariant (see the module's docstring): row-wise attention, and linear layers
-    that never run a single row alone. Changes ``model`` in place."""
+    that never run a single row alone. Changes ``model`` in place.
+
+    Raises ``ValueError`` for a model that does not run SDPA attention: the row-wise calls are SDPA's, and a model
+    transformers runs another way (eager, for one that SDPA cannot serve) would change what it computes."""
+    current = getattr(model.config, "_attn_implementation", None)
+    if current != "sdpa":
+        raise ValueError(f"BATCH_INVARIANT needs a model that runs SDPA attention; this one runs {current!r}")
     AttentionInterface.register(ATTENTION, rowwise_attention)
     AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # the masks SDPA gets; rowwise_attention cuts them per row
     model.set_attn_implementation(ATTENTION)
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
+        if type(module) is torch.nn.Linear:  # not subclasses: a quantised layer's weight is not for F.linear
             module.forward = types.MethodType(_two_row_linear, module)
