@@ -37,7 +37,8 @@ def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant
     from workers.llm.invariance import make_batch_invariant
     from workers.llm.prompt import chat_prompt
 
-    lm = load_language_model(str(ensure_embedded(default_model_dir())), parse_dtype(dtype_name), "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm = load_language_model(str(ensure_embedded(default_model_dir())), parse_dtype(dtype_name), device)
     if invariant:
         make_batch_invariant(lm.model)
     params = SamplingParams(max_tokens=max_tokens, temperature=0)
