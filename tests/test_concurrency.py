@@ -461,19 +461,19 @@ def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(inv
     prompts = [*QUESTIONS, "Write a long story about a dragon in Rome.", "Describe a cat."]
     params = SamplingParams(max_tokens=32, temperature=0)
 
-    def ask(batcher: BatchedGenerator, question: str) -> tuple[str, int]:
+    def answer(batcher: BatchedGenerator, question: str) -> tuple[str, int]:
         return _run(lambda r: batcher.stream(_ids(lm, question), params, (), threading.Event(), r))
 
     # Prefix cache on, as deployed: after the first prompt, each prefills after the cached system prompt.
     lone = BatchedGenerator(lm, 1, prefix_cache_tokens=4096, prefill_together=prefill_together)
-    alone = [ask(lone, q) for q in prompts]
+    alone = [answer(lone, q) for q in prompts]
     lone.close()
     # The MAX_CONCURRENCY=1 path (transformers' generate, one row) writes the same.
     assert [_run(lambda r, q=q: stream_generate(lm, _ids(lm, q), params, (), threading.Event(), r))
             for q in prompts[:2]] == alone[:2]
     batcher = BatchedGenerator(lm, 8, prefix_cache_tokens=4096, prefill_together=prefill_together)
     together: dict[int, tuple[str, int]] = {}
-    threads = [threading.Thread(target=lambda i=i, q=q: together.__setitem__(i, ask(batcher, q)))
+    threads = [threading.Thread(target=lambda i=i, q=q: together.__setitem__(i, answer(batcher, q)))
                for i, q in enumerate(prompts)]
     for thread in threads:  # 30 ms apart: they join at different steps, beside rows of other lengths
         thread.start()
