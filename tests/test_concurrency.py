@@ -28,6 +28,7 @@ from workers.llm.bake import default_model_dir
 from workers.llm.batching import BatchedGenerator, supports_batching
 from workers.llm.generation import GenerationResult, LanguageModel, SamplingParams, load_language_model, stream_generate
 from workers.llm.invariance import make_batch_invariant
+from workers.llm.invariance import wanted as invariance_wanted
 from workers.llm.prompt import chat_prompt
 
 pytestmark = pytest.mark.slow
@@ -40,10 +41,11 @@ QUESTIONS = ["What is the capital of Spain?", "How do I make tea?", "Tell me a j
 
 
 def _server(concurrency: int) -> Iterator[LocalServer]:
-    # float32, each request prefilled alone: in bf16 a padded row's rounding differs from the lone request's, and
-    # near-tied tokens can flip; in float32 the streams are the same, token for token.
+    # float32, each request prefilled alone, without batch-invariant forwards: in bf16 a padded row's rounding
+    # differs from the lone request's, and near-tied tokens can flip; in float32 the streams are the same, token for
+    # token (the README's other way to exact streams, tested here).
     env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": str(concurrency), "DTYPE": "float32",
-           "PREFILL_TOGETHER": "0"}
+           "PREFILL_TOGETHER": "0", "BATCH_INVARIANT": "0"}
     with LocalServer(endpoints={"llm": HANDLER}, env=env, ready_timeout_s=300) as running:
         yield running
 
@@ -60,8 +62,9 @@ def serial() -> Iterator[LocalServer]:
 
 @pytest.fixture(scope="module")
 def invariant_server() -> Iterator[LocalServer]:
-    # The CPU defaults (bfloat16, joint prefill, prefix cache) with BATCH_INVARIANT=1.
-    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": "4", "BATCH_INVARIANT": "1"}
+    # The CPU defaults: bfloat16, joint prefill, prefix cache, and batch-invariant forwards (BATCH_INVARIANT unset;
+    # with BATCH_INVARIANT=0 the test below fails).
+    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": "4", "BATCH_INVARIANT": ""}
     with LocalServer(endpoints={"llm": HANDLER}, env=env, ready_timeout_s=300) as running:
         yield running
 
@@ -81,12 +84,16 @@ async def test_concurrent_greedy_streams_equal_each_request_run_alone(batched: L
         assert done.finish_reason == lone_done.finish_reason
 
 
-async def test_a_batch_invariant_worker_streams_in_bfloat16_what_each_request_writes_alone(
+async def test_a_cpu_worker_on_its_defaults_streams_in_bfloat16_what_each_request_writes_alone(
         invariant_server: LocalServer) -> None:
     # Prompts whose bfloat16 streams parted from their lone ones beside others in benchmarks/batch_exactness.py.
     questions = ["What is the capital of Spain?", "Why is the sky blue?", "Name three colours.",
                  "Give me a recipe for soup."]
     async with invariant_server.endpoint("llm") as llm:
+        for q in questions:  # each prompt then in the prefix cache, as it is for the runs compared below
+            await complete(llm, ask(q, max_tokens=1))
+        # Alone and together, each prompt prefills only its last token(s) after the same cached positions: a prompt
+        # prefilled in other chunks can round differently in bfloat16 (README: batched decoding), batch or not.
         alone = [await complete(llm, ask(q, max_tokens=48)) for q in questions]
         together = await asyncio.gather(*(complete(llm, ask(q, max_tokens=48)) for q in questions))
     for (_, lone_done, _), (deltas, done, _) in zip(alone, together, strict=True):
@@ -483,6 +490,25 @@ def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(inv
     batcher.close()
     assert batcher.peak_batch >= 4
     assert [together[i] for i in range(len(prompts))] == alone
+
+
+@pytest.mark.parametrize(("setting", "on_gpu", "attention", "expected"), [
+    (None, False, "sdpa", True),  # the default on a CPU
+    ("", False, "sdpa", True),
+    (None, True, "sdpa", False),  # not measured on a GPU: off unless asked for
+    ("1", True, "sdpa", True),
+    ("0", False, "sdpa", False),
+    (None, False, "eager", False),  # a model SDPA cannot serve keeps its attention by default
+    ("1", False, "eager", True),  # asked for: make_batch_invariant then refuses it clearly
+])
+def test_batch_invariance_is_on_by_default_on_a_cpu_only(setting: str | None, on_gpu: bool, attention: str,
+                                                          expected: bool) -> None:
+    assert invariance_wanted(setting, on_gpu, attention) is expected
+
+
+def test_a_batch_invariant_setting_other_than_0_or_1_is_refused() -> None:
+    with pytest.raises(ValueError, match="BATCH_INVARIANT"):
+        invariance_wanted("yes", False, "sdpa")
 
 
 def test_batch_invariance_refuses_a_model_that_does_not_run_sdpa_attention() -> None:

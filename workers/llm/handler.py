@@ -9,11 +9,11 @@ endpoint's ``/openai/v1`` route.
 Settings: ``MODEL_DIR`` (baked folder) or ``MODEL_NAME`` (hub id), ``DTYPE``, ``DEVICE``, ``MAX_TOKENS_CAP``,
 ``SERVED_MODEL_NAME``, ``MAX_CONCURRENCY`` (jobs decoded together in one batch: default 4 on a CPU, 16 on a GPU;
 1 runs one ``generate`` at a time, as before batching); for batched decoding, ``PREFIX_CACHE_TOKENS`` (positions of
-recent prompts kept so that a prompt starting the same way prefills only what is new; default 4096, 0 off) and
-``PREFILL_TOGETHER`` (``0`` prefills each joining job alone); ``BATCH_INVARIANT=1`` makes a greedy stream bit for bit
-what it is alone, whatever runs beside it (:mod:`workers.llm.invariance`). With none of them and no GPU, the embedded
-SmolLM2-135M-Instruct chat model (the embedded Gemma 3 270M base model loads with ``MODEL_DIR=DIR`` after
-``python -m workers.common.bake --worker llm --embedded gemma --out DIR``).
+recent prompts kept so that a prompt starting the same way prefills only what is new; default 4096, 0 off),
+``PREFILL_TOGETHER`` (``0`` prefills each joining job alone) and ``BATCH_INVARIANT`` (a greedy stream bit for bit
+what it is alone, whatever runs beside it: default on on a CPU, off on a GPU; :mod:`workers.llm.invariance`). With
+none of them and no GPU, the embedded SmolLM2-135M-Instruct chat model (the embedded Gemma 3 270M base model loads
+with ``MODEL_DIR=DIR`` after ``python -m workers.common.bake --worker llm --embedded gemma --out DIR``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from workers.llm.generation import (
     stream_generate,
 )
 from workers.llm.invariance import make_batch_invariant
+from workers.llm.invariance import wanted as invariance_wanted
 from workers.llm.prompt import Prompt, chat_prompt, raw_prompt
 from workers.llm.stops import StopMatcher
 
@@ -84,15 +85,18 @@ CONCURRENCY = max_concurrency(cpu=4, gpu=16, on_gpu=LM.device.startswith("cuda")
 # turns): about 23 kB each for SmolLM2-135M in bf16, 28 kB for Qwen2.5-1.5B. 0 turns prefix caching off.
 PREFIX_CACHE_TOKENS = int(os.environ.get("PREFIX_CACHE_TOKENS", "4096"))
 # Jobs that arrive together prefill in one forward: their first tokens come sooner. Padding changes rounding unless
-# BATCH_INVARIANT=1: without it only PREFILL_TOGETHER=0 with DTYPE=float32 keeps every stream what it is alone.
+# BATCH_INVARIANT: without it only PREFILL_TOGETHER=0 with DTYPE=float32 keeps every stream what it is alone.
 PREFILL_TOGETHER = os.environ.get("PREFILL_TOGETHER", "1") != "0"
 BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS, PREFILL_TOGETHER)
            if CONCURRENCY > 1 and supports_batching(LM) else None)
-# Off by default: on 2 CPU cores it costs ~16% of 8 batched streams' tokens/s and ~6% of a lone stream's
-# (benchmarks/batch_exactness.py measures what it buys: every bfloat16 stream the same as alone, against 5-6 of 12).
-# Only with batched decoding: with one generate at a time no row ever shares a forward.
-BATCH_INVARIANT = os.environ.get("BATCH_INVARIANT", "0") == "1"
-if BATCH_INVARIANT and BATCHER is not None:
+# A greedy stream is what the same request writes alone, whatever is decoded beside it: on by default on a CPU
+# (benchmarks/batch_exactness.py: every bfloat16 stream the same as alone, against 5-6 of 12 without; it costs ~16%
+# of 8 batched streams' tokens/s on 2 cores), off on a GPU, where it is not measured. Only with batched decoding:
+# with one generate at a time no row ever shares a forward.
+_INVARIANCE_WANTED = invariance_wanted(os.environ.get("BATCH_INVARIANT"), LM.device.startswith("cuda"),
+                                       getattr(LM.model.config, "_attn_implementation", None))
+BATCH_INVARIANT = BATCHER is not None and _INVARIANCE_WANTED
+if BATCH_INVARIANT:
     make_batch_invariant(LM.model)
     if LM.device.startswith("cuda"):
         log.warning("BATCH_INVARIANT is measured on CPUs only: GPU matrix kernels may still vary with the batch")

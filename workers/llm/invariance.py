@@ -17,8 +17,8 @@ SmolLM2-135M), two operations give a row different last bits when other rows sha
 Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. Both cost: the two-row
 linear layers about 6% of a lone stream's tokens/s on 2 cores, the separate attention call per row and layer (and
 the linear layers) about 16% of 8 batched streams' (docs/benchmarks.md). The worker applies it only with batched
-decoding, where rows share a forward. What a GPU's kernels do is not measured here:
-cuBLAS may split a product differently by batch size, which this does not address.
+decoding, where rows share a forward, and by default only on a CPU (:func:`wanted`). What a GPU's kernels do is not
+measured here: cuBLAS may split a product differently by batch size, which this does not address.
 
 transformers has no setting for either, so this registers an attention function (its ``AttentionInterface``) and
 replaces the ``forward`` of the model's ``nn.Linear`` modules; nothing of transformers is copied.
@@ -37,6 +37,10 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "voicepod_rowwise"
 
+# Per row: its real query and key positions (slices, or index tensors where not contiguous), and the mask and
+# ``is_causal`` a lone forward of that row would pass.
+_Span = tuple[Any, Any, torch.Tensor | None, bool | None]
+
 _rows = threading.local()  # the last mask seen in this thread, and its rows' spans: one forward's layers share it
 
 
@@ -47,7 +51,7 @@ def _real(allowed: torch.Tensor) -> slice | torch.Tensor:
     return slice(first, last + 1) if last - first + 1 == where.numel() else where
 
 
-def _spans(attention_mask: torch.Tensor) -> list[tuple[Any, Any, torch.Tensor | None, bool | None]]:
+def _spans(attention_mask: torch.Tensor) -> list[_Span]:
     """Per row: its real query and key positions, and the mask and ``is_causal`` a lone forward would pass."""
     if getattr(_rows, "mask", None) is attention_mask:
         return _rows.spans
@@ -69,17 +73,41 @@ def _spans(attention_mask: torch.Tensor) -> list[tuple[Any, Any, torch.Tensor | 
     return spans
 
 
+def _decode_row(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None) -> torch.Tensor:
+    """One row's decode-step attention (``query``: ``[1, heads, 1, d]``, ``key``/``value``: ``[1, kv_heads, k, d]``,
+    all of them the row's own), with the query heads that share a key head packed as that head's queries.
+
+    transformers' lone decode step instead passes every query head as its own (``enable_gqa``): on 2 cores a call
+    then costs about 56 µs against 22 µs packed (110 keys), and a batch makes one call per row and layer (8 rows: 13
+    ms of a 29 ms step against 5 ms). Lone and batched rows both come here, so they still make the very same call."""
+    heads, kv_heads = query.shape[1], key.shape[1]
+    packed = query.reshape(1, kv_heads, heads // kv_heads, query.shape[-1])
+    attended = torch.nn.functional.scaled_dot_product_attention(packed, key, value, scale=scaling)
+    return attended.reshape(1, heads, 1, value.shape[-1]).transpose(1, 2)
+
+
 def rowwise_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, called once per row with what that row alone would pass
-    (``query``: ``[batch, heads, q, d]``; returns ``[batch, q, heads, d]`` as SDPA attention does)."""
-    if attention_mask is None or query.shape[0] == 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    out = query.new_zeros((query.shape[0], query.shape[2], query.shape[1], value.shape[-1]))
-    for row, (queries, keys, mask, causal) in enumerate(_spans(attention_mask)):
-        own = dict(kwargs, is_causal=causal) if causal is not None else kwargs
-        attended, _ = sdpa_attention_forward(module, query[row : row + 1, :, queries], key[row : row + 1, :, keys],
-                                             value[row : row + 1, :, keys], mask, **own)
+    """SDPA attention called once per row with that row's own queries and keys, the call a lone row makes
+    (``query``: ``[batch, heads, q, d]``; returns ``[batch, q, heads, d]`` as SDPA attention does). A row with one
+    query (a decode step, or a prefill of one new token, alone or in a joint prefill) goes to :func:`_decode_row`;
+    any other to transformers' SDPA attention with what a lone prefill passes."""
+    batch, heads, q_len, _ = query.shape
+    if attention_mask is None:
+        if q_len > 1 and batch == 1:
+            return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+        spans: list[_Span] = [(slice(None), slice(None), None, None)] * batch  # every query and key real
+    else:
+        spans = _spans(attention_mask)
+    out = query.new_zeros((batch, q_len, heads, value.shape[-1]))
+    for row, (queries, keys, mask, causal) in enumerate(spans):
+        own_query = query[row : row + 1, :, queries]
+        own_key, own_value = key[row : row + 1, :, keys], value[row : row + 1, :, keys]
+        if own_query.shape[2] == 1 and mask is None and not kwargs.get("dropout"):
+            attended = _decode_row(own_query, own_key, own_value, kwargs.get("scaling"))
+        else:
+            own = dict(kwargs, is_causal=causal) if causal is not None else kwargs
+            attended, _ = sdpa_attention_forward(module, own_query, own_key, own_value, mask, **own)
         out[row, queries] = attended[0]
     return out, None
 
@@ -90,6 +118,23 @@ def _two_row_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     row = x.reshape(1, -1)
     both = torch.nn.functional.linear(torch.cat([row, torch.zeros_like(row)]), self.weight, self.bias)
     return both[:1].reshape(*x.shape[:-1], -1)
+
+
+def wanted(setting: str | None, on_gpu: bool, attention: str | None) -> bool:
+    """Whether the worker makes its batched model batch-invariant. ``setting``: ``BATCH_INVARIANT`` as given
+    (``"1"``, ``"0"``, or ``None``/empty for the default); ``on_gpu``: the model runs on a GPU; ``attention``: the
+    model's attention implementation (``config._attn_implementation``).
+
+    The default is on for a CPU model that runs SDPA attention, where exactness is measured and costs about 16% of
+    8 batched streams' tokens/s, and off on a GPU, where it is not measured (and a batch of 16 makes 16 attention
+    calls per layer). An explicit ``"1"`` asks for it whatever the model (:func:`make_batch_invariant` then refuses
+    one that does not run SDPA, with a clear error)."""
+    choice = (setting or "").strip()
+    if choice not in ("", "0", "1"):
+        raise ValueError(f"BATCH_INVARIANT={setting!r}: use 1 (on) or 0 (off)")
+    if choice:
+        return choice == "1"
+    return not on_gpu and attention == "sdpa"
 
 
 def make_batch_invariant(model: torch.nn.Module) -> None:
