@@ -8,7 +8,9 @@ eight-slot one, so they join, share and leave batches. For float32 and bfloat16,
 streams identical to their lone ones, and for the others the first character where they part; bfloat16 also with
 ``BATCH_INVARIANT=1`` (:mod:`workers.llm.invariance`). The counts are what ``DTYPE``, ``PREFILL_TOGETHER`` and
 ``BATCH_INVARIANT`` promise (README, batched decoding); the batched run's tokens/s (all streams, first sent to last
-done) show what each setting costs, against the others in the same run.
+done) show what each setting costs, against the others in the same run. Also, per case, how many prompts run alone
+a second time (their whole prompt then in the prefix cache, so prefilled in another chunk) write their first run's
+stream: what the prefix cache does to a rerun, batch or not.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant
 
     alone_batcher = BatchedGenerator(lm, 1, prefix_cache_tokens=4096, prefill_together=prefill_together)
     alone = {q: answer(alone_batcher, q) for q in PROMPTS}
+    # Each again, alone, now that its whole prompt is cached: it prefills only its last token, where its first run
+    # prefilled everything after the system prompt in one forward.
+    rerun = {q: answer(alone_batcher, q) for q in PROMPTS}
     alone_batcher.close()
     batcher = BatchedGenerator(lm, SLOTS, prefix_cache_tokens=4096, prefill_together=prefill_together)
     together: dict[str, str] = {}
@@ -75,7 +80,8 @@ def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant
               for q in PROMPTS if alone[q] != together[q]}
     return {"dtype": dtype_name, "prefill_together": prefill_together, "batch_invariant": invariant,
             "identical": len(PROMPTS) - len(parted), "streams": len(PROMPTS), "peak_batch": batcher.peak_batch,
-            "parted_at_char": parted, "batched_tokens_per_s": round(tokens_per_s, 1)}
+            "parted_at_char": parted, "batched_tokens_per_s": round(tokens_per_s, 1),
+            "rerun_cached_identical": sum(rerun[q] == alone[q] for q in PROMPTS)}
 
 
 def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
@@ -84,13 +90,16 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     results = [_compare(dtype, together, max_tokens, invariant)
                for dtype, together, invariant in [*cases, ("bfloat16", True, True), ("bfloat16", False, True)]]
     table = md_table(["dtype", "joint prefill", "BATCH_INVARIANT", "identical to alone", "others part at character",
-                      "batched tokens/s"],
+                      "batched tokens/s", "alone again, prompt cached: identical"],
                      [[r["dtype"], "on" if r["prefill_together"] else "off", "1" if r["batch_invariant"] else "0",
                        f"{r['identical']} of {r['streams']}",
                        ", ".join(str(c) for c in sorted(r["parted_at_char"].values())) or "-",
-                       r["batched_tokens_per_s"]] for r in results])
+                       r["batched_tokens_per_s"], f"{r['rerun_cached_identical']} of {r['streams']}"]
+                      for r in results])
     table += (f"\n\nEmbedded SmolLM2-135M, {max_tokens} greedy tokens per stream, prefix cache on; each prompt alone "
-              f"against all {len(PROMPTS)} sent {ARRIVAL_S * 1000:.0f} ms apart to {SLOTS} slots.")
+              f"against all {len(PROMPTS)} sent {ARRIVAL_S * 1000:.0f} ms apart to {SLOTS} slots. Last column: each "
+              f"prompt alone a second time, its whole prompt then cached, against its first run (which prefilled "
+              f"all after the system prompt at once).")
     payload = {"max_tokens": max_tokens, "prompts": list(PROMPTS), "results": results}
     write_results("batch_exactness", payload, table, out)
     return payload

@@ -73,29 +73,39 @@ def _spans(attention_mask: torch.Tensor) -> list[_Span]:
     return spans
 
 
-def _decode_row(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None) -> torch.Tensor:
-    """One row's decode-step attention (``query``: ``[1, heads, 1, d]``, ``key``/``value``: ``[1, kv_heads, k, d]``,
-    all of them the row's own), with the query heads that share a key head packed as that head's queries.
+def _row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                   scaling: float | None) -> torch.Tensor:
+    """One row's attention over its own queries and keys (``query``: ``[1, heads, q, d]``, ``key``/``value``:
+    ``[1, kv_heads, k, d]``; ``mask``: ``[1, 1, q, k]`` or None, causal when ``q`` > 1); returns ``[1, q, heads, d]``.
 
-    transformers' lone decode step instead passes every query head as its own (``enable_gqa``): on 2 cores a call
-    then costs about 56 µs against 22 µs packed (110 keys), and a batch makes one call per row and layer (8 rows: 13
-    ms of a 29 ms step against 5 ms). Lone and batched rows both come here, so they still make the very same call."""
-    heads, kv_heads = query.shape[1], key.shape[1]
-    packed = query.reshape(1, kv_heads, heads // kv_heads, query.shape[-1])
-    attended = torch.nn.functional.scaled_dot_product_attention(packed, key, value, scale=scaling)
-    return attended.reshape(1, heads, 1, value.shape[-1]).transpose(1, 2)
+    SDPA called as transformers calls it, except where a faster call computes the same: a single query (a decode
+    step) gets the query heads that share a key head packed as that head's queries (on 2 cores 22 µs a call against
+    56 µs with every head its own, 110 keys: an 8-row step makes 240 of them), and a masked prefill keeps the key heads
+    shared (``enable_gqa``, 34 µs) where transformers copies them per query head first (52 µs). Lone and batched rows
+    both come here, so each makes the very same call either way."""
+    heads, kv_heads, q_len = query.shape[1], key.shape[1], query.shape[2]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    if q_len == 1 and mask is None:
+        packed = query.reshape(1, kv_heads, heads // kv_heads, query.shape[-1])
+        return sdpa(packed, key, value, scale=scaling).reshape(1, heads, 1, value.shape[-1]).transpose(1, 2)
+    attended = sdpa(query, key, value, attn_mask=mask, is_causal=mask is None, scale=scaling,
+                    enable_gqa=heads != kv_heads)
+    return attended.transpose(1, 2)
+
+
+def _plain(kwargs: dict[str, Any]) -> bool:
+    """Whether transformers' SDPA attention would make a plain call: no dropout, soft cap, window or bias."""
+    return not kwargs.get("dropout") and all(kwargs.get(name) is None
+                                             for name in ("softcap", "sliding_window", "position_bias"))
 
 
 def rowwise_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """SDPA attention called once per row with that row's own queries and keys, the call a lone row makes
-    (``query``: ``[batch, heads, q, d]``; returns ``[batch, q, heads, d]`` as SDPA attention does). A row with one
-    query (a decode step, or a prefill of one new token, alone or in a joint prefill) goes to :func:`_decode_row`;
-    any other to transformers' SDPA attention with what a lone prefill passes."""
+    (``query``: ``[batch, heads, q, d]``; returns ``[batch, q, heads, d]`` as SDPA attention does), by
+    :func:`_row_attention`; with dropout or another extra, by transformers' SDPA attention."""
     batch, heads, q_len, _ = query.shape
     if attention_mask is None:
-        if q_len > 1 and batch == 1:
-            return sdpa_attention_forward(module, query, key, value, None, **kwargs)
         spans: list[_Span] = [(slice(None), slice(None), None, None)] * batch  # every query and key real
     else:
         spans = _spans(attention_mask)
@@ -103,8 +113,8 @@ def rowwise_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     for row, (queries, keys, mask, causal) in enumerate(spans):
         own_query = query[row : row + 1, :, queries]
         own_key, own_value = key[row : row + 1, :, keys], value[row : row + 1, :, keys]
-        if own_query.shape[2] == 1 and mask is None and not kwargs.get("dropout"):
-            attended = _decode_row(own_query, own_key, own_value, kwargs.get("scaling"))
+        if _plain(kwargs):
+            attended = _row_attention(own_query, own_key, own_value, mask, kwargs.get("scaling"))
         else:
             own = dict(kwargs, is_causal=causal) if causal is not None else kwargs
             attended, _ = sdpa_attention_forward(module, own_query, own_key, own_value, mask, **own)
