@@ -17,8 +17,10 @@ Exactness: in float32, each request prefilled alone, a batched greedy stream is 
 (tested). Padding changes rounding: in bfloat16 (the CPU default) a row padded beside a longer prompt is rounded
 differently from the same request alone (its SDPA call gets a mask and other keys), and so is a joint prefill's row
 in float32, and a lone row's linear layers run a one-row kernel that rounds differently from a batch's; so a
-near-tied token can flip, depending on what else is in the batch. ``BATCH_INVARIANT=1``
-(:mod:`workers.llm.invariance`) makes every row's forward the lone request's, bit for bit (tested in bfloat16).
+near-tied token can flip, depending on what else is in the batch. ``BATCH_INVARIANT`` (the worker's default on a
+CPU; :mod:`workers.llm.invariance`) makes every row's forward the lone request's, bit for bit (tested in bfloat16),
+from the same prefix-cache state: a prompt prefilled in other chunks (cached whole, against its first run) rounds
+differently in bfloat16 too, batch or not.
 
 Each request keeps its own sampling (temperature, top_p, its own ``torch.Generator`` for its seed), stop strings,
 ``max_tokens`` and cancel event; its text goes out through its own ``TextIteratorStreamer``, as ``generate`` would
@@ -105,7 +107,7 @@ class BatchedGenerator:
         self.max_batch = max(1, max_batch)
         # Requests that join at the same step are prefilled in one padded forward (on 2 CPU cores seven 9-token
         # prefills cost 55 ms together against 28 ms each alone); padding changes float rounding, so a stream is
-        # token for token the lone request's only when each prefills alone (in float32) or with BATCH_INVARIANT=1.
+        # token for token the lone request's only when each prefills alone (in float32) or with BATCH_INVARIANT.
         self.prefill_together = prefill_together
         self.prefixes = PrefixCache(prefix_cache_tokens)
         eos = lm.model.generation_config.eos_token_id

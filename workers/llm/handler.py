@@ -77,8 +77,8 @@ LM, _load_s = timed_load("llm", _load)
 report_load(_load_s)
 _LOADED_AT = int(time.time())
 
-# Streams decoded together share each step: on 2 CPU cores 8 batched streams wrote 183 tokens/s against a lone
-# stream's 41 (benchmarks/results/capacity.json), and they start in a fraction of the time queued ones wait. A GPU
+# Streams decoded together share each step: on 2 CPU cores 8 batched streams wrote 196 tokens/s against a lone
+# stream's 39 (benchmarks/results/capacity.json), and they start in a fraction of the time queued ones wait. A GPU
 # step of a small batch costs about what one row does, so it takes many more.
 CONCURRENCY = max_concurrency(cpu=4, gpu=16, on_gpu=LM.device.startswith("cuda"))
 # Positions of recent prompts kept for reuse by prompts that start the same way (the system prompt, a call's earlier
@@ -90,7 +90,7 @@ PREFILL_TOGETHER = os.environ.get("PREFILL_TOGETHER", "1") != "0"
 BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS, PREFILL_TOGETHER)
            if CONCURRENCY > 1 and supports_batching(LM) else None)
 # A greedy stream is what the same request writes alone, whatever is decoded beside it: on by default on a CPU
-# (benchmarks/batch_exactness.py: every bfloat16 stream the same as alone, against 5-6 of 12 without; it costs ~16%
+# (benchmarks/batch_exactness.py: every bfloat16 stream the same as alone, against 5-6 of 12 without; it costs ~8%
 # of 8 batched streams' tokens/s on 2 cores), off on a GPU, where it is not measured. Only with batched decoding:
 # with one generate at a time no row ever shares a forward.
 _INVARIANCE_WANTED = invariance_wanted(os.environ.get("BATCH_INVARIANT"), LM.device.startswith("cuda"),

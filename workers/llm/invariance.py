@@ -6,19 +6,21 @@ SmolLM2-135M), two operations give a row different last bits when other rows sha
 
 - **Attention.** A batch's rows are left-padded to the longest and masked, so SDPA gets a mask and keys that a lone
   row's call does not have (a lone decode step passes no mask, and grouped-query heads are then handled another
-  way), and rounds differently. :func:`rowwise_attention` makes, for each row, the very call a lone request makes:
-  the row's own queries and keys, and no mask where a lone forward passes none.
+  way), and rounds differently. :func:`rowwise_attention` makes one SDPA call per row over the row's own queries
+  and keys, lone rows included, so that a row makes the very same call beside others as alone.
 - **A linear layer fed a single row.** One row (a lone decode step) runs a matrix-vector kernel whose sums round
   differently from the same row among two or more: on 2 cores a 1536-input layer like ``down_proj`` gave about 1
   output in 10,000 a different last bit, while batches of 2 to 400 rows agreed with each other exactly.
   :func:`_two_row_linear` computes a single row as two (itself and a zero row), so every step uses the same kernel
   whatever the batch.
 
-Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. Both cost: the two-row
-linear layers about 6% of a lone stream's tokens/s on 2 cores, the separate attention call per row and layer (and
-the linear layers) about 16% of 8 batched streams' (docs/benchmarks.md). The worker applies it only with batched
-decoding, where rows share a forward, and by default only on a CPU (:func:`wanted`). What a GPU's kernels do is not
-measured here: cuBLAS may split a product differently by batch size, which this does not address.
+Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. On 2 cores an 8-row
+decode step costs 11% more (the per-row attention calls), a lone one 5% (the two-row linear layers); 8 batched
+streams through the worker write about 8% fewer tokens/s (docs/benchmarks.md). The worker applies it only with
+batched decoding, where rows share a forward, and by default only on a CPU (:func:`wanted`). What a GPU's kernels
+do is not measured here: cuBLAS may split a product differently by batch size, which this does not address. Nor
+does it make a prompt's logits independent of how it was prefilled: positions prefilled in one chunk or in two
+(part of the prompt found in the prefix cache) round differently in bfloat16, alone or not.
 
 transformers has no setting for either, so this registers an attention function (its ``AttentionInterface``) and
 replaces the ``forward`` of the model's ``nn.Linear`` modules; nothing of transformers is copied.
@@ -135,7 +137,7 @@ def wanted(setting: str | None, on_gpu: bool, attention: str | None) -> bool:
     (``"1"``, ``"0"``, or ``None``/empty for the default); ``on_gpu``: the model runs on a GPU; ``attention``: the
     model's attention implementation (``config._attn_implementation``).
 
-    The default is on for a CPU model that runs SDPA attention, where exactness is measured and costs about 16% of
+    The default is on for a CPU model that runs SDPA attention, where exactness is measured and costs about 8% of
     8 batched streams' tokens/s, and off on a GPU, where it is not measured (and a batch of 16 makes 16 attention
     calls per layer). An explicit ``"1"`` asks for it whatever the model (:func:`make_batch_invariant` then refuses
     one that does not run SDPA, with a clear error)."""
