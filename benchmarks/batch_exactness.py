@@ -60,7 +60,7 @@ def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant
     alone_batcher = BatchedGenerator(lm, 1, prefix_cache_tokens=4096, prefill_together=prefill_together)
     alone = {q: answer(alone_batcher, q) for q in PROMPTS}
     # Each again, alone, now that its whole prompt is cached: it prefills only its last token, where its first run
-    # prefilled everything after the system prompt in one forward.
+    # prefilled everything after what earlier prompts had cached (the chat template) in one forward.
     rerun = {q: answer(alone_batcher, q) for q in PROMPTS}
     alone_batcher.close()
     batcher = BatchedGenerator(lm, SLOTS, prefix_cache_tokens=4096, prefill_together=prefill_together)
@@ -99,7 +99,7 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     table += (f"\n\nEmbedded SmolLM2-135M, {max_tokens} greedy tokens per stream, prefix cache on; each prompt alone "
               f"against all {len(PROMPTS)} sent {ARRIVAL_S * 1000:.0f} ms apart to {SLOTS} slots. Last column: each "
               f"prompt alone a second time, its whole prompt then cached, against its first run (which prefilled "
-              f"all after the system prompt at once).")
+              f"all after what earlier prompts had cached at once).")
     payload = {"max_tokens": max_tokens, "prompts": list(PROMPTS), "results": results}
     write_results("batch_exactness", payload, table, out)
     return payload

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,7 +27,6 @@ from workers.llm.bake import default_model_dir
 from workers.llm.batching import BatchedGenerator, supports_batching
 from workers.llm.generation import GenerationResult, LanguageModel, SamplingParams, load_language_model, stream_generate
 from workers.llm.invariance import make_batch_invariant
-from workers.llm.invariance import wanted as invariance_wanted
 from workers.llm.prompt import chat_prompt
 
 pytestmark = pytest.mark.slow
@@ -62,9 +60,9 @@ def serial() -> Iterator[LocalServer]:
 
 @pytest.fixture(scope="module")
 def invariant_server() -> Iterator[LocalServer]:
-    # The CPU defaults: bfloat16, joint prefill, prefix cache, and batch-invariant forwards (BATCH_INVARIANT unset;
-    # with BATCH_INVARIANT=0 the test below fails).
-    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": "4", "BATCH_INVARIANT": ""}
+    # The CPU defaults: bfloat16, joint prefill, prefix cache, and batch-invariant forwards (BATCH_INVARIANT unset:
+    # with the default off, the test below failed). DEVICE=cpu: on a machine with a GPU the worker would take it.
+    env = {"MAX_TOKENS_CAP": str(CAP), "MAX_CONCURRENCY": "4", "BATCH_INVARIANT": "", "DEVICE": "cpu"}
     with LocalServer(endpoints={"llm": HANDLER}, env=env, ready_timeout_s=300) as running:
         yield running
 
@@ -86,7 +84,8 @@ async def test_concurrent_greedy_streams_equal_each_request_run_alone(batched: L
 
 async def test_a_cpu_worker_on_its_defaults_streams_in_bfloat16_what_each_request_writes_alone(
         invariant_server: LocalServer) -> None:
-    # Prompts whose bfloat16 streams parted from their lone ones beside others in benchmarks/batch_exactness.py.
+    # Prompts whose bfloat16 streams parted from their lone ones beside others in a benchmarks/batch_exactness.py
+    # run (not all of them in every run: which requests share a batch depends on timing).
     questions = ["What is the capital of Spain?", "Why is the sky blue?", "Name three colours.",
                  "Give me a recipe for soup."]
     async with invariant_server.endpoint("llm") as llm:
@@ -475,9 +474,9 @@ def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(inv
     lone = BatchedGenerator(lm, 1, prefix_cache_tokens=4096, prefill_together=prefill_together)
     alone = [answer(lone, q) for q in prompts]
     lone.close()
-    # The MAX_CONCURRENCY=1 path (transformers' generate, one row) writes the same.
-    assert [_run(lambda r, q=q: stream_generate(lm, _ids(lm, q), params, (), threading.Event(), r))
-            for q in prompts[:2]] == alone[:2]
+    # The MAX_CONCURRENCY=1 path (transformers' generate, one row) writes the same: for the first prompt only, the
+    # one the lone scheduler prefilled whole as generate does (the others found the chat template cached).
+    assert _run(lambda r: stream_generate(lm, _ids(lm, prompts[0]), params, (), threading.Event(), r)) == alone[0]
     batcher = BatchedGenerator(lm, 8, prefix_cache_tokens=4096, prefill_together=prefill_together)
     together: dict[int, tuple[str, int]] = {}
     threads = [threading.Thread(target=lambda i=i, q=q: together.__setitem__(i, answer(batcher, q)))
@@ -490,31 +489,6 @@ def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(inv
     batcher.close()
     assert batcher.peak_batch >= 4
     assert [together[i] for i in range(len(prompts))] == alone
-
-
-@pytest.mark.parametrize(("setting", "on_gpu", "attention", "expected"), [
-    (None, False, "sdpa", True),  # the default on a CPU
-    ("", False, "sdpa", True),
-    (None, True, "sdpa", False),  # not measured on a GPU: off unless asked for
-    ("1", True, "sdpa", True),
-    ("0", False, "sdpa", False),
-    (None, False, "eager", False),  # a model SDPA cannot serve keeps its attention by default
-    ("1", False, "eager", True),  # asked for: make_batch_invariant then refuses it clearly
-])
-def test_batch_invariance_is_on_by_default_on_a_cpu_only(setting: str | None, on_gpu: bool, attention: str,
-                                                          expected: bool) -> None:
-    assert invariance_wanted(setting, on_gpu, attention) is expected
-
-
-def test_a_batch_invariant_setting_other_than_0_or_1_is_refused() -> None:
-    with pytest.raises(ValueError, match="BATCH_INVARIANT"):
-        invariance_wanted("yes", False, "sdpa")
-
-
-def test_batch_invariance_refuses_a_model_that_does_not_run_sdpa_attention() -> None:
-    eager = SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager"))
-    with pytest.raises(ValueError, match="SDPA"):
-        make_batch_invariant(eager)  # type: ignore[arg-type]
 
 
 def test_a_process_that_exits_with_requests_in_the_batch_ends_cleanly() -> None:

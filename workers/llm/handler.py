@@ -46,8 +46,7 @@ from workers.llm.generation import (
     parse_dtype,
     stream_generate,
 )
-from workers.llm.invariance import make_batch_invariant
-from workers.llm.invariance import wanted as invariance_wanted
+from workers.llm.invariance import invariance_wanted, make_batch_invariant
 from workers.llm.prompt import Prompt, chat_prompt, raw_prompt
 from workers.llm.stops import StopMatcher
 
@@ -90,15 +89,15 @@ PREFILL_TOGETHER = os.environ.get("PREFILL_TOGETHER", "1") != "0"
 BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS, PREFILL_TOGETHER)
            if CONCURRENCY > 1 and supports_batching(LM) else None)
 # A greedy stream is what the same request writes alone, whatever is decoded beside it: on by default on a CPU
-# (benchmarks/batch_exactness.py: every bfloat16 stream the same as alone, against 5-6 of 12 without; it costs ~8%
-# of 8 batched streams' tokens/s on 2 cores), off on a GPU, where it is not measured. Only with batched decoding:
+# (benchmarks/batch_exactness.py: every bfloat16 stream the same as alone, against 5-6 of 12 without; it costs 3-8%
+# of batched streams' tokens/s on 2 cores), off on a GPU, where it is not measured. Only with batched decoding:
 # with one generate at a time no row ever shares a forward.
-_INVARIANCE_WANTED = invariance_wanted(os.environ.get("BATCH_INVARIANT"), LM.device.startswith("cuda"),
+_INVARIANCE_WANTED = invariance_wanted(os.environ.get("BATCH_INVARIANT"), LM.device,
                                        getattr(LM.model.config, "_attn_implementation", None))
 BATCH_INVARIANT = BATCHER is not None and _INVARIANCE_WANTED
 if BATCH_INVARIANT:
     make_batch_invariant(LM.model)
-    if LM.device.startswith("cuda"):
+    if LM.device != "cpu":
         log.warning("BATCH_INVARIANT is measured on CPUs only: GPU matrix kernels may still vary with the batch")
 if CONCURRENCY > 1 and BATCHER is None:
     log.info("this model's cache is not plain full attention: its %d concurrent jobs take turns on generate",

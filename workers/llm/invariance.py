@@ -1,4 +1,4 @@
-"""Batch-invariant forwards: a row's logits are bit for bit what the same tokens give alone (``BATCH_INVARIANT=1``).
+"""Batch-invariant forwards: a row's logits are bit for bit what the same tokens give alone (``BATCH_INVARIANT``).
 
 In bfloat16 a greedy stream decoded beside others can part from the same request run alone, at a near-tied token
 (5-6 of 12 streams identical, ``benchmarks/batch_exactness.py``). Traced module by module on the CPU (torch 2.13,
@@ -15,9 +15,9 @@ SmolLM2-135M), two operations give a row different last bits when other rows sha
   whatever the batch.
 
 Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. On 2 cores an 8-row
-decode step costs 11% more (the per-row attention calls), a lone one 5% (the two-row linear layers); 8 batched
-streams through the worker write about 8% fewer tokens/s (docs/benchmarks.md). The worker applies it only with
-batched decoding, where rows share a forward, and by default only on a CPU (:func:`wanted`). What a GPU's kernels
+decode step costs 11% more (the per-row attention calls), a lone one 5% (the two-row linear layers); batched
+streams write 3-8% fewer tokens/s (docs/benchmarks.md). The worker applies it only with batched decoding, where
+rows share a forward, and by default only on a CPU (:func:`invariance_wanted`). What a GPU's kernels
 do is not measured here: cuBLAS may split a product differently by batch size, which this does not address. Nor
 does it make a prompt's logits independent of how it was prefilled: positions prefilled in one chunk or in two
 (part of the prompt found in the prefix cache) round differently in bfloat16, alone or not.
@@ -132,21 +132,22 @@ def _two_row_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return both[:1].reshape(*x.shape[:-1], -1)
 
 
-def wanted(setting: str | None, on_gpu: bool, attention: str | None) -> bool:
+def invariance_wanted(setting: str | None, device: str, attention: str | None) -> bool:
     """Whether the worker makes its batched model batch-invariant. ``setting``: ``BATCH_INVARIANT`` as given
-    (``"1"``, ``"0"``, or ``None``/empty for the default); ``on_gpu``: the model runs on a GPU; ``attention``: the
-    model's attention implementation (``config._attn_implementation``).
+    (``"1"``, ``"0"``, or ``None``/empty for the default); ``device``: the model's device (``"cpu"``,
+    ``"cuda:0"``...); ``attention``: the model's attention implementation (``config._attn_implementation``).
 
-    The default is on for a CPU model that runs SDPA attention, where exactness is measured and costs about 8% of
-    8 batched streams' tokens/s, and off on a GPU, where it is not measured (and a batch of 16 makes 16 attention
-    calls per layer). An explicit ``"1"`` asks for it whatever the model (:func:`make_batch_invariant` then refuses
-    one that does not run SDPA, with a clear error)."""
+    The default is on for a CPU model that runs SDPA attention, where exactness is measured and costs 3-8% of
+    batched streams' tokens/s, and off on any other device, where it is not measured (on a GPU a batch of 16 would
+    make 16 attention calls per layer, and a masked call with shared key heads may leave SDPA's fast kernels). An
+    explicit ``"1"`` asks for it whatever the model (:func:`make_batch_invariant` then refuses one that does not run
+    SDPA, with a clear error)."""
     choice = (setting or "").strip()
     if choice not in ("", "0", "1"):
         raise ValueError(f"BATCH_INVARIANT={setting!r}: use 1 (on) or 0 (off)")
     if choice:
         return choice == "1"
-    return not on_gpu and attention == "sdpa"
+    return torch.device(device).type == "cpu" and attention == "sdpa"
 
 
 def make_batch_invariant(model: torch.nn.Module) -> None:
