@@ -97,7 +97,7 @@ _INVARIANCE_WANTED = invariance_wanted(os.environ.get("BATCH_INVARIANT"), LM.dev
 BATCH_INVARIANT = BATCHER is not None and _INVARIANCE_WANTED
 if BATCH_INVARIANT:
     make_batch_invariant(LM.model)
-    if LM.device != "cpu":
+    if torch.device(LM.device).type != "cpu":
         log.warning("BATCH_INVARIANT is measured on CPUs only: GPU matrix kernels may still vary with the batch")
 if CONCURRENCY > 1 and BATCHER is None:
     log.info("this model's cache is not plain full attention: its %d concurrent jobs take turns on generate",
