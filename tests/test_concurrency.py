@@ -451,6 +451,20 @@ def test_requests_that_arrive_during_a_prefill_join_before_the_next_step(lm: Lan
         assert results[i] == alone
 
 
+def _staggered(asks: list[Any]) -> list[tuple[str, int]]:
+    """Run each of ``asks`` (a callable giving ``_run``'s result) on its own thread, started 30 ms apart so that they
+    join a batch at different steps, beside rows of other lengths; their results in order."""
+    results: dict[int, tuple[str, int]] = {}
+    threads = [threading.Thread(target=lambda i=i, ask=ask: results.__setitem__(i, ask()))
+               for i, ask in enumerate(asks)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.03)
+    for thread in threads:
+        thread.join(timeout=300)
+    return [results[i] for i in range(len(asks))]
+
+
 @pytest.fixture(scope="module")
 def invariant_lm() -> LanguageModel:
     # bfloat16, the CPU default: without BATCH_INVARIANT, 5-6 of 12 greedy streams stay what they are alone
@@ -478,17 +492,10 @@ def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(inv
     # one the lone scheduler prefilled whole as generate does (the others found the chat template cached).
     assert _run(lambda r: stream_generate(lm, _ids(lm, prompts[0]), params, (), threading.Event(), r)) == alone[0]
     batcher = BatchedGenerator(lm, 8, prefix_cache_tokens=4096, prefill_together=prefill_together)
-    together: dict[int, tuple[str, int]] = {}
-    threads = [threading.Thread(target=lambda i=i, q=q: together.__setitem__(i, answer(batcher, q)))
-               for i, q in enumerate(prompts)]
-    for thread in threads:  # 30 ms apart: they join at different steps, beside rows of other lengths
-        thread.start()
-        time.sleep(0.03)
-    for thread in threads:
-        thread.join(timeout=300)
+    together = _staggered([lambda q=q: answer(batcher, q) for q in prompts])
     batcher.close()
     assert batcher.peak_batch >= 4
-    assert [together[i] for i in range(len(prompts))] == alone
+    assert together == alone
 
 
 def test_batch_invariant_bfloat16_seeded_sampling_repeats_itself_beside_others(invariant_lm: LanguageModel) -> None:
@@ -507,17 +514,10 @@ def test_batch_invariant_bfloat16_seeded_sampling_repeats_itself_beside_others(i
     alone = [answer(lone, i) for i in range(len(questions))]
     lone.close()
     batcher = BatchedGenerator(lm, 8)
-    together: dict[int, tuple[str, int]] = {}
-    threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, answer(batcher, i)))
-               for i in range(len(questions))]
-    for thread in threads:  # 30 ms apart: they join at different steps, beside rows of other lengths
-        thread.start()
-        time.sleep(0.03)
-    for thread in threads:
-        thread.join(timeout=300)
+    together = _staggered([lambda i=i: answer(batcher, i) for i in range(len(questions))])
     batcher.close()
     assert batcher.peak_batch >= 4
-    assert [together[i] for i in range(len(questions))] == alone
+    assert together == alone
 
 
 def test_a_process_that_exits_with_requests_in_the_batch_ends_cleanly() -> None:
