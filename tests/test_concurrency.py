@@ -23,6 +23,7 @@ from voicepod import JobFailed
 from voicepod.local import LocalServer
 
 from tests.test_llm import LONG, MODEL, complete, joined
+from tests.worker_memory import run_beyond_slots
 from workers.llm.bake import default_model_dir
 from workers.llm.batching import BatchedGenerator, supports_batching
 from workers.llm.generation import GenerationResult, LanguageModel, SamplingParams, load_language_model, stream_generate
@@ -114,6 +115,18 @@ async def test_cancelling_one_of_several_ends_only_that_one(batched: LocalServer
             # Each ran to its own end: its 30 tokens, or fewer where the model stopped on its own.
             tokens = done.usage.completion_tokens
             assert done.finish_reason == ("length" if tokens == 30 else "stop") and tokens <= 30
+
+
+async def test_memory_follows_max_concurrency_not_the_jobs_submitted(invariant_server: LocalServer) -> None:
+    # A long prompt and answer, so that each job's cache (about 7 MiB in bfloat16) shows in the worker's memory. At
+    # MAX_CONCURRENCY=12 (checked twice) 12 such jobs peaked 66-90 MiB above 4 of them; at 4, 2 MiB above.
+    story = {"messages": [{"role": "user", "content": LONG[0]["content"] * 12}], "max_tokens": 120, "temperature": 0}
+    async with invariant_server.endpoint("llm") as llm:
+        results = await run_beyond_slots(invariant_server, llm, lambda: complete(llm, story), slots=4)
+    for deltas, done, _ in results:  # every job wrote its whole answer
+        tokens = done.usage.completion_tokens
+        assert joined(deltas) == done.text and done.text
+        assert done.finish_reason == ("length" if tokens == 120 else "stop") and tokens <= 120
 
 
 async def test_a_bad_request_among_good_ones_fails_alone(batched: LocalServer) -> None:

@@ -18,6 +18,7 @@ from voicepod.protocol import SegmentChunk, TranscriptDone
 
 from tests.speech import espeak_available, espeak_wav, wer
 from tests.stt_util import Route, serve_routes
+from tests.worker_memory import run_beyond_slots
 
 pytestmark = [
     pytest.mark.slow,
@@ -253,6 +254,17 @@ async def test_concurrent_jobs_share_the_worker(stt: Endpoint, short_wav: bytes,
     assert not long.done(), "the short job should not have waited for the long one"
     _, done = await long
     assert wer(LONG, done.text) < 0.15, done.text
+
+
+async def test_memory_follows_max_concurrency_not_the_jobs_submitted(server: LocalServer, stt: Endpoint,
+                                                                     short_wav: bytes) -> None:
+    # MAX_CONCURRENCY defaults to 2 on a CPU. At 6 (checked twice), 6 such jobs peaked about 200 MiB above 2 (each
+    # of CTranslate2's workers keeps its own buffers); at 2, about 10 MiB above.
+    job = {"audio_base64": b64(short_wav)}
+    results = await run_beyond_slots(server, stt, lambda: transcribe(stt, job), slots=2)
+    for segments, done in results:
+        assert wer(SHORT, done.text) < 0.15, done.text
+        assert done.text == " ".join(s.text for s in segments)
 
 
 async def test_audio_url_fetched_when_private_hosts_are_allowed(private_server: LocalServer, short_wav: bytes) -> None:

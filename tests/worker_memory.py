@@ -1,0 +1,100 @@
+"""What a local server's workers hold while jobs run: their peak resident memory, and the most jobs the endpoint had
+in progress and in its queue at once (its ``/health``), sampled while the jobs run; and the check that a worker's
+memory follows its ``MAX_CONCURRENCY``, not the number of jobs submitted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psutil
+from voicepod import Endpoint
+from voicepod.local import LocalServer
+
+T = TypeVar("T")
+
+
+@dataclass
+class Watched:
+    peak_rss_mib: float  # all the server's worker processes together
+    most_in_progress: int
+    most_in_queue: int
+
+
+def workers_rss_mib(server: LocalServer) -> float:
+    """The resident memory of the server's worker processes (the children of ``serve-local``), together, in MiB.
+
+    Not their own children: a worker's ``espeak-ng`` is forked from it and, until it execs, shows the worker's whole
+    memory as its own (the TTS worker's peak read twice its size that way)."""
+    assert server.process is not None
+    total = 0
+    for child in psutil.Process(server.process.pid).children():
+        with contextlib.suppress(psutil.Error):  # a process that ended between the listing and the reading
+            total += child.memory_info().rss
+    return total / 2**20
+
+
+async def watch(server: LocalServer, endpoint: Endpoint, work: Awaitable[T],
+                every_s: float = 0.01) -> tuple[T, Watched]:
+    """Await ``work`` while sampling the workers' memory (in a thread, so that a busy event loop cannot miss a
+    peak) and the endpoint's job counts every ``every_s`` seconds; return its result and what was seen."""
+    watched = Watched(workers_rss_mib(server), 0, 0)
+    done = threading.Event()
+
+    def sample_memory() -> None:
+        while not done.wait(every_s):
+            watched.peak_rss_mib = max(watched.peak_rss_mib, workers_rss_mib(server))
+
+    async def poll_health() -> None:
+        while True:
+            jobs = (await endpoint.health())["jobs"]
+            watched.most_in_progress = max(watched.most_in_progress, jobs["inProgress"])
+            watched.most_in_queue = max(watched.most_in_queue, jobs["inQueue"])
+            await asyncio.sleep(every_s)
+
+    sampler = threading.Thread(target=sample_memory, daemon=True)
+    sampler.start()
+    poller = asyncio.create_task(poll_health())
+    try:
+        result = await work
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        done.set()
+        sampler.join()
+    return result, watched
+
+
+async def run_beyond_slots(server: LocalServer, endpoint: Endpoint, run_one: Callable[[], Awaitable[T]], slots: int,
+                           slack_mib: float = 24.0, warm_rounds: int = 5) -> list[T]:
+    """Run rounds of ``slots`` jobs at once until the workers' peak memory holds, then three times as many jobs at
+    once; return every job's result.
+
+    Checks that the worker ran ``slots`` at a time while the others waited in the queue, and that the workers' peak
+    memory with three times the jobs submitted rose above the last round's peak by less than a quarter of what the
+    rounds had added to the idle workers' memory, or ``slack_mib`` if that is more. The rounds come first because
+    allocators grow over the first runs of a job (the TTS worker's onnxruntime: +170, +60, then +4 MiB a round),
+    which says nothing about how many jobs run at once.
+    """
+    idle = workers_rss_mib(server)
+    results: list[T] = []
+    full = None
+    for _ in range(warm_rounds):
+        done, at_round = await watch(server, endpoint, asyncio.gather(*(run_one() for _ in range(slots))))
+        results += done
+        assert at_round.most_in_progress == slots, at_round
+        settled = full is not None and at_round.peak_rss_mib - full.peak_rss_mib < slack_mib
+        full = at_round
+        if settled:
+            break
+    assert full is not None
+    more, at_more = await watch(server, endpoint, asyncio.gather(*(run_one() for _ in range(3 * slots))))
+    assert at_more.most_in_progress == slots and at_more.most_in_queue >= slots, at_more
+    added = full.peak_rss_mib - idle
+    assert at_more.peak_rss_mib - full.peak_rss_mib < max(added / 4, slack_mib), (idle, full, at_more)
+    return [*results, *more]
