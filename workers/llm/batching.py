@@ -412,9 +412,11 @@ class BatchedGenerator:
                     self._finish(request)
                 self._active, self._cache, self._mask = [], None, None
                 return
+            decoding = len(self._active) - len(gone)
             for row, request in enumerate(self._active):
                 if row in gone:
                     continue
+                request.result.batch_max = max(request.result.batch_max, decoding)
                 try:
                     token = self._choose(request, out.logits[row : row + 1, -1, :])
                 except Exception as exc:  # noqa: BLE001 - one request's sampling failure is its own

@@ -62,10 +62,12 @@ class SamplingParams:
 
 @dataclass
 class GenerationResult:
-    """Filled in when a generation ends: how many tokens it produced and whether it ended on EOS."""
+    """Filled in when a generation ends: how many tokens it produced, whether it ended on EOS, and the most requests
+    decoded together in one step while it decoded (1: alone; the batched scheduler sets it)."""
 
     completion_tokens: int = 0
     ended_on_eos: bool = False
+    batch_max: int = 1
 
 
 def parse_dtype(name: str) -> torch.dtype:

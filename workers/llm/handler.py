@@ -120,6 +120,7 @@ class _Outcome:
     completion_tokens: int = 0
     ttft: float | None = None
     seconds: float = 0.0
+    batch_max: int = 1
 
 
 def _plan(
@@ -196,6 +197,7 @@ async def _complete(plan: _Plan, outcome: _Outcome) -> AsyncIterator[str]:
     outcome.seconds = time.perf_counter() - started
     outcome.text = "".join(parts)
     outcome.completion_tokens = result.completion_tokens
+    outcome.batch_max = result.batch_max
     hit_length = result.completion_tokens >= plan.params.max_tokens and not result.ended_on_eos
     outcome.finish_reason = "length" if hit_length and not matcher.stopped else "stop"
 
@@ -205,6 +207,8 @@ def _metrics(outcome: _Outcome) -> dict[str, Any]:
         "ttft": round(outcome.ttft, 4) if outcome.ttft is not None else None,
         "tokens_per_s": round(outcome.completion_tokens / outcome.seconds, 2) if outcome.seconds else 0.0,
         "generate_s": round(outcome.seconds, 4),
+        # The most jobs this worker decoded together while this one decoded (1: alone): how much it shared.
+        "batch_max": outcome.batch_max,
     }
 
 
