@@ -10,7 +10,7 @@ export VOICEPOD_CACHE ?= $(HOME)/.cache/voicepod
 # espeak-ng speaks the tests' questions; Chromium (and its driver) runs the browser page's tests headless.
 DEBIAN_PACKAGES := espeak-ng chromium chromium-driver
 
-.PHONY: setup models demo test lint bench soak clean
+.PHONY: setup models demo test lint bench soak device-kit clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,16 @@ bench: models
 
 soak: models
 	$(BIN)/python -m benchmarks.soak
+
+# What benchmarks/device_check.sh needs on a lent GPU machine, which reaches no registry and takes 64 MiB a call:
+# transformers as pinned (a wheel for its Python 3.12; it has PyTorch and the rest) and SmolLM2-135M's config and
+# tokenizer without its weights (the check runs that shape with random weights). Ignored by git.
+device-kit: models
+	rm -rf .device && mkdir -p .device/wheels .device/smollm2-shape
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 -d .device/wheels \
+		"transformers==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')"
+	cd $(VOICEPOD_CACHE)/models/smollm2-135m-instruct && cp config.json generation_config.json tokenizer.json \
+		tokenizer_config.json chat_template.jinja $(CURDIR)/.device/smollm2-shape/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -90,18 +90,65 @@ def spoken_clip(seconds: float, sample_rate: int = 16000) -> bytes:
 
 
 def run_cli(
-    run: Callable[[bool, int, Path], Any],
+    run: Callable[..., Any],
     doc: str,
     argv: list[str] | None,
     *,
     default_runs: int = 5,
     quick_help: str = "fewer runs",
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> None:
-    """The command line every timed benchmark shares: ``--quick``, ``--runs N`` (3 when quick), ``--out DIR``."""
+    """The command line every timed benchmark shares: ``--quick``, ``--runs N`` (3 when quick), ``--out DIR``;
+    ``options`` adds a benchmark's own, passed to ``run`` as keyword arguments."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--runs", type=int)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    run(args.quick, args.runs or (3 if args.quick else default_runs), args.out)
+    if options is not None:
+        options(parser)
+    args = vars(parser.parse_args(argv))
+    quick, runs, out = args.pop("quick"), args.pop("runs"), args.pop("out")
+    out.mkdir(parents=True, exist_ok=True)
+    run(quick, runs or (3 if quick else default_runs), out, **args)
+
+
+def random_weights_option(parser: argparse.ArgumentParser) -> None:
+    """``--random-weights-like DIR`` for the LLM benchmarks that :func:`llm_for_benchmark` loads."""
+    parser.add_argument("--random-weights-like", type=Path, metavar="DIR",
+                        help="a folder with a model's config.json and tokenizer (no weights): that model with random "
+                             "weights, for a machine the embedded weights cannot reach (its speed is the real one's)")
+
+
+def llm_for_benchmark(dtype_name: str, random_weights_like: Path | None = None) -> Any:
+    """The embedded SmolLM2-135M (baked first if needed) in ``dtype_name``, on CUDA when present, else the CPU.
+
+    ``random_weights_like``: the model of that folder's ``config.json``, with its tokenizer, random weights (seeded)
+    and no end-of-sequence token, so that every stream writes its ``max_tokens``.
+    """
+    import torch
+
+    from workers.llm.generation import LanguageModel, load_language_model, load_tokenizer, parse_dtype
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = parse_dtype(dtype_name)
+    if random_weights_like is None:
+        from workers.llm.bake import default_model_dir, ensure_embedded
+
+        return load_language_model(str(ensure_embedded(default_model_dir())), dtype, device)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(random_weights_like)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+    model.generation_config.eos_token_id = None
+    return LanguageModel(model=model, tokenizer=load_tokenizer(str(random_weights_like)),
+                         name=f"random-{random_weights_like.name}", context_length=config.max_position_embeddings,
+                         device=device)
+
+
+def prompt_ids(lm: Any, question: str) -> Any:
+    """The token ids of ``question`` as one user message in ``lm``'s chat template, as the LLM worker builds them."""
+    from workers.llm.prompt import chat_prompt
+
+    prompt = chat_prompt(lm.tokenizer, [{"role": "user", "content": question}])
+    return lm.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_tensors="pt").input_ids

@@ -1,6 +1,6 @@
 """Batch exactness: how many greedy streams decoded beside others are what the same request gives alone.
 
-``python -m benchmarks.batch_exactness [--quick] [--out DIR]``.
+``python -m benchmarks.batch_exactness [--quick] [--out DIR] [--random-weights-like DIR]``.
 
 The embedded SmolLM2-135M on the batched scheduler (:class:`workers.llm.batching.BatchedGenerator`, prefix cache
 on, as deployed): each of :data:`PROMPTS` alone on a one-slot scheduler, then all of them sent 30 ms apart to an
@@ -10,7 +10,9 @@ streams identical to their lone ones, and for the others the first character whe
 ``BATCH_INVARIANT`` promise (README, batched decoding); the batched run's tokens/s (all streams, first sent to last
 done) show what each setting costs, against the others in the same run. Also, per case, how many prompts run alone
 a second time (their whole prompt then in the prefix cache, so prefilled in another chunk) write their first run's
-stream: what the prefix cache does to a rerun, batch or not.
+stream: what the prefix cache does to a rerun, batch or not. On CUDA when present. ``--random-weights-like DIR``
+(as in ``benchmarks/scheduler.py``): that model's shape with random weights, for a machine the weights cannot reach;
+its near-even token scores make near-ties common, so a kernel whose rounding follows the batch shows there sooner.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import md_table, run_cli, write_results
+from benchmarks import llm_for_benchmark, md_table, prompt_ids, random_weights_option, run_cli, write_results
 
 PROMPTS = ("What is the capital of Spain?", "How do I make tea?", "Tell me a joke.", "Count from 1 to 20.",
            "Why is the sky blue?", "How do plants grow?", "Write a long story about a dragon in Rome.",
@@ -30,30 +32,22 @@ ARRIVAL_S = 0.03  # between two requests of the batched run: they join the batch
 SLOTS = 8
 
 
-def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant: bool = False) -> dict[str, Any]:
-    import torch
-
-    from workers.llm.bake import default_model_dir, ensure_embedded
+def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant: bool = False,
+             random_weights_like: Path | None = None) -> dict[str, Any]:
     from workers.llm.batching import BatchedGenerator
-    from workers.llm.generation import GenerationResult, SamplingParams, load_language_model, parse_dtype
+    from workers.llm.generation import GenerationResult, SamplingParams
     from workers.llm.invariance import make_batch_invariant
-    from workers.llm.prompt import chat_prompt
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    lm = load_language_model(str(ensure_embedded(default_model_dir())), parse_dtype(dtype_name), device)
+    lm = llm_for_benchmark(dtype_name, random_weights_like)
     if invariant:
         make_batch_invariant(lm.model)
     params = SamplingParams(max_tokens=max_tokens, temperature=0)
-
-    def ids(question: str) -> torch.Tensor:
-        prompt = chat_prompt(lm.tokenizer, [{"role": "user", "content": question}])
-        return lm.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_tensors="pt").input_ids
 
     tokens = []
 
     def answer(batcher: BatchedGenerator, question: str) -> str:
         result = GenerationResult()
-        text = "".join(batcher.stream(ids(question), params, (), threading.Event(), result))
+        text = "".join(batcher.stream(prompt_ids(lm, question), params, (), threading.Event(), result))
         tokens.append(result.completion_tokens)
         return text
 
@@ -84,10 +78,10 @@ def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant
             "rerun_cached_identical": sum(rerun[q] == alone[q] for q in PROMPTS)}
 
 
-def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
+def run(quick: bool, runs: int, out: Path, random_weights_like: Path | None = None) -> dict[str, Any]:
     max_tokens = 32 if quick else 48
     cases = [(dtype, together, False) for dtype in ("float32", "bfloat16") for together in (True, False)]
-    results = [_compare(dtype, together, max_tokens, invariant)
+    results = [_compare(dtype, together, max_tokens, invariant, random_weights_like)
                for dtype, together, invariant in [*cases, ("bfloat16", True, True), ("bfloat16", False, True)]]
     table = md_table(["dtype", "joint prefill", "BATCH_INVARIANT", "identical to alone", "others part at character",
                       "batched tokens/s", "alone again, prompt cached: identical"],
@@ -96,17 +90,19 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
                        ", ".join(str(c) for c in sorted(r["parted_at_char"].values())) or "-",
                        r["batched_tokens_per_s"], f"{r['rerun_cached_identical']} of {r['streams']}"]
                       for r in results])
-    table += (f"\n\nEmbedded SmolLM2-135M, {max_tokens} greedy tokens per stream, prefix cache on; each prompt alone "
+    weights = f"Random weights shaped as {random_weights_like}" if random_weights_like else "Embedded SmolLM2-135M"
+    table += (f"\n\n{weights}, {max_tokens} greedy tokens per stream, prefix cache on; each prompt alone "
               f"against all {len(PROMPTS)} sent {ARRIVAL_S * 1000:.0f} ms apart to {SLOTS} slots. Last column: each "
               f"prompt alone a second time, its whole prompt then cached, against its first run (which prefilled "
               f"all after what earlier prompts had cached at once).")
-    payload = {"max_tokens": max_tokens, "prompts": list(PROMPTS), "results": results}
+    payload = {"weights": weights, "max_tokens": max_tokens, "prompts": list(PROMPTS), "results": results}
     write_results("batch_exactness", payload, table, out)
     return payload
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_cli(run, __doc__, argv, default_runs=1, quick_help="32 tokens per stream instead of 48")
+    run_cli(run, __doc__, argv, default_runs=1, quick_help="32 tokens per stream instead of 48",
+            options=random_weights_option)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,24 @@ def test_tts_benchmark_quick_mode_writes_its_json(tmp_path):
     result = json.loads((tmp_path / "tts.json").read_text())
     assert 0 < result["median"]["first_audio_s"] <= result["median"]["streamed_total_s"]
     assert result["audio_s"] > 3  # four sentences of speech
+
+
+@pytest.mark.slow
+def test_scheduler_benchmark_runs_on_a_models_shape_with_random_weights(tmp_path):
+    # What benchmarks/device_check.sh runs on a GPU machine, from the files `make device-kit` copies (no weights).
+    from workers.llm.bake import default_model_dir, ensure_embedded
+
+    shape = tmp_path / "shape"
+    shape.mkdir()
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "chat_template.jinja"):
+        shutil.copy(ensure_embedded(default_model_dir()) / name, shape / name)
+    subprocess.run([sys.executable, "-m", "benchmarks.scheduler", "--quick", "--runs", "1", "--out", str(tmp_path),
+                    "--random-weights-like", str(shape)], cwd=REPO, check=True, capture_output=True, timeout=600)
+    result = json.loads((tmp_path / "scheduler.json").read_text())
+    assert result["weights"].startswith("random weights")
+    for case in ("batch_invariant_off", "batch_invariant_on"):
+        # Every level ran, every stream to its last token (the benchmark checks), 16 at once at the top.
+        assert set(result[case]["tokens_per_s"]) == {"1", "2", "4", "8", "16"}
+        assert result[case]["peak_batch"] == 16
+        assert all(seconds > 0 for seconds in result[case]["ttft_s"].values())

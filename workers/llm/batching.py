@@ -35,6 +35,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -460,6 +461,8 @@ class BatchedGenerator:
 
     def _emit(self, request: _Request, token: int) -> bool:
         """Hand ``token`` to the request's stream; True when the request has ended with it."""
+        if not request.tokens:
+            request.result.first_token_at = time.perf_counter()
         request.tokens.append(token)
         request.next_token = token
         request.streamer.put(torch.tensor([token]))

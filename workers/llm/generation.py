@@ -62,12 +62,14 @@ class SamplingParams:
 
 @dataclass
 class GenerationResult:
-    """Filled in when a generation ends: how many tokens it produced, whether it ended on EOS, and the most requests
-    decoded together in one step while it decoded (1: alone; the batched scheduler sets it)."""
+    """Filled in as a generation goes: how many tokens it produced, whether it ended on EOS; from the batched
+    scheduler also the most requests decoded together in one step while it decoded (1: alone) and when its first
+    token was chosen (``time.perf_counter()``: its text may leave later, once a word is complete)."""
 
     completion_tokens: int = 0
     ended_on_eos: bool = False
     batch_max: int = 1
+    first_token_at: float | None = None
 
 
 def parse_dtype(name: str) -> torch.dtype:
