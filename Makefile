@@ -48,12 +48,15 @@ soak: models
 	$(BIN)/python -m benchmarks.soak
 
 # What benchmarks/device_check.sh needs on a lent GPU machine, which reaches no registry and takes 64 MiB a call:
-# transformers as pinned (a wheel for its Python 3.12; it has PyTorch and the rest) and SmolLM2-135M's config and
-# tokenizer without its weights (the check runs that shape with random weights). Ignored by git.
+# transformers as installed here, and regex, whose version transformers checks at import (wheels for the machine's
+# Python 3.12 on x86-64; it has PyTorch and transformers' other needs), and SmolLM2-135M's config and tokenizer
+# without its weights (the check runs that shape with random weights). Ignored by git.
+INSTALLED = $$($(BIN)/python -c 'import importlib.metadata, sys; print(importlib.metadata.version(sys.argv[1]))' $(1))
 device-kit: models
 	rm -rf .device && mkdir -p .device/wheels .device/smollm2-shape
-	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 -d .device/wheels \
-		"transformers==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')"
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .device/wheels "transformers==$(call INSTALLED,transformers)" "regex==$(call INSTALLED,regex)"
 	cd $(VOICEPOD_CACHE)/models/smollm2-135m-instruct && cp config.json generation_config.json tokenizer.json \
 		tokenizer_config.json chat_template.jinja $(CURDIR)/.device/smollm2-shape/
 

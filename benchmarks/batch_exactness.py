@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import llm_for_benchmark, md_table, prompt_ids, random_weights_option, run_cli, write_results
+from benchmarks import md_table, run_cli, write_results
+from benchmarks.lm import llm_for_benchmark, question_ids, random_weights_option
 
 PROMPTS = ("What is the capital of Spain?", "How do I make tea?", "Tell me a joke.", "Count from 1 to 20.",
            "Why is the sky blue?", "How do plants grow?", "Write a long story about a dragon in Rome.",
@@ -47,7 +48,7 @@ def _compare(dtype_name: str, prefill_together: bool, max_tokens: int, invariant
 
     def answer(batcher: BatchedGenerator, question: str) -> str:
         result = GenerationResult()
-        text = "".join(batcher.stream(prompt_ids(lm, question), params, (), threading.Event(), result))
+        text = "".join(batcher.stream(question_ids(lm, question), params, (), threading.Event(), result))
         tokens.append(result.completion_tokens)
         return text
 

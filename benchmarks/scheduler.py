@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import llm_for_benchmark, md_table, median, prompt_ids, random_weights_option, run_cli, write_results
+from benchmarks import md_table, median, run_cli, write_results
+from benchmarks.lm import llm_for_benchmark, question_ids, random_weights_option
 
 LEVELS = (1, 2, 4, 8, 16)
 SLOTS = 16  # the LLM worker's MAX_CONCURRENCY default on a GPU
@@ -42,7 +43,7 @@ def _level(batcher: Any, lm: Any, streams: int, run: int, max_tokens: int) -> di
     params = SamplingParams(max_tokens=max_tokens, temperature=0)
     # Each run and level its own place, so a prompt is never cached whole from an earlier one (only the chat
     # template that all share), as separate calls' prompts are not.
-    prompts = [prompt_ids(lm, PROMPT.format(topic=TOPICS[i], place=f"town number {run * 100 + streams}"))
+    prompts = [question_ids(lm, PROMPT.format(topic=TOPICS[i], place=f"town number {run * 100 + streams}"))
                for i in range(streams)]
     firsts: list[float] = []
     first_texts: list[float] = []

@@ -28,7 +28,7 @@ from workers.llm.bake import default_model_dir
 from workers.llm.batching import BatchedGenerator, supports_batching
 from workers.llm.generation import GenerationResult, LanguageModel, SamplingParams, load_language_model, stream_generate
 from workers.llm.invariance import make_batch_invariant
-from workers.llm.prompt import chat_prompt
+from workers.llm.prompt import chat_prompt, token_ids
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ async def test_cancelling_one_of_several_ends_only_that_one(batched: LocalServer
 
 async def test_memory_follows_max_concurrency_not_the_jobs_submitted(invariant_server: LocalServer) -> None:
     # A long prompt and answer, so that each job's cache (about 7 MiB in bfloat16) shows in the worker's memory. At
-    # MAX_CONCURRENCY=12 (checked twice) 12 such jobs peaked 66-90 MiB above 4 of them; at 4, 2 MiB above.
+    # MAX_CONCURRENCY=12 (checked 3 times) 12 such jobs peaked 66-90 MiB above 4 of them; at 4, 2 MiB above.
     story = {"messages": [{"role": "user", "content": LONG[0]["content"] * 12}], "max_tokens": 120, "temperature": 0}
     async with invariant_server.endpoint("llm") as llm:
         results = await run_beyond_slots(invariant_server, llm, lambda: complete(llm, story), slots=4)
@@ -181,8 +181,7 @@ def lm() -> LanguageModel:
 
 
 def _ids(lm: LanguageModel, question: str) -> torch.Tensor:
-    prompt = chat_prompt(lm.tokenizer, [{"role": "user", "content": question}])
-    return lm.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_tensors="pt").input_ids
+    return token_ids(lm.tokenizer, chat_prompt(lm.tokenizer, [{"role": "user", "content": question}]))
 
 
 def _run(produce: Any) -> tuple[str, int]:
@@ -298,7 +297,7 @@ def test_a_prompt_that_starts_like_an_earlier_one_prefills_only_what_is_new_and_
 
     def prompt(messages: list[dict[str, str]]) -> torch.Tensor:
         built = chat_prompt(lm.tokenizer, messages)
-        return lm.tokenizer(built.text, add_special_tokens=built.add_special_tokens, return_tensors="pt").input_ids
+        return token_ids(lm.tokenizer, built)
 
     for messages in turns:
         reused_before = batcher.prefixes.reused_tokens

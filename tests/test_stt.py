@@ -258,10 +258,10 @@ async def test_concurrent_jobs_share_the_worker(stt: Endpoint, short_wav: bytes,
 
 async def test_memory_follows_max_concurrency_not_the_jobs_submitted(server: LocalServer, stt: Endpoint,
                                                                      short_wav: bytes) -> None:
-    # MAX_CONCURRENCY defaults to 2 on a CPU. At 6 (checked twice), 6 such jobs peaked about 200 MiB above 2 (each
-    # of CTranslate2's workers keeps its own buffers); at 2, about 10 MiB above.
+    # MAX_CONCURRENCY defaults to 2 on a CPU. At 6 (checked 3 times), 6 such jobs peaked 200-280 MiB above 2 (each
+    # of CTranslate2's workers keeps its own buffers); at 2, under 10 MiB above.
     job = {"audio_base64": b64(short_wav)}
-    results = await run_beyond_slots(server, stt, lambda: transcribe(stt, job), slots=2)
+    results = await run_beyond_slots(server, stt, lambda: transcribe(stt, job), slots=2, slack_mib=48)
     for segments, done in results:
         assert wer(SHORT, done.text) < 0.15, done.text
         assert done.text == " ".join(s.text for s in segments)

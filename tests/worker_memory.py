@@ -20,21 +20,26 @@ T = TypeVar("T")
 
 @dataclass
 class Watched:
-    peak_rss_mib: float  # all the server's worker processes together
+    peak_mib: float  # the anonymous memory of all the server's worker processes together
     most_in_progress: int
     most_in_queue: int
 
 
-def workers_rss_mib(server: LocalServer) -> float:
-    """The resident memory of the server's worker processes (the children of ``serve-local``), together, in MiB.
+def workers_memory_mib(server: LocalServer) -> float:
+    """The anonymous resident memory (heap, tensors, arenas) of the server's worker processes (the children of
+    ``serve-local``), together, in MiB.
 
-    Not their own children: a worker's ``espeak-ng`` is forked from it and, until it execs, shows the worker's whole
-    memory as its own (the TTS worker's peak read twice its size that way)."""
+    Anonymous only: a worker's file-backed pages (a memory-mapped model file, its libraries) are counted in its RSS
+    when touched and dropped under memory pressure, which would move the figure by hundreds of MiB for no job's sake.
+    Not the workers' own children: a worker's ``espeak-ng`` is forked from it and, until it execs, shows the
+    worker's whole memory as its own (the TTS worker's peak read twice its size that way).
+    """
     assert server.process is not None
     total = 0
     for child in psutil.Process(server.process.pid).children():
         with contextlib.suppress(psutil.Error):  # a process that ended between the listing and the reading
-            total += child.memory_info().rss
+            memory = child.memory_info()
+            total += memory.rss - memory.shared  # on Linux, shared is RssFile + RssShmem
     return total / 2**20
 
 
@@ -42,12 +47,16 @@ async def watch(server: LocalServer, endpoint: Endpoint, work: Awaitable[T],
                 every_s: float = 0.01) -> tuple[T, Watched]:
     """Await ``work`` while sampling the workers' memory (in a thread, so that a busy event loop cannot miss a
     peak) and the endpoint's job counts every ``every_s`` seconds; return its result and what was seen."""
-    watched = Watched(workers_rss_mib(server), 0, 0)
+    watched = Watched(workers_memory_mib(server), 0, 0)
     done = threading.Event()
+    failures: list[BaseException] = []
 
     def sample_memory() -> None:
-        while not done.wait(every_s):
-            watched.peak_rss_mib = max(watched.peak_rss_mib, workers_rss_mib(server))
+        try:
+            while not done.wait(every_s):
+                watched.peak_mib = max(watched.peak_mib, workers_memory_mib(server))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test, not lost with the thread
+            failures.append(exc)
 
     async def poll_health() -> None:
         while True:
@@ -64,9 +73,11 @@ async def watch(server: LocalServer, endpoint: Endpoint, work: Awaitable[T],
     finally:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await poller
+            await poller  # a /health that failed raises here
         done.set()
         sampler.join()
+    if failures:
+        raise failures[0]
     return result, watched
 
 
@@ -76,25 +87,23 @@ async def run_beyond_slots(server: LocalServer, endpoint: Endpoint, run_one: Cal
     once; return every job's result.
 
     Checks that the worker ran ``slots`` at a time while the others waited in the queue, and that the workers' peak
-    memory with three times the jobs submitted rose above the last round's peak by less than a quarter of what the
-    rounds had added to the idle workers' memory, or ``slack_mib`` if that is more. The rounds come first because
-    allocators grow over the first runs of a job (the TTS worker's onnxruntime: +170, +60, then +4 MiB a round),
-    which says nothing about how many jobs run at once.
+    anonymous memory (:func:`workers_memory_mib`) with three times the jobs submitted rose above the last round's
+    peak by less than a quarter of what the rounds had added to the idle workers' memory, or ``slack_mib`` if that
+    is more. The rounds come first because allocators grow over the first runs of a job (the TTS worker's
+    onnxruntime: +170, +60, then +4 MiB a round), which says nothing about how many jobs run at once.
     """
-    idle = workers_rss_mib(server)
+    idle = workers_memory_mib(server)
     results: list[T] = []
-    full = None
-    for _ in range(warm_rounds):
+    rounds: list[Watched] = []
+    while len(rounds) < 2 or rounds[-1].peak_mib - rounds[-2].peak_mib >= slack_mib:
+        assert len(rounds) < warm_rounds, f"the workers' memory did not settle over {warm_rounds} rounds: {rounds}"
         done, at_round = await watch(server, endpoint, asyncio.gather(*(run_one() for _ in range(slots))))
-        results += done
         assert at_round.most_in_progress == slots, at_round
-        settled = full is not None and at_round.peak_rss_mib - full.peak_rss_mib < slack_mib
-        full = at_round
-        if settled:
-            break
-    assert full is not None
+        results += done
+        rounds.append(at_round)
+    full = rounds[-1]
     more, at_more = await watch(server, endpoint, asyncio.gather(*(run_one() for _ in range(3 * slots))))
     assert at_more.most_in_progress == slots and at_more.most_in_queue >= slots, at_more
-    added = full.peak_rss_mib - idle
-    assert at_more.peak_rss_mib - full.peak_rss_mib < max(added / 4, slack_mib), (idle, full, at_more)
+    added = full.peak_mib - idle
+    assert at_more.peak_mib - full.peak_mib < max(added / 4, slack_mib), (idle, full, at_more)
     return [*results, *more]

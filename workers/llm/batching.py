@@ -285,6 +285,7 @@ class BatchedGenerator:
             return
         going_on = []
         for row, request in enumerate(joining):
+            request.result.batch_max = max(request.result.batch_max, len(joining))
             try:
                 ended = self._emit(request, self._choose(request, logits[row : row + 1]))
             except Exception as exc:  # noqa: BLE001 - one request's sampling failure is its own

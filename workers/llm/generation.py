@@ -63,8 +63,8 @@ class SamplingParams:
 @dataclass
 class GenerationResult:
     """Filled in as a generation goes: how many tokens it produced, whether it ended on EOS; from the batched
-    scheduler also the most requests decoded together in one step while it decoded (1: alone) and when its first
-    token was chosen (``time.perf_counter()``: its text may leave later, once a word is complete)."""
+    scheduler also the most requests in one forward with it, a joint prefill or a decode step (1: alone), and when
+    its first token was chosen (``time.perf_counter()``: its text may leave later, once a word is complete)."""
 
     completion_tokens: int = 0
     ended_on_eos: bool = False

@@ -47,7 +47,7 @@ from workers.llm.generation import (
     stream_generate,
 )
 from workers.llm.invariance import invariance_wanted, make_batch_invariant
-from workers.llm.prompt import Prompt, chat_prompt, raw_prompt
+from workers.llm.prompt import Prompt, chat_prompt, raw_prompt, token_ids
 from workers.llm.stops import StopMatcher
 
 configure_logging()
@@ -90,8 +90,8 @@ BATCHER = (BatchedGenerator(LM, CONCURRENCY, PREFIX_CACHE_TOKENS, PREFILL_TOGETH
            if CONCURRENCY > 1 and supports_batching(LM) else None)
 # A greedy stream is what the same request writes alone, whatever is decoded beside it: on by default on a CPU
 # (benchmarks/batch_exactness.py: every bfloat16 stream the same as alone, against 5-6 of 12 without; it costs 3-8%
-# of batched streams' tokens/s on 2 cores), off on a GPU, where it is not measured. Only with batched decoding:
-# with one generate at a time no row ever shares a forward.
+# of batched streams' tokens/s through the worker on 2 cores, 12-18% on the scheduler alone), off on a GPU, where it
+# is not measured. Only with batched decoding: with one generate at a time no row ever shares a forward.
 _INVARIANCE_WANTED = invariance_wanted(os.environ.get("BATCH_INVARIANT"), LM.device,
                                        getattr(LM.model.config, "_attn_implementation", None))
 BATCH_INVARIANT = BATCHER is not None and _INVARIANCE_WANTED
@@ -152,7 +152,7 @@ def _plan(
         built = chat_prompt(LM.tokenizer, [{"role": m.role, "content": m.text()} for m in messages])
     else:
         built = raw_prompt(prompt or "")
-    ids = LM.tokenizer(built.text, add_special_tokens=built.add_special_tokens, return_tensors="pt").input_ids
+    ids = token_ids(LM.tokenizer, built)
     if ids.shape[1] + max_tokens > LM.context_length:
         raise WorkerError(
             INPUT_TOO_LARGE,
@@ -207,7 +207,7 @@ def _metrics(outcome: _Outcome) -> dict[str, Any]:
         "ttft": round(outcome.ttft, 4) if outcome.ttft is not None else None,
         "tokens_per_s": round(outcome.completion_tokens / outcome.seconds, 2) if outcome.seconds else 0.0,
         "generate_s": round(outcome.seconds, 4),
-        # The most jobs this worker decoded together while this one decoded (1: alone): how much it shared.
+        # The most jobs in one forward with this one, a joint prefill or a decode step (1: alone): how much it shared.
         "batch_max": outcome.batch_max,
     }
 

@@ -49,6 +49,11 @@ def chat_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> Prompt:
     return Prompt(text="\n".join(lines), add_special_tokens=True, stops=PLAIN_STOPS, strip_leading=True)
 
 
+def token_ids(tokenizer: Any, prompt: Prompt) -> Any:
+    """``prompt``'s token ids as a ``[1, n]`` tensor, with BOS only where the prompt asks for it."""
+    return tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_tensors="pt").input_ids
+
+
 def raw_prompt(text: str) -> Prompt:
     """A plain ``prompt`` is continued as is: no template, no implicit stop."""
     return Prompt(text=text, add_special_tokens=True)
