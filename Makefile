@@ -53,12 +53,11 @@ soak: models
 # without its weights (the check runs that shape with random weights). Ignored by git.
 INSTALLED = $$($(BIN)/python -c 'import importlib.metadata, sys; print(importlib.metadata.version(sys.argv[1]))' $(1))
 device-kit: models
-	rm -rf .device && mkdir -p .device/wheels .device/smollm2-shape
+	rm -rf .device && mkdir -p .device/wheels
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .device/wheels "transformers==$(call INSTALLED,transformers)" "regex==$(call INSTALLED,regex)"
-	cd $(VOICEPOD_CACHE)/models/smollm2-135m-instruct && cp config.json generation_config.json tokenizer.json \
-		tokenizer_config.json chat_template.jinja $(CURDIR)/.device/smollm2-shape/
+	$(BIN)/python -m benchmarks.lm $(VOICEPOD_CACHE)/models/smollm2-135m-instruct .device/smollm2-shape
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

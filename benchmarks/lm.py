@@ -4,8 +4,23 @@ random weights where the weights cannot go (a lent GPU machine: ``benchmarks/dev
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
+
+# What ``--random-weights-like`` reads from a baked model folder: everything but the weights.
+SHAPE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "chat_template.jinja")
+
+
+def copy_shape(model_dir: str | Path, out: str | Path) -> Path:
+    """Copy a baked model's :data:`SHAPE_FILES` from ``model_dir`` into ``out`` (made if missing); return ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SHAPE_FILES:
+        shutil.copy(Path(model_dir) / name, out / name)
+    return out
 
 
 def random_weights_option(parser: argparse.ArgumentParser) -> None:
@@ -47,3 +62,8 @@ def question_ids(lm: Any, question: str) -> Any:
     from workers.llm.prompt import chat_prompt, token_ids
 
     return token_ids(lm.tokenizer, chat_prompt(lm.tokenizer, [{"role": "user", "content": question}]))
+
+
+if __name__ == "__main__":
+    # ``python -m benchmarks.lm MODEL_DIR OUT``: what ``make device-kit`` copies.
+    copy_shape(*sys.argv[1:3])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,13 +82,10 @@ def test_tts_benchmark_quick_mode_writes_its_json(tmp_path):
 @pytest.mark.slow
 def test_scheduler_benchmark_runs_on_a_models_shape_with_random_weights(tmp_path):
     # What benchmarks/device_check.sh runs on a GPU machine, from the files `make device-kit` copies (no weights).
+    from benchmarks.lm import copy_shape
     from workers.llm.bake import default_model_dir, ensure_embedded
 
-    shape = tmp_path / "shape"
-    shape.mkdir()
-    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "chat_template.jinja"):
-        shutil.copy(ensure_embedded(default_model_dir()) / name, shape / name)
+    shape = copy_shape(ensure_embedded(default_model_dir()), tmp_path / "shape")
     subprocess.run([sys.executable, "-m", "benchmarks.scheduler", "--quick", "--runs", "1", "--out", str(tmp_path),
                     "--random-weights-like", str(shape)], cwd=REPO, check=True, capture_output=True, timeout=600)
     result = json.loads((tmp_path / "scheduler.json").read_text())

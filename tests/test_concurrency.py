@@ -22,6 +22,7 @@ from openai import AsyncOpenAI
 from voicepod import JobFailed
 from voicepod.local import LocalServer
 
+from benchmarks.lm import question_ids
 from tests.test_llm import LONG, MODEL, complete, joined
 from tests.worker_memory import run_beyond_slots
 from workers.llm.bake import default_model_dir
@@ -180,10 +181,6 @@ def lm() -> LanguageModel:
     return load_language_model(str(default_model_dir()), torch.float32, "cpu")
 
 
-def _ids(lm: LanguageModel, question: str) -> torch.Tensor:
-    return token_ids(lm.tokenizer, chat_prompt(lm.tokenizer, [{"role": "user", "content": question}]))
-
-
 def _run(produce: Any) -> tuple[str, int]:
     result = GenerationResult()
     return "".join(produce(result)), result.completion_tokens
@@ -201,12 +198,12 @@ def test_scheduler_never_decodes_more_than_its_slots_and_lets_go_of_the_cache(lm
     assert supports_batching(lm)
     batcher = BatchedGenerator(lm, max_batch=2, prefill_together=False)
     params = SamplingParams(max_tokens=24, temperature=0)
-    alone = [_run(lambda r, q=q: stream_generate(lm, _ids(lm, q), params, (), threading.Event(), r))
+    alone = [_run(lambda r, q=q: stream_generate(lm, question_ids(lm, q), params, (), threading.Event(), r))
              for q in QUESTIONS]
     together: list[tuple[str, int] | None] = [None] * len(QUESTIONS)
 
     def go(i: int) -> None:
-        together[i] = _run(lambda r: batcher.stream(_ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
+        together[i] = _run(lambda r: batcher.stream(question_ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
 
     threads = [threading.Thread(target=go, args=(i,)) for i in range(len(QUESTIONS))]
     for thread in threads:
@@ -227,10 +224,10 @@ def test_each_request_keeps_its_own_seed_stops_and_sampling(lm: LanguageModel) -
     stops = ("5",)
 
     def seeded(r: GenerationResult) -> Iterator[str]:
-        return batcher.stream(_ids(lm, "My favourite food is"), sampled, (), threading.Event(), r)
+        return batcher.stream(question_ids(lm, "My favourite food is"), sampled, (), threading.Event(), r)
 
     def counting(r: GenerationResult) -> Iterator[str]:
-        return batcher.stream(_ids(lm, "Count from 1 to 20."), greedy, stops, threading.Event(), r)
+        return batcher.stream(question_ids(lm, "Count from 1 to 20."), greedy, stops, threading.Event(), r)
 
     lone_seeded, lone_counting = _run(seeded), _run(counting)
     results: dict[str, tuple[str, int]] = {}
@@ -250,12 +247,12 @@ def test_cancelling_a_request_frees_its_slot_at_once(lm: LanguageModel) -> None:
     batcher = BatchedGenerator(lm, max_batch=1)
     cancel = threading.Event()
     result = GenerationResult()
-    stream = batcher.stream(_ids(lm, LONG[0]["content"]), SamplingParams(max_tokens=CAP, temperature=0), (),
+    stream = batcher.stream(question_ids(lm, LONG[0]["content"]), SamplingParams(max_tokens=CAP, temperature=0), (),
                             cancel, result)
     next(stream)
     stream.close()  # the consumer left: the request leaves the batch at the next token
-    answer = _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), SamplingParams(max_tokens=5, temperature=0),
-                                           (), threading.Event(), r))
+    answer = _run(lambda r: batcher.stream(question_ids(lm, "Tell me a joke."),
+                                           SamplingParams(max_tokens=5, temperature=0), (), threading.Event(), r))
     # One slot: had the left request stayed, the answer would have waited for it to write all CAP tokens.
     assert answer[1] == 5 and result.completion_tokens < CAP and batcher.cached_tokens == 0
 
@@ -263,8 +260,8 @@ def test_cancelling_a_request_frees_its_slot_at_once(lm: LanguageModel) -> None:
 def test_a_request_that_ends_at_its_first_token_still_ends(lm: LanguageModel) -> None:
     batcher = BatchedGenerator(lm, max_batch=2)
     one = SamplingParams(max_tokens=1, temperature=0)
-    alone = _run(lambda r: stream_generate(lm, _ids(lm, "Tell me a joke."), one, (), threading.Event(), r))
-    assert _run(lambda r: batcher.stream(_ids(lm, "Tell me a joke."), one, (), threading.Event(), r)) == alone
+    alone = _run(lambda r: stream_generate(lm, question_ids(lm, "Tell me a joke."), one, (), threading.Event(), r))
+    assert _run(lambda r: batcher.stream(question_ids(lm, "Tell me a joke."), one, (), threading.Event(), r)) == alone
     assert alone[1] == 1 and batcher.cached_tokens == 0
 
 
@@ -273,17 +270,17 @@ def test_close_lets_the_running_request_finish_then_stops_the_scheduler_thread(l
     # an active exception"); close(), also run at exit, ends the thread first.
     batcher = BatchedGenerator(lm, max_batch=2)
     params = SamplingParams(max_tokens=8, temperature=0)
-    stream = batcher.stream(_ids(lm, "Tell me a joke."), params, (), threading.Event(), GenerationResult())
+    stream = batcher.stream(question_ids(lm, "Tell me a joke."), params, (), threading.Event(), GenerationResult())
     first = next(stream)
     closer = threading.Thread(target=batcher.close)
     closer.start()
     rest = "".join(stream)  # the request in the batch is served to its end
     closer.join(timeout=60)
     assert not batcher.running
-    alone = _run(lambda r: stream_generate(lm, _ids(lm, "Tell me a joke."), params, (), threading.Event(), r))
+    alone = _run(lambda r: stream_generate(lm, question_ids(lm, "Tell me a joke."), params, (), threading.Event(), r))
     assert (first + rest, 8) == (alone[0], alone[1])
     with pytest.raises(RuntimeError, match="closed"):
-        next(batcher.stream(_ids(lm, "Hello"), params, (), threading.Event(), GenerationResult()))
+        next(batcher.stream(question_ids(lm, "Hello"), params, (), threading.Event(), GenerationResult()))
 
 
 def test_a_prompt_that_starts_like_an_earlier_one_prefills_only_what_is_new_and_streams_the_same(
@@ -314,13 +311,13 @@ def test_a_prompt_that_starts_like_an_earlier_one_prefills_only_what_is_new_and_
 
 
 def test_the_prefix_cache_keeps_to_its_budget_and_0_turns_it_off(lm: LanguageModel) -> None:
-    budget = int(_ids(lm, QUESTIONS[0]).shape[1] * 2.5)  # room for two prompts of this size, not three
+    budget = int(question_ids(lm, QUESTIONS[0]).shape[1] * 2.5)  # room for two prompts of this size, not three
     batcher = BatchedGenerator(lm, max_batch=2, prefix_cache_tokens=budget)
     off = BatchedGenerator(lm, max_batch=2)
     one = SamplingParams(max_tokens=1, temperature=0)
     for question in QUESTIONS[:4]:
         for generator in (batcher, off):
-            _run(lambda r, g=generator, q=question: g.stream(_ids(lm, q), one, (), threading.Event(), r))
+            _run(lambda r, g=generator, q=question: g.stream(question_ids(lm, q), one, (), threading.Event(), r))
         assert batcher.prefixes.cached_tokens <= budget
     assert len(batcher.prefixes._entries) == 2 and batcher.prefixes.hits == 3
     assert off.prefixes.cached_tokens == 0 and off.prefixes.hits == 0
@@ -333,10 +330,11 @@ def test_requests_that_join_together_prefill_in_one_forward_as_each_would_alone(
     batcher = BatchedGenerator(lm, max_batch=4, prefix_cache_tokens=4096)
     lone = BatchedGenerator(lm, max_batch=1)
     params = SamplingParams(max_tokens=4, temperature=0)
-    _run(lambda r: batcher.stream(_ids(lm, "What is the capital of Spain?"), params, (), threading.Event(), r))
+    _run(lambda r: batcher.stream(question_ids(lm, "What is the capital of Spain?"), params, (), threading.Event(), r))
     prompts = ["What is the capital of Spain? Answer briefly.", "Why is the sky blue?", "Tell me a joke."]
     batcher.prefixes.max_tokens = 0  # keep what is cached now; do not store the rows below
-    joining = [batcher._request(_ids(lm, p), params, (), threading.Event(), GenerationResult()) for p in prompts]
+    joining = [batcher._request(question_ids(lm, p), params, (), threading.Event(), GenerationResult())
+               for p in prompts]
     hits = batcher.prefixes.hits
     cache, mask, logits = batcher._prefill(joining)
     assert logits.shape[0] == 3 and batcher.prefixes.hits - hits >= 1  # the first row reused its cached prefix
@@ -406,10 +404,11 @@ def test_streams_that_joined_together_run_to_their_own_ends(lm: LanguageModel, p
     joined = _counting_prefills(batcher)
     # Chat prompts (with the cached system prompt, when the cache is on), a bare prompt sharing nothing cached,
     # and one that ends at its first token while the others go on.
-    prompts = [_ids(lm, QUESTIONS[0]), _ids(lm, QUESTIONS[1]),
-               lm.tokenizer("The three primary colours are", return_tensors="pt").input_ids, _ids(lm, QUESTIONS[2])]
+    prompts = [question_ids(lm, QUESTIONS[0]), question_ids(lm, QUESTIONS[1]),
+               lm.tokenizer("The three primary colours are", return_tensors="pt").input_ids,
+               question_ids(lm, QUESTIONS[2])]
     params = [SamplingParams(max_tokens=16, temperature=0)] * 3 + [SamplingParams(max_tokens=1, temperature=0)]
-    together = _join_together(batcher, _ids(lm, LONG[0]["content"]), prompts, params)
+    together = _join_together(batcher, question_ids(lm, LONG[0]["content"]), prompts, params)
     assert joined == [1, 4], joined  # the long request alone, then the four in one forward
     for ids, p, result in zip(prompts, params, together, strict=True):
         alone = _run(lambda r, ids=ids, p=p: stream_generate(lm, ids, p, (), threading.Event(), r))
@@ -446,7 +445,7 @@ def test_requests_that_arrive_during_a_prefill_join_before_the_next_step(lm: Lan
     results: dict[int, tuple[str, int]] = {}
 
     def ask(i: int) -> None:
-        results[i] = _run(lambda r: batcher.stream(_ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
+        results[i] = _run(lambda r: batcher.stream(question_ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
 
     threads = [threading.Thread(target=ask, args=(0,))]
     threads[0].start()
@@ -464,7 +463,8 @@ def test_requests_that_arrive_during_a_prefill_join_before_the_next_step(lm: Lan
     assert batcher.peak_batch == 4
     for i in range(4):
         assert results[i][1] == 12
-        alone = _run(lambda r, i=i: stream_generate(lm, _ids(lm, QUESTIONS[i]), params, (), threading.Event(), r))
+        alone = _run(lambda r, i=i: stream_generate(lm, question_ids(lm, QUESTIONS[i]), params, (), threading.Event(),
+                                                    r))
         assert results[i] == alone
 
 
@@ -499,7 +499,7 @@ def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(inv
     params = SamplingParams(max_tokens=32, temperature=0)
 
     def answer(batcher: BatchedGenerator, question: str) -> tuple[str, int]:
-        return _run(lambda r: batcher.stream(_ids(lm, question), params, (), threading.Event(), r))
+        return _run(lambda r: batcher.stream(question_ids(lm, question), params, (), threading.Event(), r))
 
     # Prefix cache on, as deployed: after the first prompt, each prefills after the cached system prompt.
     lone = BatchedGenerator(lm, 1, prefix_cache_tokens=4096, prefill_together=prefill_together)
@@ -507,7 +507,8 @@ def test_batch_invariant_bfloat16_streams_are_bit_for_bit_each_request_alone(inv
     lone.close()
     # The MAX_CONCURRENCY=1 path (transformers' generate, one row) writes the same: for the first prompt only, the
     # one the lone scheduler prefilled whole as generate does (the others found the chat template cached).
-    assert _run(lambda r: stream_generate(lm, _ids(lm, prompts[0]), params, (), threading.Event(), r)) == alone[0]
+    first = question_ids(lm, prompts[0])
+    assert _run(lambda r: stream_generate(lm, first, params, (), threading.Event(), r)) == alone[0]
     batcher = BatchedGenerator(lm, 8, prefix_cache_tokens=4096, prefill_together=prefill_together)
     together = _staggered([lambda q=q: answer(batcher, q) for q in prompts])
     batcher.close()
@@ -525,7 +526,7 @@ def test_batch_invariant_bfloat16_seeded_sampling_repeats_itself_beside_others(i
 
     def answer(batcher: BatchedGenerator, i: int) -> tuple[str, int]:
         params = SamplingParams(max_tokens=48, temperature=1.0, top_p=0.9, seed=i)
-        return _run(lambda r: batcher.stream(_ids(lm, questions[i]), params, (), threading.Event(), r))
+        return _run(lambda r: batcher.stream(question_ids(lm, questions[i]), params, (), threading.Event(), r))
 
     lone = BatchedGenerator(lm, 1)
     alone = [answer(lone, i) for i in range(len(questions))]

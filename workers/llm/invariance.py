@@ -17,11 +17,11 @@ SmolLM2-135M), two operations give a row different last bits when other rows sha
 Measured with both: 12 of 12 streams identical in bfloat16, with joint prefill and without. On 2 cores an 8-row
 decode step costs 11% more (the per-row attention calls), a lone one 5% (the two-row linear layers); batched
 streams write 3-8% fewer tokens/s through the worker, 12-18% at 4-16 streams on the scheduler alone
-(docs/benchmarks.md). The worker applies it only with batched decoding, where
-rows share a forward, and by default only on a CPU (:func:`invariance_wanted`). What a GPU's kernels
-do is not measured here: cuBLAS may split a product differently by batch size, which this does not address. Nor
-does it make a prompt's logits independent of how it was prefilled: positions prefilled in one chunk or in two
-(part of the prompt found in the prefix cache) round differently in bfloat16, alone or not.
+(docs/benchmarks.md). The worker applies it only with batched decoding, where rows share a forward, and by default
+only on a CPU (:func:`invariance_wanted`). What a GPU's kernels do is not measured here: cuBLAS may split a
+product differently by batch size, which this does not address. Nor does it make a prompt's logits independent of
+how it was prefilled: positions prefilled in one chunk or in two (part of the prompt found in the prefix cache)
+round differently in bfloat16, alone or not.
 
 transformers has no setting for either, so this registers an attention function (its ``AttentionInterface``) and
 replaces the ``forward`` of the model's ``nn.Linear`` modules; nothing of transformers is copied.
@@ -141,9 +141,8 @@ def invariance_wanted(setting: str | None, device: str, attention: str | None) -
     The default is on for a CPU model that runs SDPA attention, where exactness is measured and costs 3-8% of
     batched streams' tokens/s through the worker (12-18% on the scheduler alone), and off on any other device,
     where it is not measured (on a GPU a batch of 16 would make 16 attention calls per layer, and a masked call with
-    shared key heads may leave SDPA's fast kernels). An
-    explicit ``"1"`` asks for it whatever the model (:func:`make_batch_invariant` then refuses one that does not run
-    SDPA, with a clear error)."""
+    shared key heads may leave SDPA's fast kernels). An explicit ``"1"`` asks for it whatever the model
+    (:func:`make_batch_invariant` then refuses one that does not run SDPA, with a clear error)."""
     choice = (setting or "").strip()
     if choice not in ("", "0", "1"):
         raise ValueError(f"BATCH_INVARIANT={setting!r}: use 1 (on) or 0 (off)")
