@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,19 @@ def copy_shape(model_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
+def _missing(folder: Path) -> list[str]:
+    return [name for name in SHAPE_FILES if not (folder / name).is_file()]
+
+
+def _shape_dir(value: str) -> Path:
+    if missing := _missing(Path(value)):
+        raise argparse.ArgumentTypeError(f"{value} lacks {', '.join(missing)} (make device-kit copies them)")
+    return Path(value)
+
+
 def random_weights_option(parser: argparse.ArgumentParser) -> None:
     """``--random-weights-like DIR`` for the LLM benchmarks that :func:`llm_for_benchmark` loads."""
-    parser.add_argument("--random-weights-like", type=Path, metavar="DIR",
+    parser.add_argument("--random-weights-like", type=_shape_dir, metavar="DIR",
                         help="a folder with a model's config.json and tokenizer (no weights): that model with random "
                              "weights, for a machine the embedded weights cannot reach (its speed is the real one's)")
 
@@ -65,5 +74,11 @@ def question_ids(lm: Any, question: str) -> Any:
 
 
 if __name__ == "__main__":
-    # ``python -m benchmarks.lm MODEL_DIR OUT``: what ``make device-kit`` copies.
-    copy_shape(*sys.argv[1:3])
+    # What ``make device-kit`` copies.
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.lm", description="copy a baked model's shape files")
+    parser.add_argument("model_dir", type=Path, help="a baked model folder")
+    parser.add_argument("out", type=Path, help="where to copy its config and tokenizer")
+    args = parser.parse_args()
+    if missing := _missing(args.model_dir):
+        parser.error(f"{args.model_dir} lacks {', '.join(missing)}: bake the model first (make models)")
+    copy_shape(args.model_dir, args.out)

@@ -95,3 +95,13 @@ def test_scheduler_benchmark_runs_on_a_models_shape_with_random_weights(tmp_path
         assert set(result[case]["tokens_per_s"]) == {"1", "2", "4", "8", "16"}
         assert result[case]["peak_batch"] == 16
         assert set(result[case]["ttft_s"]) == set(result[case]["tokens_per_s"])
+
+
+@pytest.mark.parametrize("arguments", [["benchmarks.scheduler", "--random-weights-like", "{empty}"],
+                                       ["benchmarks.lm", "{empty}", "{empty}/out"]])
+def test_a_folder_without_a_models_shape_is_refused_in_one_line(tmp_path, arguments):
+    done = subprocess.run([sys.executable, "-m", *(a.format(empty=tmp_path) for a in arguments)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{tmp_path} lacks config.json" in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
