@@ -8,19 +8,32 @@ typed errors for every way a job can end.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
-from .errors import DeadlineExceeded, JobCancelled, JobFailed, JobTimedOut, ProtocolError, StreamIncomplete
+from .cleanup import run_to_end
+from .errors import (
+    DeadlineExceeded,
+    JobCancelled,
+    JobFailed,
+    JobTimedOut,
+    ProtocolError,
+    StreamIncomplete,
+    VoicepodError,
+)
 from .protocol import TERMINAL, Chunk, ErrorChunk, parse_chunk, parse_job_error
 from .transport import Transport
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
+
+log = logging.getLogger("voicepod.endpoint")
 
 
 class Endpoint:
@@ -86,6 +99,20 @@ class Endpoint:
         reply = await self._transport.request("POST", "run", json=body)
         return Job(self, reply["id"])
 
+    def submit(self, input: dict[str, Any], *, policy: dict[str, Any] | None = None) -> Submission:
+        """Submit a job for the length of an ``async with`` block, which owns it::
+
+            async with endpoint.submit({"text": "Hello."}) as job:
+                async for chunk in job.chunks():
+                    ...
+
+        Leaving the block by an error or a cancel while the job is unfinished cancels it on the endpoint, and
+        waits for that cancel even if the task is cancelled again meanwhile (:func:`voicepod.cleanup.run_to_end`).
+        A cancel that arrives while ``/run`` is in flight cancels the job once the endpoint has accepted it. Either
+        way no job runs on, billed, for nobody.
+        """
+        return Submission(self, input, policy)
+
     async def run_sync(self, input: dict[str, Any], *, timeout: float = 300.0) -> dict[str, Any]:
         """Run a job to its end (``POST /runsync``, then ``/status`` if it outlasts RunPod's wait) and return
         the final status object, whose ``output`` is the list of all chunks for a streaming worker.
@@ -117,6 +144,52 @@ class Endpoint:
     def job(self, job_id: str) -> Job:
         """A handle on an existing job, e.g. one submitted by another process."""
         return Job(self, job_id)
+
+
+_late_cancels: set[asyncio.Task[Any]] = set()  # held so that the event loop does not drop them unfinished
+
+
+def _cancel_when_accepted(run: asyncio.Future[Job]) -> None:
+    if not run.cancelled() and run.exception() is None:
+        task = asyncio.ensure_future(run.result().cancel())
+        _late_cancels.add(task)
+        task.add_done_callback(_late_cancels.discard)
+        task.add_done_callback(_log_failed_cancel)
+
+
+def _log_failed_cancel(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a job submitted while its block was being left could not be cancelled: %s", task.exception())
+
+
+class Submission:
+    """The ``async with`` of :meth:`Endpoint.submit`: its job, cancelled on the endpoint when the block is left
+    by an exception (a cancel included) before the job finished."""
+
+    def __init__(self, endpoint: Endpoint, input: dict[str, Any], policy: dict[str, Any] | None):
+        self._endpoint, self._input, self._policy = endpoint, input, policy
+        self.job: Job | None = None
+
+    async def __aenter__(self) -> Job:
+        run = asyncio.ensure_future(self._endpoint.run(self._input, policy=self._policy))
+        try:
+            self.job = await asyncio.shield(run)
+        except asyncio.CancelledError:
+            # Cancelled while /run was in flight: the endpoint may accept the job after all; cancel it then, or it
+            # would run (and bill) to the end for nobody.
+            run.add_done_callback(_cancel_when_accepted)
+            raise
+        return self.job
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        job = self.job
+        if exc_type is None or job is None or job.finished:
+            return
+        try:
+            await run_to_end(job.cancel())
+        except VoicepodError as error:  # the endpoint is gone or refuses: what raised the exit matters more
+            log.warning("job %s could not be cancelled on leaving its block: %s", job.id, error)
 
 
 class Job:
