@@ -155,21 +155,22 @@ async def test_a_turn_cancelled_again_while_it_stops_still_cancels_its_jobs(serv
     # A phone call whose line closed ends the turn (its iterator is closed), and the hang-up then cancels the turn's
     # task while that cleanup runs. The cleanup must still reach the endpoints: once the task is over, no job of
     # the turn may be left running. (Seen in CI as a job still IN_PROGRESS after a call ended.)
-    from voicepod.agent import _Turn
+    from voicepod.reply import Reply
 
     stopping = asyncio.Event()
-    stop = _Turn._stop_tasks_and_jobs
+    stop = Reply._stop_tasks
 
     async def slow_stop(self):
         stopping.set()
         await asyncio.sleep(0.3)  # the second cancel lands in here
         await stop(self)
 
-    monkeypatch.setattr(_Turn, "_stop_tasks_and_jobs", slow_stop)
+    monkeypatch.setattr(Reply, "_stop_tasks", slow_stop)
     agent = agent_for(server, system_prompt=SEVERAL_SENTENCES, llm_options={"temperature": 0, "max_tokens": 120})
 
+    turn = agent.respond(espeak_wav("Tell me about Paris."))
+
     async def call() -> None:
-        turn = agent.respond(espeak_wav("Tell me about Paris."))
         async for event in turn:
             if isinstance(event, ReplyText):
                 break
@@ -180,7 +181,7 @@ async def test_a_turn_cancelled_again_while_it_stops_still_cancels_its_jobs(serv
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    jobs = agent.last_job_ids()
+    jobs = turn.job_ids
     assert jobs["llm"]
     for stage, ids in jobs.items():
         endpoint = server.endpoint(stage)

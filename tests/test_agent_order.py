@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import time
 
 from voicepod.agent import VOICE_MAX_TOKENS, Audio, Done, SentenceEnd, VoiceAgent
+from voicepod.endpoint import Endpoint
 
 _ids = itertools.count()
 
@@ -42,7 +44,10 @@ class FakeEndpoint:
         self.submitted_at: list[float] = []
         self.payloads: list[dict] = []
 
-    async def run(self, payload):
+    # The agent submits as with a real endpoint: the job owned by an `async with` block.
+    submit = Endpoint.submit
+
+    async def run(self, payload, policy=None):
         self.submitted_at.append(time.monotonic())
         self.payloads.append(payload)
         await asyncio.sleep(self.submit_delay)
@@ -200,3 +205,63 @@ async def test_each_sentence_ends_with_a_sentence_end_right_after_its_last_audio
     assert kinds == [("Audio", 0), ("Audio", 0), ("SentenceEnd", 0), ("Audio", 1), ("Audio", 1), ("SentenceEnd", 1)]
     first_end = next(e for e in events if isinstance(e, SentenceEnd))
     assert first_end.text == "One is quick." and first_end.t < events[-1].metrics.llm.finished
+
+
+async def test_the_history_keeps_its_latest_messages_and_a_retracted_turn_leaves_what_the_llm_saw():
+    earlier = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(6)]
+    writer = llm("Fine.")
+    agent = VoiceAgent(stt(), writer, tts(lambda text: 0.0), history=earlier, max_history=4)
+    reply = agent.respond(b"audio")
+    [e async for e in reply]
+    # The LLM saw the latest 4 earlier messages, then the new question.
+    assert [m["content"] for m in writer.payloads[0]["messages"][1:]] == ["m2", "m3", "m4", "m5", "hello"]
+    assert [m["content"] for m in agent.history] == ["m2", "m3", "m4", "m5", "hello", "Fine."]
+    reply.retract()  # a speculative turn that was not the user's: what the next turn sees is as without it
+    assert [m["content"] for m in agent.history] == ["m2", "m3", "m4", "m5"]
+    [e async for e in agent.respond(b"audio")]
+    assert [m["content"] for m in writer.payloads[1]["messages"][1:]] == ["m2", "m3", "m4", "m5", "hello"]
+
+
+async def test_a_reply_interrupted_after_it_ended_keeps_only_what_played():
+    agent = VoiceAgent(stt(), llm("One is said. Two is not."), tts(lambda text: 0.0), first_cut_words=0,
+                       confirm_playback=True)
+    reply = agent.respond(b"audio")
+    events = [e async for e in reply]
+    assert not events[-1].interrupted and agent.history[-1]["content"] == "One is said. Two is not."
+    reply.played(0)
+    await agent.interrupt()  # only replies in progress: this one has ended, the history stands
+    assert agent.history[-1]["content"] == "One is said. Two is not."
+    await reply.interrupt()  # the caller cut in while the second sentence played
+    assert agent.history[-1] == {"role": "assistant", "content": "One is said."}
+    assert reply.job_ids["tts"] == [job.id for job in agent.tts.jobs] and len(reply.job_ids["llm"]) == 1
+
+
+async def test_say_speaks_in_the_agents_voice_and_remembers_only_what_played():
+    speaker = tts(lambda text: 0.0)
+    agent = VoiceAgent(stt(), llm("Fine."), speaker, voice="joe", audio_format="mulaw", sample_rate=8000)
+    greeting = agent.say("Hello! How can I help?", remember=True)
+    events = [e async for e in greeting]
+    assert [type(e).__name__ for e in events] == ["Audio", "Audio", "SentenceEnd"]
+    assert {(e.sentence, e.text) for e in events} == {(0, "Hello! How can I help?")}
+    assert speaker.payloads == [{"text": "Hello! How can I help?", "format": "mulaw", "voice": "joe",
+                                 "sample_rate": 8000}]
+    assert agent.history == []  # said, but not yet heard
+    greeting.played()
+    assert agent.history == [{"role": "assistant", "content": "Hello! How can I help?"}]
+    apology = agent.say("Sorry.")
+    [e async for e in apology]
+    apology.played()
+    assert len(agent.history) == 1
+
+
+async def test_leaving_a_speech_early_cancels_its_job():
+    speaker = tts(lambda text: 5.0)  # the audio would take 5 s
+    agent = VoiceAgent(stt(), llm("Fine."), speaker)
+    speech = agent.say("Hello there.")
+    async with asyncio.timeout(2):
+        waiting = asyncio.create_task(anext(aiter(speech)))
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    assert speaker.jobs and speaker.jobs[0].cancelled

@@ -300,9 +300,9 @@ def test_the_page_sends_16_khz_plays_in_order_echoes_marks_when_played_and_stops
                                               "output_rate": line.output_rate, "end_of_turn_s": 0.55}))
 
         async def play(name: str, seconds: float) -> None:
-            for frame in line.media("", float_to_pcm16(tone(440, seconds, line.output_rate))):
+            for frame in line.media(float_to_pcm16(tone(440, seconds, line.output_rate))):
                 await websocket.send_bytes(frame)
-            await websocket.send_text(line.mark("", name))
+            await websocket.send_text(line.mark(name))
             sent[name] = time.monotonic()
 
         async def listen() -> None:
@@ -318,7 +318,7 @@ def test_the_page_sends_16_khz_plays_in_order_echoes_marks_when_played_and_stops
         await asyncio.sleep(1.5)
         await play("2:0", 3.0)  # cut after 0.8 s
         await asyncio.sleep(0.8)
-        await websocket.send_text(line.clear(""))
+        await websocket.send_text(line.clear())
         await listener
 
     # The microphone: a 1 kHz tone, which must still be 1 kHz once the page has downsampled it to 16 kHz.

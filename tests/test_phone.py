@@ -198,13 +198,14 @@ async def test_the_agent_keeps_in_its_history_only_the_sentences_said_to_have_pl
                        system_prompt="Answer in four or five sentences.", audio_format="mulaw",
                        sample_rate=MULAW_RATE, llm_options={"temperature": 0, "max_tokens": 60},
                        confirm_playback=True)
-    events = [e async for e in agent.respond(spoken_mulaw(TEA), audio_format="mulaw", sample_rate=MULAW_RATE)]
+    reply = agent.respond(spoken_mulaw(TEA), audio_format="mulaw", sample_rate=MULAW_RATE)
+    events = [e async for e in reply]
     sentences = list({e.sentence: e.text for e in events if isinstance(e, Audio)}.values())
     assert len(sentences) >= 2 and isinstance(events[-1], Done) and not events[-1].interrupted
     # Sent in full: until the player says otherwise, the whole reply stands.
     assert agent.history[-1] == {"role": "assistant", "content": " ".join(sentences)}
-    agent.played(0)
-    await agent.interrupt()  # the caller cut in while the second sentence played
+    reply.played(0)
+    await reply.interrupt()  # the caller cut in while the second sentence played
     assert agent.history[-1] == {"role": "assistant", "content": sentences[0]}
     assert [m["role"] for m in agent.history] == ["user", "assistant"]
 

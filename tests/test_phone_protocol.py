@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 from voicepod.local.process import free_port
-from voicepod.phone import media, twiml
+from voicepod.phone import twilio, twiml
 from voicepod.phone.caller import SimulatedCaller
 from voicepod.phone.signatures import sign
 from websockets.asyncio.client import connect as ws_connect
@@ -33,17 +33,17 @@ PUBLIC = "https://calls.example.com"
 
 
 def test_twilio_messages_parse_into_their_models():
-    start = media.parse(media.twilio_start("MZ1", "CA1", {"caller": "+15550100"}))
-    assert isinstance(start, media.Start)
+    start = twilio.parse(twilio.twilio_start("MZ1", "CA1", {"caller": "+15550100"}))
+    assert isinstance(start, twilio.Start)
     assert (start.start.stream_sid, start.start.call_sid) == ("MZ1", "CA1")
     assert start.start.custom_parameters == {"caller": "+15550100"}
     assert start.start.media_format.sample_rate == 8000
-    frame = media.parse(media.twilio_media("MZ1", b"\x01\x02\xff", 3, 1, 20))
-    assert isinstance(frame, media.Media) and frame.media.audio() == b"\x01\x02\xff"
-    assert media.parse(media.twilio_mark("MZ1", "1:0", 4)).mark.name == "1:0"
-    assert media.parse(media.twilio_dtmf("MZ1", "7", 5)).dtmf.digit == "7"
-    assert isinstance(media.parse(media.twilio_stop("MZ1", "CA1", 6)), media.Stop)
-    assert isinstance(media.parse(media.twilio_connected()), media.Connected)
+    frame = twilio.parse(twilio.twilio_media("MZ1", b"\x01\x02\xff", 3, 1, 20))
+    assert isinstance(frame, twilio.Media) and frame.media.audio() == b"\x01\x02\xff"
+    assert twilio.parse(twilio.twilio_mark("MZ1", "1:0", 4)).mark.name == "1:0"
+    assert twilio.parse(twilio.twilio_dtmf("MZ1", "7", 5)).dtmf.digit == "7"
+    assert isinstance(twilio.parse(twilio.twilio_stop("MZ1", "CA1", 6)), twilio.Stop)
+    assert isinstance(twilio.parse(twilio.twilio_connected()), twilio.Connected)
 
 
 @pytest.mark.parametrize(("frame", "code"), [
@@ -54,24 +54,24 @@ def test_twilio_messages_parse_into_their_models():
     ('{"event": "media"}', "invalid_message"),
 ])
 def test_bad_frames_raise_protocol_errors_with_a_code(frame, code):
-    with pytest.raises(media.ProtocolError) as error:
-        media.parse(frame)
+    with pytest.raises(twilio.ProtocolError) as error:
+        twilio.parse(frame)
     assert error.value.code == code
 
 
 def test_a_payload_that_is_not_base64_is_a_bad_payload():
-    frame = media.parse('{"event": "media", "media": {"payload": "@@not base64@@"}}')
-    with pytest.raises(media.ProtocolError) as error:
+    frame = twilio.parse('{"event": "media", "media": {"payload": "@@not base64@@"}}')
+    with pytest.raises(twilio.ProtocolError) as error:
         frame.media.audio()
     assert error.value.code == "bad_payload"
 
 
 def test_server_frames_carry_the_stream_sid_and_base64_audio():
-    out = json.loads(media.media("MZ9", b"\x00\xff"))
+    out = json.loads(twilio.media("MZ9", b"\x00\xff"))
     assert out == {"event": "media", "streamSid": "MZ9", "media": {"payload": base64.b64encode(b"\x00\xff").decode()}}
-    assert json.loads(media.mark("MZ9", "2:1")) == {"event": "mark", "streamSid": "MZ9", "mark": {"name": "2:1"}}
-    assert json.loads(media.clear("MZ9")) == {"event": "clear", "streamSid": "MZ9"}
-    assert [len(f) for f in media.frames(b"x" * 400)] == [160, 160, 80]
+    assert json.loads(twilio.mark("MZ9", "2:1")) == {"event": "mark", "streamSid": "MZ9", "mark": {"name": "2:1"}}
+    assert json.loads(twilio.clear("MZ9")) == {"event": "clear", "streamSid": "MZ9"}
+    assert [len(f) for f in twilio.frames(b"x" * 400)] == [160, 160, 80]
 
 
 def test_twiml_connects_a_stream_with_parameters_not_a_query_string():
@@ -179,7 +179,7 @@ async def _started_call(server) -> SimulatedCaller:
     ("{this is not json", 1007, "malformed_json"),
     (b"\x00\x01binary", 1003, "binary_frame"),
     (json.dumps({"event": "start", "start": {"streamSid": "MZ2"}}), 1007, "invalid_message"),
-    (media.twilio_start("MZ2", "CA2"), 1008, "out_of_order"),  # a second start
+    (twilio.twilio_start("MZ2", "CA2"), 1008, "out_of_order"),  # a second start
     ('{"event": "media", "media": {"payload": "' + "A" * 3_000_000 + '"}}', 1009, "disconnected"),
 ])
 async def test_a_bad_frame_closes_that_call_and_the_server_keeps_serving(server, frame, close_code, reason):
@@ -200,8 +200,8 @@ async def test_a_bad_frame_closes_that_call_and_the_server_keeps_serving(server,
 
 async def test_media_before_start_closes_the_call(server):
     async with ws_connect(server.media_url) as socket:
-        await socket.send(media.twilio_connected())
-        await socket.send(media.twilio_media("MZ1", b"\xff" * 160, 2, 1, 20))
+        await socket.send(twilio.twilio_connected())
+        await socket.send(twilio.twilio_media("MZ1", b"\xff" * 160, 2, 1, 20))
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(socket.recv(), 15)
     assert closed.value.rcvd.code == 1008
@@ -212,7 +212,7 @@ async def test_unknown_events_and_bad_base64_are_skipped_and_the_call_goes_on(se
     caller = await _started_call(server)
     await caller.send_raw('{"event": "teleport", "streamSid": "x"}')
     await caller.send_raw('{"event": "media", "media": {"payload": "@@@"}}')
-    await caller.send_raw(media.twilio_dtmf(caller.stream_sid, "5", 99))
+    await caller.send_raw(twilio.twilio_dtmf(caller.stream_sid, "5", 99))
     await asyncio.sleep(0.5)
     assert not caller.closed.is_set()
     await caller.hang_up()

@@ -91,9 +91,10 @@ async def test_a_retracted_turn_leaves_the_history_as_it_was(server):
     agent = VoiceAgent(server.endpoint("stt"), server.endpoint("llm"), server.endpoint("tts"),
                        audio_format="mulaw", sample_rate=MULAW_RATE, llm_options={"temperature": 0},
                        history=before, confirm_playback=True)
-    events = [e async for e in agent.respond(spoken_mulaw(TEA), audio_format="mulaw", sample_rate=MULAW_RATE)]
+    reply = agent.respond(spoken_mulaw(TEA), audio_format="mulaw", sample_rate=MULAW_RATE)
+    events = [e async for e in reply]
     assert isinstance(events[-1], Done) and agent.history[:2] == before and len(agent.history) == 4
-    agent.retract()
+    reply.retract()
     assert agent.history == before
 
 

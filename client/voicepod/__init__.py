@@ -1,7 +1,8 @@
 """voicepod: a thin async client for voice agents on RunPod serverless endpoints.
 
-``Endpoint`` and ``Job`` talk to one endpoint; ``VoiceAgent`` chains three of them into spoken turns, whose
-events (``Transcript``, ``ReplyText``, ``Audio``, ``SentenceEnd``, ``TurnMetrics``, ``Done``) it yields. The
+``Endpoint`` and ``Job`` talk to one endpoint; ``VoiceAgent`` chains three of them into spoken turns: each
+``Reply`` it makes yields the turn's events (``Transcript``, ``ReplyText``, ``Audio``, ``SentenceEnd``,
+``TurnMetrics``, ``Done``); a ``Speech`` speaks a fixed text. The
 chunks a worker streams and the job inputs it takes are in :mod:`voicepod.protocol`; every error the client
 raises is a ``VoicepodError``.
 """
@@ -10,7 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use, below
-    from .agent import Audio, Done, ReplyText, SentenceEnd, Transcript, TurnMetrics, VoiceAgent
+    from .agent import Audio, Done, Reply, ReplyText, SentenceEnd, Speech, Transcript, TurnMetrics, VoiceAgent
     from .endpoint import Endpoint, Job
     from .errors import (
         APIError,
@@ -48,6 +49,8 @@ __all__ = [
     "Endpoint",
     "Job",
     "VoiceAgent",
+    "Reply",
+    "Speech",
     "Transcript",
     "ReplyText",
     "Audio",
@@ -88,8 +91,8 @@ __version__ = "0.1.0"
 # Where each public name lives. Imported lazily because workers import ``voicepod.protocol`` at start-up, which
 # runs this file first: importing the whole client here (httpx, the agent) cost every worker's cold start 0.12 s.
 _HOMES = {
-    **dict.fromkeys(["VoiceAgent", "Transcript", "ReplyText", "Audio", "SentenceEnd", "TurnMetrics", "Done"],
-                    "agent"),
+    **dict.fromkeys(["VoiceAgent", "Reply", "Speech", "Transcript", "ReplyText", "Audio", "SentenceEnd",
+                     "TurnMetrics", "Done"], "agent"),
     **dict.fromkeys(["Endpoint", "Job"], "endpoint"),
     **dict.fromkeys(["VoicepodError", "TransportError", "ProtocolError", "APIError", "AuthError", "NotFoundError",
                      "RateLimitError", "ServerError", "JobError", "JobFailed", "JobCancelled", "JobTimedOut",

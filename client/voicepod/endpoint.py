@@ -32,6 +32,9 @@ from .protocol import TERMINAL, Chunk, ErrorChunk, parse_chunk, parse_job_error
 from .transport import Transport
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
+# How long leaving a submit block waits for its job's cancel to get through (retries included): an endpoint that
+# does not answer must not hold up a barge-in or a hang-up for the transport's whole retry budget.
+CANCEL_TIMEOUT_S = 10.0
 
 log = logging.getLogger("voicepod.endpoint")
 
@@ -187,9 +190,9 @@ class Submission:
         if exc_type is None or job is None or job.finished:
             return
         try:
-            await run_to_end(job.cancel())
-        except VoicepodError as error:  # the endpoint is gone or refuses: what raised the exit matters more
-            log.warning("job %s could not be cancelled on leaving its block: %s", job.id, error)
+            await run_to_end(asyncio.wait_for(job.cancel(), CANCEL_TIMEOUT_S))
+        except (VoicepodError, TimeoutError) as error:  # the endpoint is gone or refuses: the exit's cause matters more
+            log.warning("job %s could not be cancelled on leaving its block: %r", job.id, error)
 
 
 class Job:

@@ -17,7 +17,6 @@ permanent, an unreachable or busy one is not); the pipeline keeps running.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncGenerator
 from typing import Any, get_args
@@ -39,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from pydantic import ValidationError
 
-from .endpoint import Endpoint, Job
+from .endpoint import Endpoint
 from .errors import (
     AuthError,
     JobFailed,
@@ -94,14 +93,6 @@ def _check_options(model: type, options: dict[str, Any], own: set[str], required
         raise ValueError(f"invalid options for {model.__name__}: {exc.errors()[0]['msg']} "
                          f"({'.'.join(map(str, exc.errors()[0]['loc']))})") from None
     return dict(options)
-
-
-async def _cancel_quietly(job: Job) -> None:
-    # Best effort on the way out of a cancelled task: the job may have just ended, the endpoint may be gone.
-    try:
-        await asyncio.wait_for(job.cancel(), 5.0)
-    except (VoicepodError, TimeoutError):
-        pass
 
 
 class RunPodSTTService(SegmentedSTTService):
@@ -161,19 +152,15 @@ class RunPodSTTService(SegmentedSTTService):
         }
         if self._settings.language:
             job_input["language"] = str(self._settings.language)
-        job: Job | None = None
         done: TranscriptDone | None = None
         await self.start_processing_metrics()
         try:
-            job = await self._endpoint.run(job_input)
-            await self._call_event_handler("on_job_started", job)
-            async for chunk in job.chunks():
-                if isinstance(chunk, TranscriptDone):
-                    done = chunk
-        except asyncio.CancelledError:
-            if job is not None and not job.finished:
-                await _cancel_quietly(job)
-            raise
+            # An interruption (the task cancelled) cancels the job on the endpoint as the block is left.
+            async with self._endpoint.submit(job_input) as job:
+                await self._call_event_handler("on_job_started", job)
+                async for chunk in job.chunks():
+                    if isinstance(chunk, TranscriptDone):
+                        done = chunk
         except VoicepodError as exc:
             yield _error_frame("RunPod STT", self._endpoint, exc)
             return
@@ -235,33 +222,29 @@ class RunPodTTSService(TTSService):
             job_input["sample_rate"] = rate
         if self._settings.voice:
             job_input["voice"] = self._settings.voice
-        job: Job | None = None
         resampler: soxr.ResampleStream | None = None
         try:
-            job = await self._endpoint.run(job_input)
-            await self._call_event_handler("on_job_started", job)
-            await self.start_tts_usage_metrics(text)
-            async for chunk in job.chunks():
-                if not isinstance(chunk, AudioChunk):
-                    continue
-                await self.stop_ttfb_metrics()
-                pcm = base64.b64decode(chunk.audio)
-                if chunk.sample_rate != rate:
-                    # One stream per job, flushed at its end: Pipecat's shared stream resampler has no flush and
-                    # would keep the last tens of milliseconds of every job.
-                    resampler = resampler or soxr.ResampleStream(chunk.sample_rate, rate, 1, dtype="int16")
-                    pcm = resampler.resample_chunk(np.frombuffer(pcm, "<i2")).tobytes()
-                if pcm:
-                    yield TTSAudioRawFrame(pcm, rate, 1, context_id=context_id)
+            # Interrupted (the task cancelled): nobody will hear the rest, so the endpoint stops making it, as the
+            # block is left.
+            async with self._endpoint.submit(job_input) as job:
+                await self._call_event_handler("on_job_started", job)
+                await self.start_tts_usage_metrics(text)
+                async for chunk in job.chunks():
+                    if not isinstance(chunk, AudioChunk):
+                        continue
+                    await self.stop_ttfb_metrics()
+                    pcm = base64.b64decode(chunk.audio)
+                    if chunk.sample_rate != rate:
+                        # One stream per job, flushed at its end: Pipecat's shared stream resampler has no flush
+                        # and would keep the last tens of milliseconds of every job.
+                        resampler = resampler or soxr.ResampleStream(chunk.sample_rate, rate, 1, dtype="int16")
+                        pcm = resampler.resample_chunk(np.frombuffer(pcm, "<i2")).tobytes()
+                    if pcm:
+                        yield TTSAudioRawFrame(pcm, rate, 1, context_id=context_id)
             if resampler is not None:
                 tail = resampler.resample_chunk(np.zeros(0, "<i2"), last=True).tobytes()
                 if tail:
                     yield TTSAudioRawFrame(tail, rate, 1, context_id=context_id)
-        except asyncio.CancelledError:
-            # Interrupted: nobody will hear the rest, so the endpoint stops making it.
-            if job is not None and not job.finished:
-                await _cancel_quietly(job)
-            raise
         except VoicepodError as exc:
             yield _error_frame("RunPod TTS", self._endpoint, exc)
         finally:

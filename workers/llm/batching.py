@@ -211,7 +211,7 @@ class BatchedGenerator:
         with torch.inference_mode():
             while not self._stopped:
                 try:
-                    self._turn()
+                    self._cycle()
                 except Exception as exc:  # noqa: BLE001 - e.g. out of memory merging caches: fail the batch, go on
                     log.exception("batched decoding failed")
                     for request in self._active:
@@ -241,7 +241,8 @@ class BatchedGenerator:
         else:
             joining.append(request)
 
-    def _turn(self) -> None:
+    def _cycle(self) -> None:
+        """One cycle of the scheduler: admit the waiting requests (prefilled), then one decode step for all."""
         joining: list[_Request] = []
         if not self._active:
             self._collect(joining, self._waiting.get())

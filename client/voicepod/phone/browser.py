@@ -1,5 +1,6 @@
 """The browser page's line: the same :class:`~voicepod.phone.call.Call` as a phone call, over the page's
-WebSocket (``/talk/ws``) instead of Twilio's.
+WebSocket (``/talk/ws``) instead of Twilio's: its serializer (:class:`BrowserLine`), who may open it
+(:func:`refusal`) and what the page is shown of the call's turns.
 
 Frames, page to server: binary frames are the microphone as PCM16 (little-endian, mono) at 16 kHz; text frames
 are JSON, ``{"event": "mark", "name"}`` (the audio sent before that mark has played) and ``{"event": "stop"}``.
@@ -14,7 +15,6 @@ No secret reaches the page: the endpoints' key stays in the server, the page onl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
 import json
@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from starlette.websockets import WebSocket
 
 from .call import Call
+from .line import CallerAudio, CallerEvent, Closing, Hangup, LineRefused, Played
 
 INPUT_RATE = 16000  # what Whisper hears best and Silero VAD scores; the page's AudioWorklet downsamples to it
 OUTPUT_RATE = 24000  # a rate every browser's audio output takes; the TTS worker resamples its voice to it
@@ -36,28 +37,54 @@ CLOSE_REFUSED = 4003  # an application close code: the page shows the reason tha
 
 
 class BrowserLine:
-    """The page's line: PCM16 16 kHz in, PCM16 24 kHz out in binary frames, marks and clears as JSON."""
+    """The page's line: PCM16 16 kHz in, PCM16 24 kHz out in binary frames, marks and clears as JSON.
+    ``max_frame_bytes``: a longer frame is refused."""
 
     input_format = output_format = "pcm16"
     input_rate = INPUT_RATE
     output_rate = OUTPUT_RATE
 
-    def media(self, stream_sid: str, audio: bytes) -> list[str | bytes]:
+    def __init__(self, max_frame_bytes: int = 64 * 1024):
+        self.max_frame_bytes = max_frame_bytes
+
+    def parse(self, frame: str | bytes) -> CallerEvent | None:
+        if isinstance(frame, bytes):
+            if len(frame) > self.max_frame_bytes or len(frame) % 2:
+                raise LineRefused("bad_audio", f"an audio frame of {len(frame)} bytes: expected PCM16 frames of "
+                                  f"at most {self.max_frame_bytes} bytes")
+            return CallerAudio(frame)
+        try:
+            event = json.loads(frame)
+        except ValueError:
+            raise LineRefused("malformed_json", "a text frame that is not JSON") from None
+        kind = event.get("event") if isinstance(event, dict) else None
+        if kind == "mark" and isinstance(event.get("name"), str):
+            return Played(event["name"][:64])
+        if kind == "stop":
+            return Hangup()
+        raise LineRefused("invalid_message", f"unexpected frame {str(frame)[:80]!r}")
+
+    def media(self, audio: bytes) -> list[str | bytes]:
         return [audio[i:i + AUDIO_FRAME_BYTES] for i in range(0, len(audio), AUDIO_FRAME_BYTES)]
 
-    def mark(self, stream_sid: str, name: str) -> str | bytes:
+    def mark(self, name: str) -> str | bytes:
         return json.dumps({"event": "mark", "name": name})
 
-    def clear(self, stream_sid: str) -> str | bytes:
+    def clear(self) -> str | bytes:
         return json.dumps({"event": "clear"})
 
+    def closing(self, refused: LineRefused) -> Closing:
+        return refused_page(refused.message, 1007)
 
-class PageRefused(Exception):
-    """The page's socket is closed over bad input: ``code`` says what, ``message`` in words."""
+    def ready(self, call_sid: str, end_of_turn_s: float) -> str:
+        """The first frame to the page: its call's id and formats."""
+        return json.dumps({"event": "ready", "call_sid": call_sid, "input_rate": self.input_rate,
+                           "output_rate": self.output_rate, "end_of_turn_s": end_of_turn_s})
 
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
+
+def refused_page(reason: str, code: int = CLOSE_REFUSED) -> Closing:
+    """Tell the page why (an ``error`` event it shows), then close with the reason (at most 123 bytes)."""
+    return Closing([json.dumps({"event": "error", "message": reason})], code, reason[:120])
 
 
 def _forwarded_hosts(header: str | None) -> list[str]:
@@ -97,20 +124,6 @@ def new_call_sid() -> str:
     return f"page-{uuid.uuid4().hex}"
 
 
-def sender(websocket: WebSocket) -> Callable[[str | bytes], Awaitable[None]]:
-    """Sends one frame, text or binary, one at a time (the call and the turn watcher both send)."""
-    lock = asyncio.Lock()
-
-    async def send(frame: str | bytes) -> None:
-        async with lock:
-            if isinstance(frame, bytes):
-                await websocket.send_bytes(frame)
-            else:
-                await websocket.send_text(frame)
-
-    return send
-
-
 def turn_view(number: int, turn: Any) -> dict[str, Any]:
     """What the page shows of turn ``number`` (1-based), a :class:`~voicepod.phone.records.TurnRecord`."""
     record = asdict(turn)
@@ -138,37 +151,3 @@ async def flush_turns(call: Call, send: Callable[[str | bytes], Awaitable[None]]
         if shown.get(number) != view:
             shown[number] = view
             await send(json.dumps(view))
-
-
-async def serve_page(websocket: WebSocket, call: Call, max_frame_bytes: int) -> str:
-    """Read the page's frames until it stops or goes; returns why, raises :class:`PageRefused` on bad input."""
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return "disconnected"
-        audio, text = message.get("bytes"), message.get("text")
-        if audio is not None:
-            if len(audio) > max_frame_bytes or len(audio) % 2:
-                raise PageRefused("bad_audio", f"an audio frame of {len(audio)} bytes: expected PCM16 frames of "
-                                  f"at most {max_frame_bytes} bytes")
-            await call.hear(audio)
-            continue
-        try:
-            event = json.loads(text or "")
-        except ValueError:
-            raise PageRefused("malformed_json", "a text frame that is not JSON") from None
-        kind = event.get("event") if isinstance(event, dict) else None
-        if kind == "mark" and isinstance(event.get("name"), str):
-            call.marked(event["name"][:64])
-        elif kind == "stop":
-            return "stop"
-        else:
-            raise PageRefused("invalid_message", f"unexpected frame {str(text)[:80]!r}")
-
-
-async def close_with(websocket: WebSocket, code: int, reason: str) -> None:
-    """Tell the page why (an ``error`` event, then the close reason) and close."""
-    with contextlib.suppress(Exception):
-        await websocket.send_text(json.dumps({"event": "error", "message": reason}))
-    with contextlib.suppress(Exception):
-        await websocket.close(code=code, reason=reason[:120])  # close reasons are at most 123 bytes

@@ -13,10 +13,10 @@ import time
 from collections import deque
 from typing import Any
 
-from . import media
+from . import twilio
 from .signatures import sign
 
-FRAME_S = media.FRAME_BYTES / media.SAMPLE_RATE
+FRAME_S = twilio.FRAME_BYTES / twilio.SAMPLE_RATE
 
 
 def signed_stream_url(url: str) -> str:
@@ -81,8 +81,8 @@ class SimulatedCaller:
         from websockets.asyncio.client import connect
 
         self._ws = await connect(self.url, additional_headers=self.headers, max_size=2**22, open_timeout=30)
-        await self.send_raw(media.twilio_connected())
-        await self.send_raw(media.twilio_start(self.stream_sid, self.call_sid, self.custom_parameters))
+        await self.send_raw(twilio.twilio_connected())
+        await self.send_raw(twilio.twilio_start(self.stream_sid, self.call_sid, self.custom_parameters))
         self._speaker = asyncio.create_task(self._speak())
         self._player = asyncio.create_task(self._play())
         self._listener = asyncio.create_task(self._listen())
@@ -102,7 +102,7 @@ class SimulatedCaller:
         """Speak ``audio`` (mu-law 8 kHz) in real time; returns once its last frame is sent. Raises
         ``ConnectionError`` if the call ends first (the server closed it, or sending failed)."""
         self._spoken.clear()
-        self._speech.extend(media.frames(audio))
+        self._speech.extend(twilio.frames(audio))
         spoken = asyncio.ensure_future(self._spoken.wait())
         closed = asyncio.ensure_future(self.closed.wait())
         await asyncio.wait({spoken, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -119,9 +119,9 @@ class SimulatedCaller:
             while True:
                 # On an absolute clock, as Twilio sends: a late tick catches up instead of drifting.
                 await asyncio.sleep(max(0.0, started + chunk * FRAME_S - time.monotonic()))
-                frame = self._speech.popleft() if self._speech else media.SILENCE * media.FRAME_BYTES
+                frame = self._speech.popleft() if self._speech else twilio.SILENCE * twilio.FRAME_BYTES
                 chunk += 1
-                await self.send_raw(media.twilio_media(self.stream_sid, frame, self._next_sequence(), chunk,
+                await self.send_raw(twilio.twilio_media(self.stream_sid, frame, self._next_sequence(), chunk,
                                                        int(chunk * FRAME_S * 1000)))
                 if not self._speech:
                     self._spoken.set()
@@ -133,7 +133,7 @@ class SimulatedCaller:
     async def _listen(self) -> None:
         try:
             async for frame in self._ws:
-                data = media.parse_outbound(frame)
+                data = twilio.parse_outbound(frame)
                 if data["event"] == "media":
                     audio = base64.b64decode(data["media"]["payload"])
                     now = time.monotonic()
@@ -162,7 +162,7 @@ class SimulatedCaller:
             while True:
                 tick += 1
                 await asyncio.sleep(max(0.0, started + tick * FRAME_S - time.monotonic()))
-                budget = media.FRAME_BYTES
+                budget = twilio.FRAME_BYTES
                 while self._playout and (isinstance(self._playout[0], str) or budget > 0):
                     head = self._playout[0]
                     if isinstance(head, str):
@@ -179,7 +179,7 @@ class SimulatedCaller:
     async def _echo(self, name: str) -> None:
         self.marks.append(name)
         if self.echo_marks:
-            await self.send_raw(media.twilio_mark(self.stream_sid, name, self._next_sequence()))
+            await self.send_raw(twilio.twilio_mark(self.stream_sid, name, self._next_sequence()))
 
     # --- waiting and ending ------------------------------------------------------------------------------
 
@@ -222,7 +222,7 @@ class SimulatedCaller:
             return
         if send_stop and not self.closed.is_set():
             with contextlib.suppress(Exception):
-                await self.send_raw(media.twilio_stop(self.stream_sid, self.call_sid, self._next_sequence()))
+                await self.send_raw(twilio.twilio_stop(self.stream_sid, self.call_sid, self._next_sequence()))
         await self._finish()
         with contextlib.suppress(Exception):
             await self._ws.close()

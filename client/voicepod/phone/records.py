@@ -1,4 +1,5 @@
-"""Call records: what was said on a call, turn by turn, written as ``DIR/<callSid>.json`` when the call ends."""
+"""Call records: what was said on a call, turn by turn, with each turn's latency, written as
+``DIR/<callSid>.json`` when the call ends."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..events import TurnMetrics
 
 # Twilio's call SIDs are "CA" and 32 hex digits; anything else is kept out of file names (no path tricks).
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -31,7 +35,7 @@ class TurnRecord:
     ``llm_done_s``, ``tts_done_s``, ``total_s``; ``stt_s`` (the STT job's time), ``end_silence_s`` (the silence
     that ended the turn), ``voice_to_voice_s`` (from the end of the caller's speech to the first reply audio sent).
     ``jobs``: the endpoint job ids by stage. ``speculated``: the turn was started at the caller's pause, before
-    its end (see :mod:`voicepod.phone.speculation`).
+    its end (see :mod:`voicepod.phone.turn_taking`).
     """
 
     started_at: str = field(default_factory=now_iso)
@@ -44,6 +48,32 @@ class TurnRecord:
     latency: dict[str, float | None] = field(default_factory=dict)
     jobs: dict[str, list[str]] = field(default_factory=dict)
     speculated: bool = False
+
+
+def turn_latency(detected: float, began: float, times: dict[str, float], metrics: TurnMetrics | None,
+                 end_silence_s: float) -> dict[str, Any]:
+    """A turn's ``latency`` entry: its moments in seconds from ``detected`` (the monotonic time the end of the
+    turn was detected; negative: before it, in a speculative turn), and the STT job's time.
+
+    ``began``: when the turn's jobs began; ``times``: other monotonic moments by name (``transcript_s``...);
+    ``metrics``: the agent's timings of the turn (seconds from ``began``); ``end_silence_s``: the silence that
+    ended the turn, where the caller stopped speaking.
+    """
+    latency: dict[str, Any] = {"end_silence_s": end_silence_s, "started_s": round(began - detected, 3)}
+    if metrics is not None:
+        moments = {"stt_started_s": metrics.stt.started, "llm_started_s": metrics.llm.started,
+                   "llm_done_s": metrics.llm.finished, "first_sentence_s": metrics.tts.started,
+                   "tts_first_chunk_s": metrics.tts.first_chunk, "tts_done_s": metrics.tts.finished,
+                   "total_s": metrics.total_s}
+        for name, t in moments.items():
+            latency[name] = round(began + t - detected, 3) if t is not None else None
+        if metrics.stt.started is not None and metrics.stt.finished is not None:
+            latency["stt_s"] = round(metrics.stt.finished - metrics.stt.started, 3)
+    for name, t in times.items():
+        latency[name] = round(t - detected, 3)
+    if "first_audio_s" in latency:
+        latency["voice_to_voice_s"] = round(latency["first_audio_s"] + end_silence_s, 3)
+    return latency
 
 
 @dataclass

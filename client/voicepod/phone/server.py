@@ -1,15 +1,17 @@
 """The phone server, an ASGI app (Starlette): Twilio's voice webhook ``/twiml``, the Media Streams WebSocket
 ``/media`` (one :class:`~voicepod.phone.call.Call` and one :class:`~voicepod.agent.VoiceAgent` per call, many
 calls at once), the browser page (``/`` and ``/talk``, its files under ``/page/``, its WebSocket ``/talk/ws``:
-the same calls over another line, :mod:`voicepod.phone.browser`), and ``/health``."""
+the same calls over another line, :mod:`voicepod.phone.browser`), and ``/health``.
+
+Every line's WebSocket is read by one loop, :func:`serve_line`, through the line's serializer; a route adds only
+what is its own (who may connect, what the page is told besides the call)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,23 +27,19 @@ from starlette.websockets import WebSocket, WebSocketState
 from ..agent import DEFAULT_SYSTEM_PROMPT, VoiceAgent
 from ..endpoint import Endpoint
 from ..registry import CHAIN
-from . import browser, media, twiml
-from .call import Call, CallSettings
-from .line import Line, TwilioLine
+from . import browser, twiml
+from .call import HISTORY_MESSAGES, Call, CallSettings
+from .line import CallStarted, Closing, Hangup, Line, LineRefused
 from .signatures import SignatureCheck
+from .twilio import MAX_FRAME_BYTES, TwilioLine
 
 log = logging.getLogger("voicepod.phone")
 
-# Twilio's frames are about 300 bytes of JSON; anything this big is not one of them.
-MAX_FRAME_BYTES = 64 * 1024
 # Twilio's webhook form is a few dozen short fields.
 MAX_WEBHOOK_BYTES = 64 * 1024
 
 # The page's files, shipped in the package (package data): no build step, nothing fetched from elsewhere.
 PAGE_DIR = Path(__file__).with_name("page")
-
-# Close codes (RFC 6455) for a call closed over bad input.
-_CLOSE_CODES = {"binary_frame": 1003, "frame_too_big": 1009, "out_of_order": 1008}
 
 
 @dataclass
@@ -73,36 +71,51 @@ class PhoneSettings:
     max_frame_bytes: int = MAX_FRAME_BYTES
 
 
-class _Refused(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
 def create_app(settings: PhoneSettings) -> Starlette:
     """The phone server's ASGI app."""
-    check = SignatureCheck(settings.auth_token)
-    state: dict[str, Any] = {"endpoints": None}
-    calls: set[Call] = set()
-    if not check.enabled:
-        log.warning("TWILIO_AUTH_TOKEN is not set: requests to /twiml and /media are NOT verified, so anyone who "
-                    "can reach this server can place calls on your endpoints. Set it before taking real calls.")
+    return PhoneApp(settings).app
+
+
+class PhoneApp:
+    """The server's state (its endpoints, the calls in progress) and its routes."""
+
+    def __init__(self, settings: PhoneSettings):
+        self.settings = settings
+        self.check = SignatureCheck(settings.auth_token)
+        self.calls: set[Call] = set()
+        self.endpoints: list[Endpoint] = []
+        if not self.check.enabled:
+            log.warning("TWILIO_AUTH_TOKEN is not set: requests to /twiml and /media are NOT verified, so anyone "
+                        "who can reach this server can place calls on your endpoints. Set it before taking real "
+                        "calls.")
+        self.app = Starlette(
+            routes=[
+                Route("/health", self.health),
+                Route("/twiml", self.voice_webhook, methods=["GET", "POST"]),
+                WebSocketRoute("/media", self.media_socket),
+                Route("/", self.page),
+                Route("/talk", self.page),
+                WebSocketRoute("/talk/ws", self.page_socket),
+                Mount("/page", StaticFiles(directory=PAGE_DIR), name="page"),
+            ],
+            lifespan=self.lifespan,
+        )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        endpoints = [Endpoint(getattr(settings, stage), base_url=settings.base_url, api_key=settings.api_key)
-                     for stage in CHAIN]
-        state["endpoints"] = endpoints
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        s = self.settings
+        self.endpoints = [Endpoint(getattr(s, stage), base_url=s.base_url, api_key=s.api_key) for stage in CHAIN]
         try:
             yield
         finally:
-            for endpoint in endpoints:
+            for endpoint in self.endpoints:
                 await endpoint.aclose()
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "calls": len(calls), "replying": sum(c.replying for c in calls)})
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "calls": len(self.calls),
+                             "replying": sum(call.replying for call in self.calls)})
 
-    async def voice_webhook(request: Request) -> Response:
+    async def voice_webhook(self, request: Request) -> Response:
         body = b""
         async for part in request.stream():
             body += part
@@ -110,132 +123,127 @@ def create_app(settings: PhoneSettings) -> Starlette:
                 return PlainTextResponse("request too large", status_code=413)
         # Twilio posts application/x-www-form-urlencoded.
         params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-        if check.enabled:
+        public_url = self.settings.public_url
+        if self.check.enabled:
             url = str(request.url)
-            if settings.public_url:
+            if public_url:
                 query = f"?{request.url.query}" if request.url.query else ""
-                url = f"{twiml.public_base(settings.public_url, None)}/twiml{query}"
-            if not check.valid(url, params, request.headers.get("x-twilio-signature")):
+                url = f"{twiml.public_base(public_url, None)}/twiml{query}"
+            if not self.check.valid(url, params, request.headers.get("x-twilio-signature")):
                 log.warning("/twiml: refused a request without a valid Twilio signature (signed URL %s)", url)
                 return PlainTextResponse("invalid Twilio signature", status_code=403)
         parameters = {name: params[key] for key, name in (("From", "from"), ("To", "to")) if params.get(key)}
-        stream = twiml.stream_url(settings.public_url, request.headers.get("host"))
+        stream = twiml.stream_url(public_url, request.headers.get("host"))
         return Response(twiml.connect_stream(stream, parameters), media_type="application/xml")
 
-    async def media_socket(websocket: WebSocket) -> None:
-        if check.enabled:
-            url = twiml.stream_url(settings.public_url, websocket.headers.get("host"))
-            if not check.valid(url, {}, websocket.headers.get("x-twilio-signature")):
+    async def media_socket(self, websocket: WebSocket) -> None:
+        if self.check.enabled:
+            url = twiml.stream_url(self.settings.public_url, websocket.headers.get("host"))
+            if not self.check.valid(url, {}, websocket.headers.get("x-twilio-signature")):
                 log.warning("/media: refused a connection without a valid Twilio signature (signed URL %s)", url)
                 await websocket.close(code=1008)  # before accepting: the handshake is answered 403
                 return
         await websocket.accept()
-        call = new_call(TwilioLine(), websocket.send_text)
-        reason = "disconnected"
-        try:
-            reason = await _serve(websocket, call, settings.max_frame_bytes)
-        except _Refused as refused:
-            reason = f"{refused.code}: {refused.message}"
-            log.warning("call %s: closed: %s", call.record.call_sid or "(not started)", reason)
-            if websocket.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await websocket.close(code=_CLOSE_CODES.get(refused.code, 1007), reason=refused.code)
-        finally:
-            await end_call(call, reason)
-        if websocket.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await websocket.close(code=1000)
+        line = TwilioLine(self.settings.max_frame_bytes)
+        call = self._new_call(line, sender(websocket))
+        await self._serve(websocket, line, call)
+        await _close(websocket)
 
-    def new_call(line: Line, send: Any) -> Call:
-        stt, llm, tts = state["endpoints"]
-        agent = VoiceAgent(stt, llm, tts, system_prompt=settings.system_prompt, voice=settings.voice,
-                           audio_format=line.output_format, sample_rate=line.output_rate,
-                           llm_options=settings.llm_options, confirm_playback=True)
-        call = Call(agent, send, settings.call, line=line)
-        calls.add(call)
-        return call
-
-    async def end_call(call: Call, reason: str) -> None:
-        record = await call.end(reason)
-        calls.discard(call)
-        if settings.transcripts and call.started:
-            try:
-                path = record.write(settings.transcripts)
-                log.info("call %s: record written to %s", record.call_sid, path)
-            except OSError as exc:
-                log.error("call %s: could not write its record: %s", record.call_sid, exc)
-
-    async def page(request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         return FileResponse(PAGE_DIR / "index.html", headers={"cache-control": "no-cache"})
 
-    async def page_socket(websocket: WebSocket) -> None:
+    async def page_socket(self, websocket: WebSocket) -> None:
         await websocket.accept()  # first, so that the page can show why it is refused
-        why = browser.refusal(websocket, settings.page_token)
+        send = sender(websocket)
+        why = browser.refusal(websocket, self.settings.page_token)
         if why is not None:
             log.warning("/talk/ws: refused %s: %s", websocket.client.host if websocket.client else "?", why)
-            await browser.close_with(websocket, browser.CLOSE_REFUSED, why)
+            await _close(websocket, browser.refused_page(why), send)
             return
-        send = browser.sender(websocket)
-        line = browser.BrowserLine()
-        call = new_call(line, send)
+        line = browser.BrowserLine(self.settings.max_frame_bytes)
+        call = self._new_call(line, send)
         call_sid = browser.new_call_sid()
-        await send(json.dumps({"event": "ready", "call_sid": call_sid, "input_rate": line.input_rate,
-                               "output_rate": line.output_rate,
-                               "end_of_turn_s": settings.call.turn.end_silence_s}))
-        call.begin(call_sid, call_sid, {"from": "browser"})
+        await send(line.ready(call_sid, self.settings.call.turn.end_silence_s))
+        await call.on(CallStarted(call_sid, call_sid, {"from": "browser"}))
         watcher = asyncio.create_task(browser.watch_turns(call, send))
-        reason = "disconnected"
         try:
-            reason = await browser.serve_page(websocket, call, settings.max_frame_bytes)
-        except browser.PageRefused as refused:
-            reason = f"{refused.code}: {refused.message}"
-            log.warning("call %s: closed: %s", call_sid, reason)
-            await browser.close_with(websocket, 1007, refused.message)
+            await self._serve(websocket, line, call)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            await end_call(call, reason)
         if websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await browser.flush_turns(call, send, {})  # every turn as its record ends: what was heard
-                await websocket.close(code=1000)
+        await _close(websocket)
 
-    return Starlette(
-        routes=[
-            Route("/health", health),
-            Route("/twiml", voice_webhook, methods=["GET", "POST"]),
-            WebSocketRoute("/media", media_socket),
-            Route("/", page),
-            Route("/talk", page),
-            WebSocketRoute("/talk/ws", page_socket),
-            Mount("/page", StaticFiles(directory=PAGE_DIR), name="page"),
-        ],
-        lifespan=lifespan,
-    )
+    def _new_call(self, line: Line, send: Callable[[str | bytes], Awaitable[None]]) -> Call:
+        stt, llm, tts = self.endpoints
+        s = self.settings
+        agent = VoiceAgent(stt, llm, tts, system_prompt=s.system_prompt, voice=s.voice,
+                           audio_format=line.output_format, sample_rate=line.output_rate,
+                           llm_options=s.llm_options, max_history=HISTORY_MESSAGES, confirm_playback=True)
+        call = Call(agent, line, send, s.call)
+        self.calls.add(call)
+        return call
+
+    async def _serve(self, websocket: WebSocket, line: Line, call: Call) -> None:
+        """Run the call over the socket until it ends; close the socket over a refused frame; end the call."""
+        reason = "disconnected"
+        try:
+            reason = await serve_line(websocket, line, call)
+        except LineRefused as refused:
+            reason = f"{refused.code}: {refused.message}"
+            log.warning("call %s: closed: %s", call.record.call_sid or "(not started)", reason)
+            await _close(websocket, line.closing(refused), sender(websocket))
+        finally:
+            record = await call.end(reason)
+            self.calls.discard(call)
+            if self.settings.transcripts and call.started:
+                try:
+                    path = record.write(self.settings.transcripts)
+                    log.info("call %s: record written to %s", record.call_sid, path)
+                except OSError as exc:
+                    log.error("call %s: could not write its record: %s", record.call_sid, exc)
 
 
-async def _serve(websocket: WebSocket, call: Call, max_frame_bytes: int) -> str:
-    """Read the call's frames until it ends; returns why it ended, raises :class:`_Refused` on bad input."""
-    ignored = 0
-    while not call.stopped:
+async def serve_line(websocket: WebSocket, line: Line, call: Call) -> str:
+    """Read a line's frames into its call until the line hangs up (``"stop"``) or goes (``"disconnected"``).
+    Raises :class:`~voicepod.phone.line.LineRefused` for a frame that breaks the line's protocol."""
+    while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return "disconnected"
-        text = message.get("text")
-        if text is None:
-            raise _Refused("binary_frame", "a binary frame: Media Streams frames are JSON text")
-        # uvicorn's ws_max_size closes first; this guards an app served without it. Twilio's frames are ASCII
-        # JSON, so characters are bytes.
-        if len(text) > max_frame_bytes:
-            raise _Refused("frame_too_big", f"a frame of {len(text)} bytes (at most {max_frame_bytes})")
-        try:
-            await call.handle(media.parse(text))
-        except media.ProtocolError as exc:
-            if exc.code not in ("unknown_event", "bad_payload"):
-                raise _Refused(exc.code, exc.message) from None
-            # A frame we cannot use but that harms nothing: skipped (Twilio may add events over time).
-            ignored += 1
-            call.record.ignored_frames = ignored
-            if ignored <= 5:
-                log.warning("call %s: frame ignored: %s", call.record.call_sid or "(not started)", exc.message)
-    return "stop"
+        frame = message["text"] if message.get("text") is not None else message.get("bytes") or b""
+        event = line.parse(frame)
+        if isinstance(event, Hangup):
+            return "stop"
+        if event is not None:
+            await call.on(event)
+
+
+def sender(websocket: WebSocket) -> Callable[[str | bytes], Awaitable[None]]:
+    """Sends one frame, text or binary, one at a time (a call's turns and the page's turn watcher all send)."""
+    lock = asyncio.Lock()
+
+    async def send(frame: str | bytes) -> None:
+        async with lock:
+            if isinstance(frame, bytes):
+                await websocket.send_bytes(frame)
+            else:
+                await websocket.send_text(frame)
+
+    return send
+
+
+async def _close(websocket: WebSocket, closing: Closing | None = None,
+                 send: Callable[[str | bytes], Awaitable[None]] | None = None) -> None:
+    """Close the socket if it is still open: normally, or as ``closing`` says (its frames sent first)."""
+    if websocket.application_state != WebSocketState.CONNECTED:
+        return
+    with contextlib.suppress(Exception):
+        if closing is None:
+            await websocket.close(code=1000)
+            return
+        for frame in closing.frames:
+            await (send or sender(websocket))(frame)
+        await websocket.close(code=closing.code, reason=closing.reason)

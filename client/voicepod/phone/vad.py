@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..audio import mulaw_decode, pcm16_to_float
-from .media import SAMPLE_RATE
+from .twilio import SAMPLE_RATE
 
 # End of turn after this much silence. Pipecat stops at 0.2 s but then asks a turn model whether the caller is
 # done; we have no turn model, so silence alone must not cut a caller who pauses between clauses (pauses of
@@ -24,7 +24,7 @@ from .media import SAMPLE_RATE
 DEFAULT_END_SILENCE_S = 0.55
 # A short pause: long enough that the caller is between words rather than inside one (espeak-ng and real speech
 # rarely leave 0.2 s of silence inside a sentence), well under the end-of-turn silence, so that a turn started here
-# (speculatively, see voicepod.phone.speculation) has the rest of the end-of-turn wait to get ahead.
+# (speculatively, see voicepod.phone.turn_taking) has the rest of the end-of-turn wait to get ahead.
 DEFAULT_PAUSE_S = 0.2
 
 

@@ -1,8 +1,9 @@
-"""Twilio Media Streams messages, both ways: JSON text frames carrying base64 G.711 mu-law at 8 kHz.
+"""Twilio's Media Streams, all of it: the messages both ways (JSON text frames carrying base64 G.711 mu-law at
+8 kHz) and :class:`TwilioLine`, the serializer that turns them into caller events for a call.
 
 Twilio sends ``connected``, ``start``, ``media``, ``mark``, ``dtmf`` and ``stop``; the server sends ``media``,
 ``mark`` and ``clear``. Field names follow Twilio's (camelCase); unknown fields are ignored, as Twilio adds some
-over time. Shared by the server and the simulated caller.
+over time. The frames Twilio sends are built here too, for the simulated caller (:mod:`voicepod.phone.caller`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from .line import CallerAudio, CallerEvent, CallStarted, Closing, Digit, Hangup, LineRefused, Played, Skipped
+
 SAMPLE_RATE = 8000
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz: the size of Twilio's frames
 ENCODING = "audio/x-mulaw"
 SILENCE = b"\xff"  # mu-law code for zero
 
 
+# Twilio's frames are about 300 bytes of JSON; anything this big is not one of them.
+MAX_FRAME_BYTES = 64 * 1024
+# Close codes (RFC 6455) for a call closed over a refused frame; any other refusal closes with 1007.
+CLOSE_CODES = {"binary_frame": 1003, "frame_too_big": 1009, "out_of_order": 1008}
+# Codes of frames that harm nothing: skipped, the call goes on (Twilio may add events over time).
+SKIPPED = frozenset({"unknown_event", "bad_payload"})
+
+
 class ProtocolError(Exception):
-    """A frame that breaks the protocol. ``code``: ``malformed_json``, ``invalid_message``, ``unknown_event``,
-    ``bad_payload`` or ``out_of_order``."""
+    """A frame that is not a Media Streams message. ``code``: ``malformed_json``, ``invalid_message``,
+    ``unknown_event`` or ``bad_payload``."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -124,6 +135,75 @@ def parse(text: str | bytes) -> Message:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"][1:])
         raise ProtocolError("invalid_message", f"{event}: {where}: {first['msg']}") from None
+
+
+# --- the serializer ---------------------------------------------------------------------------------------
+
+
+class TwilioLine:
+    """Twilio Media Streams for one call: mu-law 8 kHz both ways, JSON text frames of 20 ms.
+
+    ``max_frame_bytes``: a longer frame is refused. The call starts with Twilio's ``start``, which must come
+    before any ``media``, once, with audio this line carries; the stream id it names goes on every frame out.
+    """
+
+    input_format = output_format = "mulaw"
+    input_rate = output_rate = SAMPLE_RATE
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES):
+        self.max_frame_bytes = max_frame_bytes
+        self.stream_sid: str | None = None
+
+    def parse(self, frame: str | bytes) -> CallerEvent | None:
+        if isinstance(frame, bytes):
+            raise LineRefused("binary_frame", "a binary frame: Media Streams frames are JSON text")
+        # uvicorn's ws_max_size closes first; this guards an app served without it. Twilio's frames are ASCII
+        # JSON, so characters are bytes.
+        if len(frame) > self.max_frame_bytes:
+            raise LineRefused("frame_too_big", f"a frame of {len(frame)} bytes (at most {self.max_frame_bytes})")
+        try:
+            return self._event(parse(frame))
+        except ProtocolError as exc:
+            if exc.code in SKIPPED:
+                return Skipped(exc.message)
+            raise LineRefused(exc.code, exc.message) from None
+
+    def _event(self, message: Message) -> CallerEvent | None:
+        if isinstance(message, Start):
+            return self._start(message.start)
+        if isinstance(message, Media):
+            if self.stream_sid is None:
+                raise LineRefused("out_of_order", "media before start")
+            return CallerAudio(message.media.audio()) if message.media.track == "inbound" else None
+        if isinstance(message, Mark):
+            return Played(message.mark.name)
+        if isinstance(message, Dtmf):
+            return Digit(message.dtmf.digit[:1])
+        if isinstance(message, Stop):
+            return Hangup()
+        return None  # connected
+
+    def _start(self, info: StartInfo) -> CallStarted:
+        if self.stream_sid is not None:
+            raise LineRefused("out_of_order", "a second start")
+        fmt = info.media_format
+        if (fmt.encoding, fmt.sample_rate, fmt.channels) != (ENCODING, SAMPLE_RATE, 1):
+            raise LineRefused("invalid_message", f"unsupported audio {fmt.encoding} {fmt.sample_rate} Hz "
+                              f"x{fmt.channels}: expected {ENCODING} {SAMPLE_RATE} Hz mono")
+        self.stream_sid = info.stream_sid
+        return CallStarted(info.call_sid, info.stream_sid, dict(list(info.custom_parameters.items())[:20]))
+
+    def media(self, audio: bytes) -> list[str | bytes]:
+        return [media(self.stream_sid or "", frame) for frame in frames(audio)]
+
+    def mark(self, name: str) -> str | bytes:
+        return mark(self.stream_sid or "", name)
+
+    def clear(self) -> str | bytes:
+        return clear(self.stream_sid or "")
+
+    def closing(self, refused: LineRefused) -> Closing:
+        return Closing([], CLOSE_CODES.get(refused.code, 1007), refused.code)
 
 
 # --- frames the server sends -----------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""The call path's seams without a server or models: each line's serializer (frames in to caller events, audio,
+marks and clears out) and turn-taking's decisions (barge-in, speculate, confirm, drop, begin)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from voicepod.phone import twilio
+from voicepod.phone.browser import BrowserLine
+from voicepod.phone.line import CallerAudio, CallStarted, Digit, Hangup, LineRefused, Played, Skipped
+from voicepod.phone.turn_taking import BargeIn, Begin, Confirm, Drop, Speculate, TurnTaking
+from voicepod.phone.vad import Pause, Resumed, SpeechStarted, Utterance
+
+# --- Twilio -----------------------------------------------------------------------------------------------
+
+
+def test_twilio_frames_become_caller_events_and_the_stream_sid_goes_on_every_frame_out():
+    line = twilio.TwilioLine()
+    assert line.parse(twilio.twilio_connected()) is None
+    started = line.parse(twilio.twilio_start("MZ1", "CA1", {f"p{i}": str(i) for i in range(30)}))
+    assert isinstance(started, CallStarted) and (started.call_sid, started.stream_sid) == ("CA1", "MZ1")
+    assert len(started.custom_parameters) == 20
+    assert line.parse(twilio.twilio_media("MZ1", b"\x01\xff", 2, 1, 20)) == CallerAudio(b"\x01\xff")
+    assert line.parse(twilio.twilio_mark("MZ1", "1:0", 3)) == Played("1:0")
+    assert line.parse(twilio.twilio_dtmf("MZ1", "7", 4)) == Digit("7")
+    assert line.parse(twilio.twilio_stop("MZ1", "CA1", 5)) == Hangup()
+    outbound = json.loads(line.media(b"x" * 200)[1])
+    payload = base64.b64encode(b"x" * 40).decode()
+    assert outbound == {"event": "media", "streamSid": "MZ1", "media": {"payload": payload}}
+    assert json.loads(line.mark("2:1"))["streamSid"] == "MZ1" and json.loads(line.clear())["event"] == "clear"
+
+
+@pytest.mark.parametrize(("frames", "code", "close_code"), [
+    ([b"\x00binary"], "binary_frame", 1003),
+    (["{not json"], "malformed_json", 1007),
+    ([twilio.twilio_media("MZ1", b"\xff", 1, 1, 20)], "out_of_order", 1008),  # media before start
+    ([twilio.twilio_start("MZ1", "CA1"), twilio.twilio_start("MZ1", "CA1")], "out_of_order", 1008),
+    ([json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1",
+                                              "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000}}})],
+     "invalid_message", 1007),
+    (["x" * 70_000], "frame_too_big", 1009),
+])
+def test_twilio_frames_that_break_the_protocol_are_refused_with_their_close_code(frames, code, close_code):
+    line = twilio.TwilioLine()
+    with pytest.raises(LineRefused) as refused:
+        for frame in frames:
+            line.parse(frame)
+    assert refused.value.code == code
+    assert line.closing(refused.value).code == close_code
+
+
+def test_twilio_frames_that_harm_nothing_are_skipped():
+    line = twilio.TwilioLine()
+    line.parse(twilio.twilio_start("MZ1", "CA1"))
+    assert isinstance(line.parse('{"event": "teleport"}'), Skipped)
+    assert isinstance(line.parse('{"event": "media", "media": {"payload": "@@@"}}'), Skipped)
+    outbound = '{"event": "media", "media": {"track": "outbound", "payload": "AAAA"}}'
+    assert line.parse(outbound) is None  # only the caller's own track is heard
+
+
+# --- the page ----------------------------------------------------------------------------------------------
+
+
+def test_page_frames_become_caller_events_and_bad_ones_are_refused():
+    line = BrowserLine(max_frame_bytes=1000)
+    assert line.parse(b"\x01\x00" * 10) == CallerAudio(b"\x01\x00" * 10)
+    assert line.parse('{"event": "mark", "name": "1:0"}') == Played("1:0")
+    assert line.parse('{"event": "stop"}') == Hangup()
+    for frame, code in ((b"\x00" * 3, "bad_audio"), (b"\x00" * 1002, "bad_audio"), ("nope", "malformed_json"),
+                        ('{"event": "start"}', "invalid_message")):
+        with pytest.raises(LineRefused) as refused:
+            line.parse(frame)
+        assert refused.value.code == code
+    closing = line.closing(LineRefused("bad_audio", "an odd frame"))
+    assert closing.code == 1007 and json.loads(closing.frames[0]) == {"event": "error", "message": "an odd frame"}
+    assert line.media(b"\x00" * 20_000)[0] == b"\x00" * 9600  # 200 ms at 24 kHz
+    assert json.loads(line.mark("3:2")) == {"event": "mark", "name": "3:2"} and json.loads(line.clear()) == {
+        "event": "clear"}
+
+
+# --- turn-taking -------------------------------------------------------------------------------------------
+
+
+class Script:
+    """A turn detector that reports the events it is given, one list per feed."""
+
+    def __init__(self, *feeds: list[object]):
+        self.feeds = list(feeds)
+
+    def feed(self, audio: bytes) -> list[object]:
+        return self.feeds.pop(0)
+
+
+def decide(speculate: bool, *feeds: list[object]) -> list[list[object]]:
+    turns = TurnTaking(Script(*feeds), speculate)  # type: ignore[arg-type]
+    return [turns.feed(b"") for _ in feeds]
+
+
+def test_a_caller_who_says_nothing_after_the_pause_confirms_the_speculation():
+    assert decide(True, [SpeechStarted()], [Pause(b"ab")], [Utterance(b"ab")]) == [
+        [BargeIn()], [Speculate(b"ab")], [Confirm()]]
+
+
+def test_a_caller_who_speaks_again_drops_the_speculation_and_the_whole_turn_begins_at_its_end():
+    assert decide(True, [Pause(b"ab")], [Resumed()], [Pause(b"abcd")], [Utterance(b"abcd")]) == [
+        [Speculate(b"ab")], [Drop()], [Speculate(b"abcd")], [Confirm()]]
+    # The turn ends with other audio than the pause's (or is cut): the speculation is dropped, the turn begins.
+    assert decide(True, [Pause(b"ab")], [Utterance(b"abc")]) == [[Speculate(b"ab")], [Drop(), Begin(b"abc")]]
+    assert decide(True, [Pause(b"ab")], [Utterance(b"ab", cut=True)]) == [
+        [Speculate(b"ab")], [Drop(), Begin(b"ab", cut=True)]]
+
+
+def test_without_speculation_a_turn_begins_only_at_its_end():
+    assert decide(False, [SpeechStarted(), Pause(b"ab")], [Resumed()], [Utterance(b"abc")]) == [
+        [BargeIn()], [], [Begin(b"abc")]]
