@@ -7,6 +7,8 @@ import asyncio
 import logging
 import threading
 
+from voicepod.protocol import TranscriptDone, TranscriptMetrics
+
 from workers.common.stream import report_load, serve_job
 from workers.common.validation import StrictInput
 from workers.common.warm_up import start_warm_up, wait_for_warm_up
@@ -21,8 +23,8 @@ def handler_recording(seen: list, release: threading.Event | None = None):
         if release is not None:
             release.wait(5)
         seen.append((request.words, threading.current_thread().name))
-        yield {"type": "done", "kind": "transcript", "text": " ".join(request.words), "language": "en",
-               "language_probability": 1.0, "duration": 1.0}
+        yield TranscriptDone(text=" ".join(request.words), language="en", language_probability=1.0, duration=1.0,
+                             metrics=TranscriptMetrics())
 
     async def handler(job):
         async for chunk in serve_job(job, Words, work):

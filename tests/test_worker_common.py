@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 import torch
-from voicepod.protocol import parse_chunk
+from voicepod.protocol import SegmentChunk, TranscriptDone, TranscriptMetrics, parse_chunk
 
 from workers.common.errors import WorkerError
 from workers.common.models import timed_load
@@ -26,11 +26,11 @@ class Echo(StrictInput):
 def echo_then(failure: BaseException | None):
     async def work(request: Echo):
         for word in request.words:
-            yield {"type": "segment", "id": 0, "start": 0.0, "end": 1.0, "text": word}
+            yield SegmentChunk(id=0, start=0.0, end=1.0, text=word)
         if failure is not None:
             raise failure
-        yield {"type": "done", "kind": "transcript", "text": " ".join(request.words), "language": "en",
-               "language_probability": 1.0, "duration": 1.0, "metrics": {"extra": 7}}
+        yield TranscriptDone(text=" ".join(request.words), language="en", language_probability=1.0, duration=1.0,
+                             metrics=TranscriptMetrics(extra=7))
     return work
 
 
@@ -73,6 +73,13 @@ async def test_a_failure_mid_stream_ends_it_with_one_error_chunk_and_the_next_jo
     assert chunks[-1]["type"] == "error" and parse_chunk(chunks[-1]).error.code == code
     assert json.loads(chunks[-1]["error"])["code"] == code  # JSON text, as /status will show it
     assert parse_chunk((await run({"words": ["c"]}))[-1]).type == "done"
+
+
+async def test_a_chunk_goes_out_as_json_without_empty_fields_and_parses_back_into_its_model():
+    chunks = await run({"words": ["a"]})
+    assert chunks[0] == {"seq": 0, "type": "segment", "id": 0, "start": 0.0, "end": 1.0, "text": "a"}
+    json.dumps(chunks)  # what the SDK posts
+    assert isinstance(parse_chunk(chunks[1]).metrics, TranscriptMetrics)
 
 
 async def test_a_chunk_over_runpods_limit_is_refused():

@@ -16,7 +16,7 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_serializer, field_validator
 from pydantic_core import PydanticCustomError
 
 # --- job states and error codes ----------------------------------------------------------------------------
@@ -59,7 +59,9 @@ class _Chunk(BaseModel):
     # Chunks from a newer worker may carry fields this client does not know: keep them, don't fail.
     model_config = ConfigDict(extra="allow")
 
-    seq: int = Field(ge=0, description="position of the chunk within its job, from 0")
+    # A worker builds its chunks without it; workers.common.stream.serve_job numbers each as it goes out, and
+    # parse_chunk refuses a chunk that arrives without one.
+    seq: int | None = Field(None, ge=0, description="position of the chunk within its job, from 0")
 
 
 class Metrics(BaseModel):
@@ -73,6 +75,32 @@ class Metrics(BaseModel):
     )
     compute_s: float = Field(0.0, description="handler time from job start to the done chunk")
     first_chunk_s: float | None = Field(None, description="handler time from job start to the first chunk")
+
+
+class TranscriptMetrics(Metrics):
+    """An STT job's seconds."""
+
+    audio_load_s: float | None = Field(None, description="decoding (or fetching) the audio before transcribing")
+
+
+class CompletionMetrics(Metrics):
+    """An LLM job's seconds and speed."""
+
+    ttft: float | None = Field(None, description="seconds from the job's start to its first token")
+    tokens_per_s: float = Field(0.0, description="tokens written a second, over the whole generation")
+    generate_s: float | None = Field(None, description="seconds generating")
+    batch_max: int | None = Field(
+        None, description="the most jobs in one forward with this one (a joint prefill or a decode step; 1: alone)"
+    )
+
+
+class SpeechMetrics(Metrics):
+    """A TTS job's seconds and speed."""
+
+    time_to_first_audio: float | None = Field(None, description="seconds from the job's start to its first audio")
+    synthesis_s: float | None = Field(None, description="seconds synthesizing, all sentences")
+    rtf: float | None = Field(None, description="real-time factor: synthesis seconds per second of audio")
+    engine: str | None = Field(None, description="the engine that spoke: piper, transformers or espeak")
 
 
 class ErrorDetail(BaseModel):
@@ -313,7 +341,7 @@ class TranscriptDone(_Chunk):
     language: str
     language_probability: float
     duration: float = Field(description="seconds of audio transcribed")
-    metrics: Metrics
+    metrics: TranscriptMetrics
 
 
 # --- LLM -------------------------------------------------------------------------------------------------
@@ -341,7 +369,7 @@ class CompletionDone(_Chunk):
     text: str
     finish_reason: Literal["stop", "length", "cancelled"]
     usage: Usage
-    metrics: Metrics
+    metrics: CompletionMetrics
 
 
 # --- TTS -------------------------------------------------------------------------------------------------
@@ -360,7 +388,7 @@ class SpeechDone(_Chunk):
     kind: Literal["speech"] = "speech"
     duration: float = Field(description="seconds of audio produced")
     sentences: int
-    metrics: Metrics
+    metrics: SpeechMetrics
 
 
 class UnknownChunk(_Chunk):
@@ -380,8 +408,10 @@ _KNOWN_DONE = {"transcript", "completion", "speech"}
 
 def parse_chunk(data: dict[str, Any]) -> Chunk:
     """Validate one streamed chunk into its typed model; a ``type`` (or ``done`` ``kind``) this client does not
-    know becomes an :class:`UnknownChunk`. A known type with missing or ill-typed fields raises
-    ``pydantic.ValidationError``."""
+    know becomes an :class:`UnknownChunk`. A known type with missing or ill-typed fields (``seq`` included)
+    raises ``pydantic.ValidationError``."""
+    if isinstance(data, dict) and data.get("seq") is None:
+        raise ValidationError.from_exception_data("chunk", [{"type": "missing", "loc": ("seq",), "input": data}])
     kind = data.get("type") if isinstance(data, dict) else None
     if isinstance(kind, str) and kind not in _KNOWN_TYPES and not (kind == "done" and data.get("kind") in _KNOWN_DONE):
         return UnknownChunk.model_validate(data)

@@ -1,8 +1,10 @@
 """The job stream every handler yields: sequence numbers, metrics and structured errors in one place.
 
 A handler is ``async for chunk in serve_job(job, Request, work): yield chunk``. ``work`` gets the validated
-request and yields chunk bodies (``{"type": ..., ...}``) without ``seq``; its last one is the ``done`` chunk,
-whose ``metrics`` this wrapper completes with load, compute and first-chunk seconds.
+request and yields the chunk models of :mod:`voicepod.protocol` (``SegmentChunk``, ``AudioChunk``...) without
+``seq``; its last one is the ``done`` chunk, whose ``metrics`` this wrapper completes with load, compute and
+first-chunk seconds. Building the contract's own models means a renamed field fails in the worker's tests, not
+in a client. (The LLM's OpenAI passthrough yields OpenAI's objects, plain dicts, which get ``seq`` alone.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from voicepod.protocol import ErrorChunk, ErrorDetail
+from voicepod.protocol import ErrorChunk, ErrorDetail, _Chunk
 
 from .errors import INTERNAL, OUT_OF_MEMORY, OUTPUT_TOO_LARGE, WorkerError
 from .validation import parse_input
@@ -53,9 +55,10 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 async def serve_job(
     job: dict[str, Any],
     request_model: type[M],
-    work: Callable[[M], AsyncIterator[dict[str, Any]]],
+    work: Callable[[M], AsyncIterator[_Chunk | dict[str, Any]]],
 ) -> AsyncIterator[dict[str, Any]]:
-    """Validate ``job["input"]``, run ``work`` and yield numbered chunks, ending in ``done`` or ``error``."""
+    """Validate ``job["input"]``, run ``work`` and yield numbered chunks, ending in ``done`` or ``error``, as
+    the JSON objects RunPod streams."""
     started = time.perf_counter()
     load_s = _take_load() if job.get("id") != WARM_UP_JOB_ID else 0.0  # billed to the first real job
     seq = 0
@@ -66,14 +69,8 @@ async def serve_job(
             now = time.perf_counter() - started
             if first_chunk_s is None:
                 first_chunk_s = now
-            chunk = {"seq": seq, **body}
-            if body.get("type") == "done":
-                chunk["metrics"] = {
-                    **body.get("metrics", {}),
-                    "load_s": round(load_s, 4),
-                    "compute_s": round(now, 4),
-                    "first_chunk_s": round(first_chunk_s, 4),
-                }
+            chunk = _numbered(body, seq, {"load_s": round(load_s, 4), "compute_s": round(now, 4),
+                                          "first_chunk_s": round(first_chunk_s, 4)})
             size = len(json.dumps(chunk, ensure_ascii=False).encode())
             if size > MAX_CHUNK_BYTES:
                 raise WorkerError(OUTPUT_TOO_LARGE, f"chunk {seq} is {size} bytes, over RunPod's 1 MB limit")
@@ -90,6 +87,17 @@ async def serve_job(
             log.exception("job %s: unexpected error", job.get("id"))
             detail = ErrorDetail(code=INTERNAL, message=f"{type(exc).__name__}: {exc}")
         yield _error(seq, detail)
+
+
+def _numbered(body: _Chunk | dict[str, Any], seq: int, seconds: dict[str, float]) -> dict[str, Any]:
+    """``body`` as it goes out: numbered, and a ``done`` chunk's metrics completed with ``seconds``."""
+    if isinstance(body, dict):
+        return {"seq": seq, **body}
+    update: dict[str, Any] = {"seq": seq}
+    metrics = getattr(body, "metrics", None)
+    if getattr(body, "type", None) == "done" and metrics is not None:
+        update["metrics"] = metrics.model_copy(update=seconds)
+    return body.model_copy(update=update).model_dump(mode="json", exclude_none=True)
 
 
 def _free_accelerator_memory() -> None:

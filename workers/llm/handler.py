@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from voicepod.protocol import LLMRequest, Message, OpenAIChatInput
+from voicepod.protocol import (
+    CompletionDone,
+    CompletionMetrics,
+    DeltaChunk,
+    LLMRequest,
+    Message,
+    OpenAIChatInput,
+    Usage,
+)
 
 from workers.common.capacity import max_concurrency
 from workers.common.errors import INPUT_TOO_LARGE, INVALID_INPUT, WorkerError
@@ -202,17 +210,17 @@ async def _complete(plan: _Plan, outcome: _Outcome) -> AsyncIterator[str]:
     outcome.finish_reason = "length" if hit_length and not matcher.stopped else "stop"
 
 
-def _metrics(outcome: _Outcome) -> dict[str, Any]:
-    return {
-        "ttft": round(outcome.ttft, 4) if outcome.ttft is not None else None,
-        "tokens_per_s": round(outcome.completion_tokens / outcome.seconds, 2) if outcome.seconds else 0.0,
-        "generate_s": round(outcome.seconds, 4),
+def _metrics(outcome: _Outcome) -> CompletionMetrics:
+    return CompletionMetrics(
+        ttft=round(outcome.ttft, 4) if outcome.ttft is not None else None,
+        tokens_per_s=round(outcome.completion_tokens / outcome.seconds, 2) if outcome.seconds else 0.0,
+        generate_s=round(outcome.seconds, 4),
         # The most jobs in one forward with this one, a joint prefill or a decode step (1: alone): how much it shared.
-        "batch_max": outcome.batch_max,
-    }
+        batch_max=outcome.batch_max,
+    )
 
 
-async def _native(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
+async def _native(request: LLMRequest) -> AsyncIterator[DeltaChunk | CompletionDone]:
     max_tokens = request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS
     plan = _plan(request.messages, request.prompt, max_tokens, request.temperature, request.top_p, request.stop,
                  request.seed)
@@ -220,16 +228,14 @@ async def _native(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
     outcome = _Outcome()
     role: str | None = "assistant"
     async for text in _complete(plan, outcome):
-        yield {"type": "delta", "chunk": openai.chunk(ids, content=text, role=role)}
+        yield DeltaChunk(chunk=openai.chunk(ids, content=text, role=role))
         role = None
-    yield {
-        "type": "done",
-        "kind": "completion",
-        "text": outcome.text,
-        "finish_reason": outcome.finish_reason,
-        "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
-        "metrics": _metrics(outcome),
-    }
+    yield CompletionDone(
+        text=outcome.text,
+        finish_reason=outcome.finish_reason,
+        usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens),
+        metrics=_metrics(outcome),
+    )
 
 
 async def _openai(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
@@ -268,7 +274,7 @@ async def _openai(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
         yield openai.usage_chunk(ids, outcome.prompt_tokens, outcome.completion_tokens)
 
 
-async def work(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
+async def work(request: LLMRequest) -> AsyncIterator[DeltaChunk | CompletionDone | dict[str, Any]]:
     """Run one job: the native protocol, or the OpenAI passthrough when ``openai_route`` is set."""
     stream = _openai(request) if request.openai_route else _native(request)
     async for body in stream:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from voicepod.audio import write_wav
-from voicepod.protocol import TranscribeRequest
+from voicepod.protocol import SegmentChunk, TranscribeRequest, TranscriptDone, TranscriptMetrics, Word
 
 from workers.common.capacity import ctranslate2_threads, max_concurrency
 from workers.common.errors import INVALID_INPUT, WorkerError
@@ -129,23 +129,16 @@ def _transcribe(request: TranscribeRequest, audio: np.ndarray, stop: threading.E
         yield segment
 
 
-def _segment_body(segment: Any, with_words: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "segment",
-        "id": segment.id,
-        "start": round(segment.start, 3),
-        "end": round(segment.end, 3),
-        "text": segment.text.strip(),
-    }
+def _segment(segment: Any, with_words: bool) -> SegmentChunk:
+    words = None
     if with_words:
-        body["words"] = [
-            {"start": round(w.start, 3), "end": round(w.end, 3), "word": w.word, "probability": round(w.probability, 4)}
-            for w in segment.words or []
-        ]
-    return body
+        words = [Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word, probability=round(w.probability, 4))
+                 for w in segment.words or []]
+    return SegmentChunk(id=segment.id, start=round(segment.start, 3), end=round(segment.end, 3),
+                        text=segment.text.strip(), words=words)
 
 
-async def work(request: TranscribeRequest) -> AsyncIterator[dict[str, Any]]:
+async def work(request: TranscribeRequest) -> AsyncIterator[SegmentChunk | TranscriptDone]:
     _check(request)
     started = time.perf_counter()
     audio = await run_in_thread(lambda: _load_audio(request))
@@ -156,18 +149,16 @@ async def work(request: TranscribeRequest) -> AsyncIterator[dict[str, Any]]:
         if info is None:
             info = item
             continue
-        body = _segment_body(item, request.word_timestamps)
-        texts.append(body["text"])
-        yield body
-    yield {
-        "type": "done",
-        "kind": "transcript",
-        "text": " ".join(text for text in texts if text),
-        "language": info.language,
-        "language_probability": round(info.language_probability, 4),
-        "duration": round(info.duration, 3),
-        "metrics": {"audio_load_s": round(audio_load_s, 4)},
-    }
+        segment = _segment(item, request.word_timestamps)
+        texts.append(segment.text)
+        yield segment
+    yield TranscriptDone(
+        text=" ".join(text for text in texts if text),
+        language=info.language,
+        language_probability=round(info.language_probability, 4),
+        duration=round(info.duration, 3),
+        metrics=TranscriptMetrics(audio_load_s=round(audio_load_s, 4)),
+    )
 
 
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from voicepod.protocol import SpeechRequest
+from voicepod.protocol import AudioChunk, SpeechDone, SpeechMetrics, SpeechRequest
 from voicepod.sentences import is_speakable, split_sentences
 
 from workers.common.capacity import max_concurrency
@@ -58,7 +58,7 @@ def _check(request: SpeechRequest) -> list[str]:
     return sentences
 
 
-async def work(request: SpeechRequest) -> AsyncIterator[dict[str, Any]]:
+async def work(request: SpeechRequest) -> AsyncIterator[AudioChunk | SpeechDone]:
     sentences = _check(request)
     encoder = ChunkEncoder(request.format, request.sample_rate, request.chunk_ms)
     started = time.perf_counter()
@@ -82,25 +82,18 @@ async def work(request: SpeechRequest) -> AsyncIterator[dict[str, Any]]:
         for data in chunks:
             if first_audio_s is None:
                 first_audio_s = time.perf_counter() - started
-            yield {
-                "type": "audio",
-                "sentence": index,
-                "format": request.format,
-                "sample_rate": rate,
-                "audio": base64.b64encode(data).decode("ascii"),
-            }
-    yield {
-        "type": "done",
-        "kind": "speech",
-        "duration": round(duration, 4),
-        "sentences": len(sentences),
-        "metrics": {
-            "time_to_first_audio": round(first_audio_s, 4) if first_audio_s is not None else None,
-            "synthesis_s": round(synthesis_s, 4),
-            "rtf": round(synthesis_s / duration, 4) if duration else None,
-            "engine": ENGINE.name,
-        },
-    }
+            yield AudioChunk(sentence=index, format=request.format, sample_rate=rate,
+                             audio=base64.b64encode(data).decode("ascii"))
+    yield SpeechDone(
+        duration=round(duration, 4),
+        sentences=len(sentences),
+        metrics=SpeechMetrics(
+            time_to_first_audio=round(first_audio_s, 4) if first_audio_s is not None else None,
+            synthesis_s=round(synthesis_s, 4),
+            rtf=round(synthesis_s / duration, 4) if duration else None,
+            engine=ENGINE.name,
+        ),
+    )
 
 
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
