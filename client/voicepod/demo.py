@@ -33,8 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 async def speak(server: LocalServer, text: str) -> bytes:
     """Say ``text`` with the TTS endpoint and return it as a WAV file's bytes."""
-    async with server.endpoint("tts") as tts:
-        job = await tts.run({"text": text, "format": "pcm16"})
+    async with server.endpoint("tts") as tts, tts.submit({"text": text, "format": "pcm16"}) as job:
         chunks = [chunk async for chunk in job.chunks() if isinstance(chunk, AudioChunk)]
     samples = pcm16_to_float(b"".join(base64.b64decode(c.audio) for c in chunks))
     return write_wav(samples, chunks[0].sample_rate)
