@@ -112,8 +112,8 @@ class DirectJob(Job):
     async def stream(self) -> AsyncIterator[Any]:
         """Yield the job's chunks as they arrive, in ``seq`` order, each once; raise :class:`JobFailed`,
         :class:`JobCancelled` or :class:`JobTimedOut` when it ends that way (after every chunk before it)."""
-        if self._failure is not None:
-            self._raise_for_status({"status": JobStatus.FAILED, "error": self._failure.model_dump()})
+        if self._failure is not None:  # refused before its first chunk
+            self._fail(self._failure)
         expected = 0
         while True:
             if self._state == JobStatus.CANCELLED:
