@@ -185,6 +185,20 @@ async def test_a_caller_that_hangs_up_frees_its_llm_batch_slot(direct: LocalServ
     assert "caller left" in direct.logs()
 
 
+async def test_a_submit_block_left_by_an_error_stops_its_direct_job(direct: LocalServer) -> None:
+    async with direct.endpoint("tts") as tts:
+        assert (await tts.health())["status"] == "ready"
+        with pytest.raises(RuntimeError, match="the caller's own"):
+            async with tts.submit({"text": sentences(30)}) as job:
+                async for _ in job.stream():
+                    raise RuntimeError("the caller's own failure")
+        assert job.finished and (await job.status())["status"] == "CANCELLED"
+    deadline = time.monotonic() + 5
+    while await busy(direct.url("tts")) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert await busy(direct.url("tts")) == 0
+
+
 async def test_the_execution_timeout_ends_a_direct_job(direct: LocalServer) -> None:
     async with direct.endpoint("llm") as llm:
         job = await llm.run({"messages": LONG, "max_tokens": CAP, "temperature": 0},
