@@ -2,7 +2,9 @@
 
 The SDK's worker loop takes jobs, posts stream chunks and results, and long-polls for stop signals at URLs given
 by its ``RUNPOD_WEBHOOK_*`` variables; we point those at the emulator's internal routes. That is the code path a
-deployed worker runs, which the SDK's own local modes skip (they do not stream generator handlers).
+deployed worker runs, which the SDK's own local modes skip (they do not stream generator handlers). With
+``serve-local --direct`` the same processes run in load-balancing mode instead, each serving its own port
+(:mod:`voicepod.local.direct`).
 """
 
 from __future__ import annotations

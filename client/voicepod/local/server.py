@@ -206,6 +206,7 @@ class Emulator:
         base = f"http://{self.host}:{self.port}/_worker/{worker.endpoint}"
         query = f"?token={self._token}"
         return {
+            "VOICEPOD_MODE": "queue",  # whatever this process's environment says
             "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID{query}",
             "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID{query}",
             "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID{query}",
