@@ -182,7 +182,7 @@ async def test_a_caller_that_hangs_up_frees_its_llm_batch_slot(direct: LocalServ
         done = [chunk async for chunk in job.chunks()][-1]
     assert isinstance(done, CompletionDone)
     assert done.metrics.model_extra["batch_max"] == 1  # decoded alone: the story is not being written beside it
-    assert "caller left" in direct.logs()
+    assert "stopped before its end: its caller left" in direct.logs()
 
 
 async def test_a_submit_block_left_by_an_error_stops_its_direct_job(direct: LocalServer) -> None:

@@ -106,7 +106,7 @@ class WorkerState:
             finally:
                 self.busy -= 1
                 if not finished:
-                    log.info("job %s: its caller left before the end; the job was stopped", job_id)
+                    log.info("job %s stopped before its end: its caller left or cancelled it", job_id)
 
 
 async def _bounded(chunks: AsyncIterator[Chunk], timeout_s: float | None) -> AsyncIterator[Chunk]:
