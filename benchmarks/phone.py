@@ -1,5 +1,6 @@
 """Mouth-to-ear on a phone call: the caller's last voiced sound to the first reply audio they receive, through
-``voicepod phone`` over ``serve-local``, with speculative turns off, on, and on with a shorter end-of-turn silence.
+``voicepod phone`` over ``serve-local``, with speculative turns off, on, and on with a shorter end-of-turn silence;
+and, speculation on, over a queue with RunPod's delay modelled and over the workers' own servers (direct, issue 29).
 
 ``python -m benchmarks.phone [--quick] [--runs N] [--out DIR]``. A simulated Twilio caller (real-time 20 ms
 frames) asks each question once per run on each of three ``voicepod phone`` processes sharing one serve-local,
@@ -39,6 +40,18 @@ MODES = {
     # A head start (end of turn minus pause) longer than an STT job here (about 0.4 s).
     f"on, pause {SHORT_PAUSE_S} s": ["--speculate", "--pause", str(SHORT_PAUSE_S)],
 }
+# Kinds of endpoint (issue 29), each with speculation on, as "on" runs. "on" is the queue reference: serve-local's
+# queue emulator, which adds no delay of its own. "queue_modelled": a second serve-local that holds each job
+# QUEUE_DELAY_S in its queue before a worker may take it, the middle of the 0.10-0.16 s RunPod's queue was measured to
+# add on a warm worker (runpod-workers/worker-infinity-embedding issue 5): a model, not a measurement on RunPod (and
+# it leaves out RunPod's /stream polling). "direct": the workers in load-balancing mode (serve-local --direct), the
+# phone server calling their own servers, no queue at all.
+QUEUE_DELAY_S = 0.13
+ENDPOINT_MODES = ("queue_modelled", "direct")
+# Goals: direct at least this much shorter than the modelled queue at the median, and within this of the queue with
+# no delay (the direct route's own overhead is small).
+DIRECT_GAIN_GOAL_S = 0.2
+DIRECT_OVERHEAD_GOAL_S = 0.03
 ARGS = ["--greeting", "", "--temperature", "0"]
 PARTS = ["end-of-turn wait", "STT", "LLM to first sentence", "TTS to first audio", "server overhead"]
 
@@ -77,8 +90,11 @@ async def _call(phone: Any, audio: bytes) -> tuple[float, dict[str, Any]]:
 
 
 async def _extra_billed(server: Any, record: dict[str, Any]) -> tuple[float, list[str]]:
-    """Execution seconds of the cancelled speculations' jobs (what RunPod bills), and their statuses."""
+    """Execution seconds of the cancelled speculations' jobs (what RunPod bills), and their statuses (none for a
+    direct endpoint, which keeps no job records to ask)."""
     seconds, statuses = 0.0, []
+    if server.direct:
+        return seconds, statuses
     for cancelled in record["cancelled_speculations"]:
         for stage, ids in cancelled["jobs"].items():
             async with server.endpoint(stage) as endpoint:
@@ -127,9 +143,13 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
     clips[paused] = (voiced(spoken_mulaw(PAUSED[0])) + b"\xff" * int(MULAW_RATE * PAUSE_INSIDE_S)
                      + voiced(spoken_mulaw(PAUSED[1])))
     turns: list[dict[str, Any]] = []
-    with LocalServer(registry.handlers(REPO), ready_timeout_s=600) as server, contextlib.ExitStack() as stack:
+    handlers = registry.handlers(REPO)
+    with LocalServer(handlers, ready_timeout_s=600) as server, contextlib.ExitStack() as stack:
         phones = {mode: stack.enter_context(PhoneServer(server.base_url, [*ARGS, *args]))
                   for mode, args in MODES.items()}
+        servers = {mode: server for mode in phones}
+        for mode, (other, phone) in _endpoint_modes(stack, handlers, server.base_url).items():
+            servers[mode], phones[mode] = other, phone
         for phone in phones.values():  # the first jobs carry the model loads (cold start: issue 7)
             asyncio.run(_call(phone, clips[QUESTIONS[0]]))
         for i in range(runs):
@@ -138,10 +158,51 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
                 shift = (i + k) % len(modes)  # each mode goes first in turn
                 for mode in modes[shift:] + modes[:shift]:
                     mouth_to_ear, record = asyncio.run(_call(phones[mode], clips[question]))
-                    billed, statuses = asyncio.run(_extra_billed(server, record))
+                    billed, statuses = asyncio.run(_extra_billed(servers[mode], record))
                     turns.append(_turn(mode, question, i, mouth_to_ear, record, billed, statuses))
                     print(f"{mode:>22}  {mouth_to_ear:5.2f} s  {question}", flush=True)
     return _report(turns, runs, out, quick)
+
+
+def _endpoint_modes(stack: contextlib.ExitStack, handlers: dict[str, Path], base_url: str
+                    ) -> dict[str, tuple[Any, Any]]:
+    """The serve-local and the phone server (speculation on) of each of :data:`ENDPOINT_MODES`."""
+    from voicepod.local import LocalServer
+
+    from tests.phone_util import PhoneServer
+
+    modelled = stack.enter_context(LocalServer(handlers, ready_timeout_s=600,
+                                               extra_args=["--queue-delay", str(QUEUE_DELAY_S)]))
+    direct = stack.enter_context(LocalServer(handlers, direct=True, ready_timeout_s=600))
+    urls = [arg for stage in handlers for arg in (f"--{stage}", direct.url(stage))]  # URLs: the direct route
+    return {"queue_modelled": (modelled, stack.enter_context(PhoneServer(modelled.base_url, [*ARGS, "--speculate"]))),
+            "direct": (direct, stack.enter_context(PhoneServer(base_url, [*ARGS, "--speculate", *urls])))}
+
+
+def _endpoints_report(turns: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Mouth-to-ear by kind of endpoint ("queue" is the "on" mode), and the direct route's goals."""
+    kinds = {"queue": "on", **{mode: mode for mode in ENDPOINT_MODES}}
+    by_kind = {kind: [t for t in turns if t["mode"] == mode] for kind, mode in kinds.items()}
+    m2e = {kind: median([t["mouth_to_ear_s"] for t in ts]) for kind, ts in by_kind.items()}
+    parts_s = {kind: {p: median([t["parts_s"][p] for t in ts]) for p in PARTS} for kind, ts in by_kind.items()}
+    gain = m2e["queue_modelled"] - m2e["direct"]
+    overhead = m2e["direct"] - m2e["queue"]
+    table = md_table(
+        ["endpoints", "mouth-to-ear median s", "p90 s", *[f"{p} s" for p in PARTS]],
+        [[kind, m2e[kind], p90([t["mouth_to_ear_s"] for t in ts]), *[parts_s[kind][p] for p in PARTS]]
+         for kind, ts in by_kind.items()],
+    )
+    table += (f"\n\nEndpoints, speculation on in each: queue = serve-local's queue (no delay: the 'on' mode above); "
+              f"queue_modelled = the same holding each job {QUEUE_DELAY_S} s in its queue, modelled on the 0.10-0.16 s "
+              f"RunPod's queue was measured to add (not measured on RunPod); direct = the workers' own servers "
+              f"(serve-local --direct). Direct is {gain:.3f} s shorter than the modelled queue (goal: at least "
+              f"{DIRECT_GAIN_GOAL_S} s) and {overhead:+.3f} s from the queue with no delay (goal: within "
+              f"{DIRECT_OVERHEAD_GOAL_S} s).")
+    payload = {"mouth_to_ear_s": m2e, "parts_s": parts_s, "queue_delay_s": QUEUE_DELAY_S,
+               "direct_gain_over_queue_modelled_s": gain, "direct_minus_queue_s": overhead,
+               "gain_goal_met": gain >= DIRECT_GAIN_GOAL_S,
+               "overhead_goal_met": abs(overhead) <= DIRECT_OVERHEAD_GOAL_S, "modelled": ["queue_modelled"]}
+    return table, payload
 
 
 def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> dict[str, Any]:
@@ -191,6 +252,8 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
         [[q, *[median([t["mouth_to_ear_s"] for t in by_mode[mode] if t["question"] == q]) for mode in MODES]]
          for q in dict.fromkeys(t["question"] for t in turns)],
     )
+    endpoints_table, endpoints = _endpoints_report(turns)
+    table += "\n\n" + endpoints_table
     table += (f"\n\nMouth-to-ear: caller's last voiced frame sent -> first reply media frame received (medians of "
               f"{len(by_mode['off'])} calls a mode, {runs} run(s) of {len(by_mode['off']) // runs} questions, the "
               f"modes interleaved). Speculation on saves {gain:.2f} s against the off mode; median STT job "
@@ -200,7 +263,10 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
     payload = {
         "quick": quick, "runs": runs, "questions": list(dict.fromkeys(t["question"] for t in turns)),
         "pause_inside_s": PAUSE_INSIDE_S,
-        "mouth_to_ear_s": {"on": m2e["on"], "off": m2e["off"]},
+        # "queue_modelled" is modelled (a queue delay serve-local adds), not measured on RunPod.
+        "mouth_to_ear_s": {"on": m2e["on"], "off": m2e["off"], "direct": endpoints["mouth_to_ear_s"]["direct"],
+                           "queue_modelled": endpoints["mouth_to_ear_s"]["queue_modelled"]},
+        "endpoints": endpoints,
         "mouth_to_ear_p90_s": {"on": m2e_p90["on"], "off": m2e_p90["off"]},
         "short_end_silence": {"end_silence_s": SHORT_END_SILENCE_S, "speculation": True,
                               "mouth_to_ear_s": m2e[short], "mouth_to_ear_p90_s": m2e_p90[short]},

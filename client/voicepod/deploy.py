@@ -5,7 +5,9 @@ per worker) and from flags, which win. Each worker gets one template (its image)
 scaling, FlashBoot); both are found by name, so running it again updates them in place and keeps the endpoint
 ids. The API key is read from ``RUNPOD_API_KEY`` and never printed.
 
-Request bodies follow RunPod's REST API (https://rest.runpod.io/v1, reference at
+A worker with ``endpoint_type = "direct"`` (or ``--direct``) gets a load-balancing endpoint instead, through RunPod's
+v2 REST API (:func:`deploy_direct`; docs/deploy.md, "Queue or direct"). Queue request bodies follow RunPod's REST
+API (https://rest.runpod.io/v1, reference at
 https://docs.runpod.io/api-reference): ``POST /templates`` (TemplateCreateInput), ``PATCH /templates/{id}``,
 ``POST /endpoints`` (EndpointCreateInput: templateId, gpuTypeIds, workersMin, workersMax, idleTimeout,
 flashboot, scalerType, scalerValue, executionTimeoutMs, allowedCudaVersions...) and ``PATCH /endpoints/{id}``
@@ -36,6 +38,7 @@ DEFAULT_GPU_TYPES = tuple(find_gpu_ids("L4 (24 GB)", load_prices()[0]))
 # The images are built on CUDA 12.8: hosts whose driver offers less cannot run them.
 DEFAULT_CUDA_VERSIONS = ("12.8", "12.9", "13.0")
 SCALER_TYPES = ("REQUEST_COUNT", "QUEUE_DELAY")
+ENDPOINT_TYPES = ("queue", "direct")
 # REQUEST_COUNT runs one worker per scaler_value jobs (queued and running): a worker takes several jobs at once
 # (MAX_CONCURRENCY, its GPU default: stt 4, llm 16, tts 8), so the value is the jobs one worker should carry.
 # STT and TTS: their concurrency, a new worker starts when the others are full. LLM: half of its 16, because each
@@ -52,6 +55,8 @@ class WorkerDeployment:
     seconds. ``scaler_type`` ``REQUEST_COUNT`` (the default) runs one worker per ``scaler_value`` jobs queued and
     running, which fits workers that take several jobs at once (default per worker:
     :data:`DEFAULT_SCALER_VALUES`); ``QUEUE_DELAY`` adds a worker when a job has waited ``scaler_value`` seconds.
+    ``endpoint_type``: ``queue`` (RunPod's queue, ``/run``) or ``direct`` (a load-balancing endpoint, named
+    ``NAME-direct``, that calls the worker's own HTTP server: :func:`direct_endpoint_body`).
     """
 
     worker: str
@@ -68,6 +73,7 @@ class WorkerDeployment:
     scaler_value: int = 4
     allowed_cuda_versions: tuple[str, ...] = DEFAULT_CUDA_VERSIONS
     env: dict[str, str] = field(default_factory=dict)
+    endpoint_type: str = "queue"
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,12 @@ def _scaler_type(value: Any) -> str:
     return value
 
 
+def _endpoint_type(value: Any) -> str:
+    if value not in ENDPOINT_TYPES:
+        raise TypeError(f"one of {', '.join(ENDPOINT_TYPES)}")
+    return value
+
+
 def _positive(value: Any) -> int:
     if _integer(value) < 1:
         raise TypeError("a whole number, 1 or more")
@@ -127,6 +139,7 @@ _SETTINGS = {
     "scaler_type": _scaler_type,
     "scaler_value": _positive,
     "allowed_cuda_versions": _strings,
+    "endpoint_type": _endpoint_type,
 }
 
 
@@ -275,8 +288,118 @@ def format_request(request: ApiRequest, api_url: str, api_key: str | None) -> st
 
 def make_client(api_key: str, api_url: str = API_URL, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """A client for RunPod's REST API; ``transport`` replaces the network (tests)."""
-    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30.0,
+    # RunPod's v2 control plane refuses clients that do not name themselves (runpod/runpod-mcp's notes).
+    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {api_key}",
+                                                   "User-Agent": "voicepod-deploy"}, timeout=30.0,
                         transport=transport)
+
+
+# --- load-balancing endpoints (endpoint_type = "direct") ----------------------------------------------------
+# RunPod's v1 REST API (API_URL) has no endpoint type: what it creates is a queue endpoint. Its v2 REST API creates
+# a load-balancing one from `"type": "LOAD_BALANCER"` on POST /v2/serverless, image-based (no template), its GPUs as
+# pools (runpod/runpod-mcp src/_shared/mappers.ts; runpod-plugins-official golden path 14, live-verified). The
+# type is fixed at creation, so a direct endpoint has a name of its own beside the queue one.
+DIRECT_API_URL = "https://v2-rest.runpod.io/v2"
+# The port the worker's server listens on. Set explicitly (PORT and PORT_HEALTH, and exposed), as RunPod's guide
+# says a worker must; not RunPod's default of 80, which the images' unprivileged user (10001) cannot bind.
+DIRECT_PORT = 8000
+# RunPod's GPU pools and the GPU types each holds (docs.runpod.io, flash/configuration/gpu-types, read 2026-12-07).
+GPU_POOLS = {
+    "AMPERE_16": ("NVIDIA RTX A4000", "NVIDIA RTX 4000 Ada Generation", "NVIDIA RTX 2000 Ada Generation"),
+    "AMPERE_24": ("NVIDIA RTX A4500", "NVIDIA RTX A5000", "NVIDIA GeForce RTX 3090"),
+    "ADA_24": ("NVIDIA L4", "NVIDIA GeForce RTX 4090"),
+    "ADA_32_PRO": ("NVIDIA GeForce RTX 5090",),
+    "AMPERE_48": ("NVIDIA A40", "NVIDIA RTX A6000"),
+    "ADA_48_PRO": ("NVIDIA L40S", "NVIDIA L40", "NVIDIA RTX 6000 Ada Generation"),
+    "AMPERE_80": ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB"),
+    "ADA_80_PRO": ("NVIDIA H100 80GB HBM3",),
+    "BLACKWELL_96": ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "NVIDIA RTX PRO 6000 Blackwell Workstation "
+                     "Edition", "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition"),
+    "HOPPER_141": ("NVIDIA H200",),
+    "BLACKWELL_180": ("NVIDIA B200",),
+}
+
+
+def gpu_pools(gpu_types: tuple[str, ...]) -> list[str]:
+    """The pools that hold ``gpu_types``, in their order. A pool may hold more types than asked for (``ADA_24``:
+    the L4 and the dearer RTX 4090): the v2 API selects GPUs by pool only."""
+    pools = []
+    for gpu in gpu_types:
+        pool = next((name for name, members in GPU_POOLS.items() if gpu in members), None)
+        if pool is None:
+            raise ValueError(f"{gpu!r} is in none of RunPod's GPU pools that a load-balancing endpoint takes")
+        pools.append(pool)
+    return list(dict.fromkeys(pools))
+
+
+def check_direct(d: WorkerDeployment) -> None:
+    """Exit with the reason when ``d`` cannot be a load-balancing endpoint."""
+    if d.scaler_type != "REQUEST_COUNT":
+        raise SystemExit(f"voicepod deploy: {d.worker}: a load-balancing endpoint has no queue to scale on "
+                         f"({d.scaler_type}): use scaler_type = \"REQUEST_COUNT\"")
+    try:
+        gpu_pools(d.gpu_types)
+    except ValueError as exc:
+        raise SystemExit(f"voicepod deploy: {d.worker}: {exc}") from None
+
+
+def direct_name(d: WorkerDeployment) -> str:
+    return f"{d.name}-direct"
+
+
+def direct_endpoint_body(d: WorkerDeployment) -> dict[str, Any]:
+    """``POST /v2/serverless``: a load-balancing endpoint running the worker's image in ``VOICEPOD_MODE=direct``,
+    its server on :data:`DIRECT_PORT` (exposed, and ``/ping`` there too), scaled on requests in flight."""
+    env = {**d.env, "VOICEPOD_MODE": "direct", "PORT": str(DIRECT_PORT), "PORT_HEALTH": str(DIRECT_PORT)}
+    return {
+        "name": direct_name(d),
+        "image": d.image,
+        "type": "LOAD_BALANCER",
+        "gpu": {"pools": gpu_pools(d.gpu_types), "count": 1},
+        "disk": d.container_disk_gb,
+        "ports": [f"{DIRECT_PORT}/http"],
+        "env": env,
+        "workers": {"min": d.workers_min, "max": d.workers_max, "idleTimeout": d.idle_timeout},
+        # REQUEST_COUNT is the only scaler a load balancer takes (it has no queue to measure).
+        "scaling": {"type": "REQUEST_COUNT", "requestCount": d.scaler_value},
+        "timeout": d.execution_timeout_ms,
+        "flashboot": "FLASHBOOT" if d.flashboot else "OFF",
+    }
+
+
+def direct_update_body(d: WorkerDeployment) -> dict[str, Any]:
+    """``PATCH /v2/serverless/{id}``: the same fields but ``type``, which the API refuses on an update."""
+    return {key: value for key, value in direct_endpoint_body(d).items() if key != "type"}
+
+
+def direct_url(endpoint: dict[str, Any]) -> str:
+    """A load-balancing endpoint's URL, as its record gives it (``requestUrls.base``) or RunPod's docs spell it."""
+    urls = endpoint.get("requestUrls")
+    return urls["base"] if isinstance(urls, dict) and urls.get("base") else f"https://{endpoint['id']}.api.runpod.ai"
+
+
+def _listed(reply: Any) -> list[dict[str, Any]]:
+    if isinstance(reply, dict):  # an envelope ({"endpoints": [...]}) around the list
+        reply = next((value for value in reply.values() if isinstance(value, list)), [])
+    return reply if isinstance(reply, list) else []
+
+
+def deploy_direct(deployments: list[WorkerDeployment], client: httpx.Client) -> dict[str, str]:
+    """Create or update each deployment's load-balancing endpoint (found by name); return their URLs by worker.
+
+    Args:
+        deployments: What to deploy, each with ``endpoint_type`` ``direct``.
+        client: An ``httpx.Client`` whose base URL is the v2 REST API (:data:`DIRECT_API_URL`), with the key.
+    """
+    existing = _by_name(_listed(_send(client, ApiRequest("GET", "/serverless"))))
+    urls = {}
+    for d in deployments:
+        if (endpoint := existing.get(direct_name(d))) is not None:
+            _send(client, ApiRequest("PATCH", f"/serverless/{endpoint['id']}", direct_update_body(d)))
+        else:
+            endpoint = _send(client, ApiRequest("POST", "/serverless", direct_endpoint_body(d)))
+        urls[d.worker] = direct_url(endpoint)
+    return urls
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
@@ -309,29 +432,42 @@ def run(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) 
         "workers_max": args.workers_max,
         "idle_timeout": args.idle_timeout,
         "flashboot": False if args.no_flashboot else None,
+        "endpoint_type": "direct" if args.direct else None,
     }.items() if value is not None}
     try:
         deployments = load_deployments(_read_config(args.config), args.worker or list(WORKERS), overrides,
                                        _pairs(args.image))
     except (ValueError, OSError) as exc:
         raise SystemExit(f"voicepod deploy: {exc}") from None
+    queued = [d for d in deployments if d.endpoint_type == "queue"]
+    direct = [d for d in deployments if d.endpoint_type == "direct"]
+    for d in direct:
+        check_direct(d)
     api_key = os.environ.get("RUNPOD_API_KEY") or None
     if args.dry_run:
         print("# dry run: nothing is sent. A first deployment sends these requests; a later one finds the\n"
-              "# templates and endpoints by name (GET /templates, GET /endpoints) and PATCHes them instead.\n")
-        for request in planned_requests(deployments):
+              "# templates and endpoints by name (GET /templates, GET /endpoints, GET /serverless) and PATCHes\n"
+              "# them instead.\n")
+        for request in planned_requests(queued):
             print(format_request(request, args.api_url, api_key) + "\n")
+        for d in direct:
+            request = ApiRequest("POST", "/serverless", direct_endpoint_body(d))
+            print(format_request(request, args.direct_api_url, api_key) + "\n")
         return 0
     if not api_key:
         raise SystemExit("voicepod deploy: set RUNPOD_API_KEY (RunPod console, Settings, API Keys)")
-    with make_client(api_key, args.api_url, transport) as client:
-        try:
-            ids = deploy(deployments, client)
-        except (RuntimeError, httpx.HTTPError) as exc:
-            print(f"voicepod deploy: {exc}", file=sys.stderr)
-            return 1
+    try:
+        with make_client(api_key, args.api_url, transport) as client:
+            ids = deploy(queued, client) if queued else {}
+        with make_client(api_key, args.direct_api_url, transport) as client:
+            urls = deploy_direct(direct, client) if direct else {}
+    except (RuntimeError, ValueError, httpx.HTTPError) as exc:
+        print(f"voicepod deploy: {exc}", file=sys.stderr)
+        return 1
     for worker, endpoint_id in ids.items():
         print(f"{worker}: endpoint {endpoint_id}    voicepod.Endpoint({endpoint_id!r})")
+    for worker, url in urls.items():
+        print(f"{worker}: load-balancing endpoint {url}    voicepod.Endpoint({url!r})")
     return 0
 
 
@@ -351,6 +487,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers-max", type=int, help="most workers running at once")
     parser.add_argument("--idle-timeout", type=int, metavar="SECONDS", help="stop an idle worker after this")
     parser.add_argument("--no-flashboot", action="store_true", help="turn FlashBoot off")
+    parser.add_argument("--direct", action="store_true",
+                        help="create load-balancing endpoints (NAME-direct: no queue, the client calls the worker's "
+                        "own server) instead of queue ones; the file's endpoint_type = \"direct\" does it per worker")
     parser.add_argument("--api-url", default=API_URL, help=argparse.SUPPRESS)
+    parser.add_argument("--direct-api-url", default=DIRECT_API_URL, help=argparse.SUPPRESS)
     parser.add_argument("--dry-run", action="store_true", help="print the requests instead of sending them")
     parser.set_defaults(func=run)

@@ -2,7 +2,8 @@
 
 The runpod SDK's own client sleeps a full second between stream polls and hangs on a CANCELLED job, both fatal
 for a voice turn, hence this one: short adaptive polling, chunks yielded in ``seq`` order exactly once, and
-typed errors for every way a job can end.
+typed errors for every way a job can end. An endpoint given as an ``http(s)://`` URL is a load-balancing endpoint,
+whose jobs stream back on their own request (:mod:`voicepod.direct`), under the same API.
 """
 
 from __future__ import annotations
@@ -39,10 +40,18 @@ CANCEL_TIMEOUT_S = 10.0
 log = logging.getLogger("voicepod.endpoint")
 
 
-class Endpoint:
-    """One RunPod serverless endpoint.
+def is_direct(endpoint: str) -> bool:
+    """Whether ``endpoint`` names a load-balancing endpoint (an ``http(s)://`` URL) rather than a queue one (an id)."""
+    return endpoint.startswith(("http://", "https://"))
 
-    ``endpoint_id``: the endpoint's id (with ``serve-local``, the endpoint's NAME).
+
+class Endpoint:
+    """One RunPod serverless endpoint: a queue endpoint, or a load-balancing one (the direct route).
+
+    ``endpoint_id``: the endpoint's id (with ``serve-local``, the endpoint's NAME), or a load-balancing endpoint's
+    URL, ``https://ENDPOINT_ID.api.runpod.ai`` (with ``serve-local --direct``, the URL it prints), whose jobs
+    stream back on the request that starts them (:mod:`voicepod.direct`; ``base_url`` and the poll settings do not
+    apply, and ``timeout`` is also the longest wait for a job's next chunk).
     ``api_key``: defaults to ``RUNPOD_API_KEY``. ``base_url``: defaults to ``RUNPOD_ENDPOINT_BASE_URL``, else
     RunPod's API. ``timeout``: seconds per HTTP request. ``max_retries``: retries on connection errors, 429 and
     5xx. ``poll_min``/``poll_max``: the stream poll interval, which starts at ``poll_min`` after a poll that
@@ -62,6 +71,9 @@ class Endpoint:
         http_client: httpx.AsyncClient | None = None,
     ):
         base = base_url or os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or DEFAULT_BASE_URL
+        self.direct = is_direct(endpoint_id)
+        if self.direct:
+            endpoint_id = endpoint_id.rstrip("/")
         self.endpoint_id = endpoint_id
         self.poll_min = poll_min
         self.poll_max = poll_max
@@ -69,7 +81,7 @@ class Endpoint:
         # Kept (never shown: no repr or error carries it) for clients of the OpenAI route, which use their own HTTP.
         self._api_key = api_key if api_key is not None else os.environ.get("RUNPOD_API_KEY")
         self._transport = Transport(
-            f"{base.rstrip('/')}/{endpoint_id}",
+            endpoint_id if self.direct else f"{base.rstrip('/')}/{endpoint_id}",
             self._api_key,
             timeout=timeout,
             max_retries=max_retries,
@@ -77,12 +89,15 @@ class Endpoint:
         )
 
     def __repr__(self) -> str:
+        if self.direct:
+            return f"Endpoint({self.endpoint_id!r})"
         return f"Endpoint({self.endpoint_id!r}, base_url={self._transport.base_url!r})"
 
     @property
     def openai_base_url(self) -> str:
         """The endpoint's OpenAI-compatible route, the ``base_url`` an OpenAI client takes
-        (``https://api.runpod.ai/v2/ID/openai/v1``; with serve-local, ``http://127.0.0.1:PORT/v2/NAME/openai/v1``)."""
+        (``https://api.runpod.ai/v2/ID/openai/v1``; with serve-local, ``http://127.0.0.1:PORT/v2/NAME/openai/v1``;
+        a load-balancing endpoint's ``URL/openai/v1``)."""
         return f"{self._transport.base_url}/openai/v1"
 
     async def __aenter__(self) -> Endpoint:
@@ -95,7 +110,12 @@ class Endpoint:
         await self._transport.aclose()
 
     async def run(self, input: dict[str, Any], *, policy: dict[str, Any] | None = None) -> Job:
-        """Submit a job (``POST /run``) and return it at once; ``policy`` is RunPod's (e.g. executionTimeout)."""
+        """Submit a job (``POST /run``) and return it at once; ``policy`` is RunPod's (e.g. executionTimeout). On a
+        load-balancing endpoint, start it (``POST /stream``) and return it once the worker answers."""
+        if self.direct:
+            from .direct import start_job
+
+            return await start_job(self, input, policy)
         body: dict[str, Any] = {"input": input}
         if policy:
             body["policy"] = policy
@@ -122,6 +142,8 @@ class Endpoint:
 
         ``timeout``: seconds to wait in all; past it the job is cancelled and :class:`DeadlineExceeded` raised.
         """
+        if self.direct:
+            return await self._run_sync_direct(input, timeout)
         deadline = time.monotonic() + timeout
         # RunPod holds /runsync open for up to `wait` ms: ask for less than our own deadline, so the reply (with
         # the job's id, needed to cancel it) always comes back before we give up on it.
@@ -140,12 +162,31 @@ class Endpoint:
         job._raise_for_status(reply)
         return reply
 
+    async def _run_sync_direct(self, input: dict[str, Any], timeout: float) -> dict[str, Any]:
+        job = await self.run(input)
+        try:
+            async with asyncio.timeout(timeout):
+                async for _ in job.stream():
+                    pass
+        except TimeoutError:
+            await job.cancel()
+            raise DeadlineExceeded(job.id, f"not finished after {timeout:g} s; cancelled", self.endpoint_id) from None
+        return await job.status()
+
     async def health(self) -> dict[str, Any]:
-        """Workers and job counts (``GET /health``)."""
+        """Workers and job counts (``GET /health``). A load-balancing endpoint answers ``GET /ping`` instead:
+        ``{"status": "initializing"}`` while a worker loads (204), else the worker's ``status``, ``busy`` and
+        ``slots``."""
+        if self.direct:
+            return await self._transport.request("GET", "ping") or {"status": "initializing"}
         return await self._transport.request("GET", "health")
 
     def job(self, job_id: str) -> Job:
-        """A handle on an existing job, e.g. one submitted by another process."""
+        """A handle on an existing job, e.g. one submitted by another process (queue endpoints only: a
+        load-balancing endpoint's job lives on the request that started it)."""
+        if self.direct:
+            raise VoicepodError(f"{self.endpoint_id} is a load-balancing endpoint: its jobs cannot be looked up by "
+                                "id, only read on the request that started them")
         return Job(self, job_id)
 
 

@@ -53,6 +53,11 @@ class ErrorCode(StrEnum):
     TIMED_OUT = "timed_out"  # the execution timeout passed (serve-local)
     CANCELLED = "cancelled"  # OpenAI route: the job was cancelled before it answered
     INVALID_JSON = "invalid_json"  # OpenAI route: the body is not JSON
+    # A worker serving its own HTTP server (load-balancing mode, workers/common/direct):
+    WORKER_BUSY = "worker_busy"  # every one of its MAX_CONCURRENCY slots is taken: HTTP 429, try again
+    WORKER_LOADING = "worker_loading"  # its model is still loading (/ping says 204): HTTP 503, try again
+    UNAUTHORIZED = "unauthorized"  # the request's key is missing or wrong: HTTP 401
+    NOT_FOUND = "not_found"  # no such route: HTTP 404
 
 
 class _Chunk(BaseModel):

@@ -73,33 +73,55 @@ class Transport:
     ) -> Any:
         """Send a request and return its decoded JSON body, retrying what is safe to retry."""
         resend_ok = method in IDEMPOTENT if idempotent is None else idempotent
+        response = await self._send(method, path, json=json, params=params, resend_ok=resend_ok, timeout=timeout)
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        if response.status_code >= 400:
+            raise api_error(response, method, url)
+        return _json_body(response, method, url)
+
+    async def stream(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+        """Send a request whose answer is read as it streams (a load-balancing endpoint's job) and return the open
+        response, which the caller reads and closes. Retried only where it cannot have started anything: no
+        connection, or a refusal (429, 503). A wrong key or route raises :class:`AuthError` or
+        :class:`NotFoundError`; any other status is returned, its body unread, for the caller to read."""
+        response = await self._send(method, path, json=json, resend_ok=False, stream=True)
+        if response.status_code in (401, 403, 404):
+            await response.aread()
+            await response.aclose()
+            raise api_error(response, method, f"{self.base_url}/{path.lstrip('/')}")
+        return response
+
+    async def _send(self, method: str, path: str, *, resend_ok: bool, stream: bool = False,
+                    timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        """The request's response once it is not to be retried (any status); connection errors and retryable
+        statuses are retried with backoff up to ``max_retries``, then raised as typed errors."""
         url = f"{self.base_url}/{path.lstrip('/')}"
         extra = {"timeout": timeout} if timeout is not None else {}
         attempt = 0
         while True:
             response: httpx.Response | None = None
             try:
-                response = await self._client.request(
-                    method, url, json=json, params=params, headers=self._headers, **extra
-                )
+                request = self._client.build_request(method, url, headers=self._headers, **kwargs, **extra)
+                response = await self._client.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # Never reached the server: always safe to try again.
                 error: Exception = exc
             except httpx.TransportError as exc:
                 if not resend_ok:
-                    raise TransportError(method, url, _reason(exc)) from exc
+                    raise TransportError(method, url, reason(exc)) from exc
                 error = exc
             else:
-                if response.status_code < 400:
-                    return _json_body(response, method, url)
                 retryable = RETRY_STATUS if resend_ok else REFUSED_STATUS
-                if response.status_code not in retryable:
-                    raise _api_error(response, method, url)
-                error = _api_error(response, method, url)
+                if response.status_code < 400 or response.status_code not in retryable:
+                    return response
+                if stream:
+                    await response.aread()
+                    await response.aclose()
+                error = api_error(response, method, url)
             if attempt >= self.max_retries:
                 if isinstance(error, APIError):
                     raise error
-                raise TransportError(method, url, _reason(error)) from error
+                raise TransportError(method, url, reason(error)) from error
             await asyncio.sleep(self._pause(attempt, response))
             attempt += 1
 
@@ -114,7 +136,7 @@ def _json_body(response: httpx.Response, method: str, url: str) -> Any:
                             f"({response.text[:80]!r}): is the base URL RunPod's API?") from None
 
 
-def _reason(exc: Exception) -> str:
+def reason(exc: Exception) -> str:
     """A few words on why a request got no answer ("connection refused", "ConnectTimeout")."""
     text = str(exc)
     cause: BaseException | None = exc
@@ -127,7 +149,7 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _api_error(response: httpx.Response, method: str, url: str) -> APIError:
+def api_error(response: httpx.Response, method: str, url: str) -> APIError:
     try:
         body = response.json()
     except ValueError:

@@ -14,7 +14,7 @@ import numpy as np
 from .agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS, Audio, Done, ReplyText, Transcript, TurnMetrics, VoiceAgent
 from .audio import mulaw_decode, pcm16_to_float, write_wav
 from .cli_errors import LOCAL_BASE_URL, UsageError, is_local
-from .endpoint import DEFAULT_BASE_URL, Endpoint
+from .endpoint import DEFAULT_BASE_URL, Endpoint, is_direct
 from .registry import CHAIN
 
 
@@ -66,8 +66,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     turn = commands.add_parser(
         "turn",
         description="Transcribe QUESTION, stream a reply from the LLM and speak it sentence by sentence. "
-        "Endpoint ids default to VOICEPOD_STT_ENDPOINT, VOICEPOD_LLM_ENDPOINT and VOICEPOD_TTS_ENDPOINT; the API "
-        "key to RUNPOD_API_KEY; the base URL to RUNPOD_ENDPOINT_BASE_URL, else RunPod's.",
+        "Endpoints (ids, or load-balancing endpoints' URLs) default to VOICEPOD_STT_ENDPOINT, VOICEPOD_LLM_ENDPOINT "
+        "and VOICEPOD_TTS_ENDPOINT; the API key to RUNPOD_API_KEY; the base URL to RUNPOD_ENDPOINT_BASE_URL, else "
+        "RunPod's.",
     )
     turn.add_argument("question", type=Path, metavar="QUESTION.wav")
     add_endpoint_options(turn)
@@ -76,28 +77,33 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
-    """``--base-url``, ``--api-key`` and an id flag per stage, defaulting to their environment variables: the
-    endpoints of a chain, as ``voicepod turn`` and ``voicepod phone`` take them."""
+    """``--base-url``, ``--api-key`` and an endpoint flag per stage, defaulting to their environment variables: the
+    endpoints of a chain, as ``voicepod turn`` and ``voicepod phone`` take them. Each stage takes a queue endpoint's
+    id or a load-balancing endpoint's URL, mixed freely."""
     parser.add_argument("--base-url", default=os.environ.get("RUNPOD_ENDPOINT_BASE_URL"),
-                        help=f"e.g. {LOCAL_BASE_URL} for serve-local (default: RunPod's API)")
+                        help=f"for endpoint ids: e.g. {LOCAL_BASE_URL} for serve-local (default: RunPod's API)")
     parser.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
                         help="RunPod API key (default: RUNPOD_API_KEY); serve-local without --api-key takes any")
     for stage in CHAIN:
         parser.add_argument(f"--{stage}", default=os.environ.get(f"VOICEPOD_{stage.upper()}_ENDPOINT"),
-                            help=f"{stage.upper()} endpoint id")
+                            help=f"{stage.upper()} endpoint: a queue endpoint's id, or a load-balancing endpoint's "
+                            "URL (https://ID.api.runpod.ai; serve-local --direct prints its own)")
 
 
 def check_endpoint_options(args: argparse.Namespace, other_way: str = "") -> str:
-    """The base URL of the endpoints in ``args``, once every id (and, off this machine, a key) is there; else a
-    :class:`UsageError` saying what to set, with ``other_way`` (e.g. "; or --local ...") after it."""
+    """The base URL of the endpoints in ``args``, once every endpoint (and, off this machine, a key) is there; else
+    a :class:`UsageError` saying what to set, with ``other_way`` (e.g. "; or --local ...") after it."""
     missing = [stage for stage in CHAIN if not getattr(args, stage)]
     if missing:
         flags = ", ".join(f"--{stage}" for stage in missing)
         raise UsageError(f"no endpoint id for {', '.join(missing)}: pass {flags} or set VOICEPOD_*_ENDPOINT"
                          f"{other_way}")
     base_url = args.base_url or DEFAULT_BASE_URL
-    if not args.api_key and not is_local(base_url):
-        raise UsageError(f"no API key for {base_url}: set RUNPOD_API_KEY or pass --api-key "
+    # A URL is a load-balancing endpoint, reached at that URL; an id is reached under the base URL.
+    remote = [where for stage in CHAIN
+              if not is_local(where := getattr(args, stage) if is_direct(getattr(args, stage)) else base_url)]
+    if not args.api_key and remote:
+        raise UsageError(f"no API key for {remote[0]}: set RUNPOD_API_KEY or pass --api-key "
                          f"(for serve-local, pass --base-url {LOCAL_BASE_URL}){other_way}")
     return base_url
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .direct.settings import direct_mode
+
 log = logging.getLogger("voicepod.worker")
 
 T = TypeVar("T")
@@ -66,8 +68,15 @@ def timed_load(what: str, load: Callable[[], T]) -> tuple[T, float]:
     What the load leaves behind lives as long as the process, so it is then moved out of the garbage
     collector's sight (``gc.freeze``): a full collection walks every tracked object, over 200,000 of them once
     a model library is imported, and took 0.1 s each time; faster-whisper's audio decoder runs one per job.
+
+    In load-balancing mode the worker's HTTP server starts first, answering ``/ping`` with 204 (initializing) while
+    the model loads (:mod:`workers.common.direct.server`).
     """
     log.info("loading %s", what)
+    if direct_mode():  # RunPod's balancer sees the worker initializing (/ping 204) from here until it serves
+        from .direct.server import serve_while_loading
+
+        serve_while_loading()
     started = time.perf_counter()
     model = load()
     gc.collect()  # what loading left unreachable goes now: frozen objects are never collected

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from .capacity import max_concurrency
+from .direct.settings import direct_mode
 from .stream import worker_config
 from .warm_up import start_warm_up, wait_for_warm_up
 
@@ -75,7 +76,9 @@ def start_worker(
     concurrency: int | None = None,
     warm_up: dict[str, Any] | None = None,
 ) -> None:
-    """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`; blocks.
+    """Run the SDK's worker loop on ``handler`` with :func:`workers.common.stream.worker_config`; blocks. With
+    ``VOICEPOD_MODE=direct``, serve ``handler`` from the worker's own HTTP server instead, as RunPod's
+    load-balancing endpoints call it (:mod:`workers.common.direct`; the runpod SDK is not imported then).
 
     ``concurrency`` is how many jobs the worker runs at once (workers pass
     :func:`workers.common.capacity.max_concurrency`; ``None``: ``MAX_CONCURRENCY``, else 1). The loop takes
@@ -83,14 +86,20 @@ def start_worker(
     ``warm_up`` is the input of a small job that the handler runs first, beside the SDK's import and before the
     worker asks for jobs (:mod:`workers.common.warm_up`).
     """
+    if concurrency is None:
+        concurrency = max_concurrency(cpu=1, gpu=1, on_gpu=False)
     if warm_up is not None:
         start_warm_up(handler, warm_up)
+    if direct_mode():  # VOICEPOD_MODE=direct: RunPod's load-balancing endpoints call the worker's own server
+        from .direct.server import serve
+
+        wait_for_warm_up()
+        serve(handler, concurrency)
+        return
     serverless = import_sdk()
     from .job_take import scaler_class, sdk_worker_loop  # imports the SDK: only after import_sdk
 
     scaler = scaler_class()
     wait_for_warm_up()  # the first real job must find the warm-up done
-    if concurrency is None:
-        concurrency = max_concurrency(cpu=1, gpu=1, on_gpu=False)
     with sdk_worker_loop(scaler):
         serverless.start(worker_config(handler, concurrency))

@@ -21,7 +21,9 @@ class JobBook:
     """The jobs of every endpoint.
 
     ``execution_timeout_s``: a job's limit when its policy sets none. ``stop_on_worker(job)`` asks the worker
-    running ``job`` to stop it (the SDK's job-stop poll). ``log`` takes one line.
+    running ``job`` to stop it (the SDK's job-stop poll). ``log`` takes one line. ``queue_delay_s``: how long a
+    job waits in the queue before a worker may take it (``serve-local --queue-delay``), a model of what RunPod's
+    queue adds to every job (docs/deploy.md, "Queue or direct").
     """
 
     def __init__(
@@ -30,8 +32,10 @@ class JobBook:
         execution_timeout_s: float,
         stop_on_worker: Callable[[LocalJob], None],
         log: Callable[[str], None],
+        queue_delay_s: float = 0.0,
     ):
         self.execution_timeout_s = execution_timeout_s
+        self.queue_delay_s = queue_delay_s
         self.jobs: dict[str, LocalJob] = {}
         self.queues: dict[str, asyncio.Queue[str]] = {name: asyncio.Queue() for name in endpoints}
         self._stop_on_worker = stop_on_worker
@@ -51,7 +55,10 @@ class JobBook:
         self._forget_old_jobs()
         job = LocalJob(endpoint, job_input, timeout_s or self.execution_timeout_s)
         self.jobs[job.id] = job
-        self.queues[endpoint].put_nowait(job.id)
+        if self.queue_delay_s > 0:  # the job is IN_QUEUE meanwhile: a cancel or a purge still reaches it
+            asyncio.get_running_loop().call_later(self.queue_delay_s, self.queues[endpoint].put_nowait, job.id)
+        else:
+            self.queues[endpoint].put_nowait(job.id)
         return job
 
     def cancel(self, job: LocalJob) -> None:

@@ -2,7 +2,9 @@
 
 The SDK's worker loop takes jobs, posts stream chunks and results, and long-polls for stop signals at URLs given
 by its ``RUNPOD_WEBHOOK_*`` variables; we point those at the emulator's internal routes. That is the code path a
-deployed worker runs, which the SDK's own local modes skip (they do not stream generator handlers).
+deployed worker runs, which the SDK's own local modes skip (they do not stream generator handlers). With
+``serve-local --direct`` the same processes run in load-balancing mode instead, each serving its own port
+(:mod:`voicepod.local.direct`).
 """
 
 from __future__ import annotations
@@ -61,19 +63,19 @@ class WorkerProcess:
 class WorkerPool:
     """Starts, watches and restarts the worker processes of every endpoint.
 
-    ``on_exit(worker, returncode)`` is called when a worker process ends, before it is restarted.
+    ``mode_env(worker)`` is what tells a worker process how to serve (the runpod SDK's job routes, or its own port in
+    load-balancing mode); ``extra_env`` is added to every worker's environment. ``on_exit(worker, returncode)`` is
+    called when a worker process ends, before it is restarted.
     """
 
     def __init__(
         self,
-        internal_base: str,
-        token: str,
+        mode_env: Callable[[WorkerProcess], dict[str, str]],
         extra_env: dict[str, str],
         on_exit: Callable[[WorkerProcess, int], None],
         log: Callable[[str], None],
     ):
-        self.internal_base = internal_base
-        self.token = token
+        self.mode_env = mode_env
         self.extra_env = extra_env
         self.on_exit = on_exit
         self.log = log
@@ -90,8 +92,6 @@ class WorkerPool:
         return [w for w in self.workers.values() if w.endpoint == endpoint]
 
     def _env(self, worker: WorkerProcess) -> dict[str, str]:
-        base = f"{self.internal_base}/{worker.endpoint}"
-        query = f"?token={self.token}"
         root = str(package_root(worker.handler))
         env = {
             "RUNPOD_DEBUG_LEVEL": "INFO",  # the SDK logs every poll at DEBUG
@@ -100,11 +100,7 @@ class WorkerPool:
             "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
             "PYTHONUNBUFFERED": "1",
             "RUNPOD_POD_ID": worker.worker_id,
-            "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID{query}",
-            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID{query}",
-            "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID{query}",
-            # The SDK's startup fitness checks (free memory and disk) are for RunPod's hosts, not a laptop.
-            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+            **self.mode_env(worker),
         }
         # The emulator's API key is for its public API only; workers never see it.
         env.pop("RUNPOD_API_KEY", None)

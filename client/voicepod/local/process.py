@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import httpx
 from .. import registry
 from ..cli_errors import UsageError
 from ..endpoint import Endpoint
+from .direct import endpoint_urls
 
 # What the workers need to run on this machine (the `workers` extra), checked before any is started.
 _WORKER_PACKAGES = ("aiohttp", "runpod", "faster_whisper", "torch", "onnxruntime")
@@ -57,6 +59,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (``serve-local --direct`` takes one per endpoint)."""
+    for _ in range(100):
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise OSError(f"no {count} consecutive free ports found")
+
+
 class LocalServer:
     """A ``serve-local`` subprocess, started on ``with`` and stopped on exit.
 
@@ -64,7 +81,8 @@ class LocalServer:
     ``env`` is added to the workers' environment; ``ready_timeout_s`` bounds the wait for every worker to load
     its model; ``on_progress`` is called with each endpoint's readiness whenever it changes; ``extra_args``
     are passed to ``serve-local`` as they are. The server's log (its own lines and its
-    workers') goes to ``log_path``, a temporary file by default, and ``logs()`` reads it.
+    workers') goes to ``log_path``, a temporary file by default, and ``logs()`` reads it. ``direct``: run the
+    workers in load-balancing mode (``serve-local --direct``), one per endpoint, each at :meth:`url`.
     """
 
     def __init__(
@@ -79,12 +97,14 @@ class LocalServer:
         extra_args: list[str] | None = None,
         log_path: str | Path | None = None,
         on_progress: Callable[[dict[str, bool]], None] | None = None,
+        direct: bool = False,
     ):
         self.endpoints = {name: Path(path) for name, path in endpoints.items()}
         self.workers = workers or {}
         self.api_key = api_key
         self.env = env or {}
-        self.port = port or free_port()
+        self.direct = direct
+        self.port = port or (free_ports(len(self.endpoints)) if direct else free_port())
         self.ready_timeout_s = ready_timeout_s
         self.extra_args = extra_args or []
         if log_path is None:
@@ -98,8 +118,14 @@ class LocalServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v2"
 
+    def url(self, name: str) -> str:
+        """With ``direct``, the URL of endpoint ``name``'s worker (its load-balancing endpoint)."""
+        return endpoint_urls(list(self.endpoints), "127.0.0.1", self.port)[name]
+
     def endpoint(self, name: str, **kwargs: Any) -> Endpoint:
         kwargs.setdefault("api_key", self.api_key)
+        if self.direct:
+            return Endpoint(self.url(name), **kwargs)
         return Endpoint(name, base_url=self.base_url, **kwargs)
 
     def logs(self) -> str:
@@ -107,6 +133,8 @@ class LocalServer:
 
     def command(self) -> list[str]:
         args = [sys.executable, "-m", "voicepod.cli", "serve-local", "--port", str(self.port)]
+        if self.direct:
+            args.append("--direct")
         for name, count in self.workers.items():
             args += ["--workers", f"{name}={count}"]
         args += self.extra_args
@@ -141,16 +169,21 @@ class LocalServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers not ready after {self.ready_timeout_s} s:\n{self.logs()[-4000:]}")
             for name in list(waiting):
-                try:
-                    health = httpx.get(f"{self.base_url}/{name}/health", headers=headers, timeout=2).json()
-                except (httpx.HTTPError, ValueError):
-                    continue
-                if health["workers"]["ready"] >= self.workers.get(name, 1):
+                if self._ready(name, headers):
                     del waiting[name]
             if self.on_progress and (state := {n: n not in waiting for n in self.endpoints}) != last_state:
                 self.on_progress(state)
                 last_state = state
             time.sleep(0.2)
+
+    def _ready(self, name: str, headers: dict[str, str]) -> bool:
+        try:
+            if self.direct:  # what RunPod's balancer asks
+                return httpx.get(f"{self.url(name)}/ping", timeout=2).status_code == 200
+            health = httpx.get(f"{self.base_url}/{name}/health", headers=headers, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return health["workers"]["ready"] >= self.workers.get(name, 1)
 
     def stop(self, grace_s: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -53,7 +53,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 class Emulator:
-    """Serve ``endpoints`` at ``host:port``; ``api_key`` guards the public API when given."""
+    """Serve ``endpoints`` at ``host:port``; ``api_key`` guards the public API when given; ``queue_delay_s`` holds
+    every job in its queue that long before a worker may take it (a model of RunPod's queue, ``--queue-delay``)."""
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class Emulator:
         worker_env: dict[str, str] | None = None,
         log: Callable[[str], None] | None = None,
         busy_for_s: float = 0.0,
+        queue_delay_s: float = 0.0,
     ):
         self.host = host
         self.port = port
@@ -74,11 +76,9 @@ class Emulator:
         self._token = secrets.token_urlsafe(16)
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.endpoints = {c.name: _Endpoint(c) for c in endpoints}
-        self.book = JobBook(list(self.endpoints), execution_timeout_s, self._stop_on_worker, self.log)
+        self.book = JobBook(list(self.endpoints), execution_timeout_s, self._stop_on_worker, self.log, queue_delay_s)
         self.started = time.monotonic()
-        self.pool = WorkerPool(
-            f"http://{host}:{port}/_worker", self._token, worker_env or {}, self._worker_exited, self.log
-        )
+        self.pool = WorkerPool(self._sdk_env, worker_env or {}, self._worker_exited, self.log)
         for config in endpoints:
             self.pool.add(config.name, config.handler, config.workers)
         self._runner: web.AppRunner | None = None
@@ -200,6 +200,19 @@ class Emulator:
         timeout_ms = policy.get("executionTimeout")
         timeout_s = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
         return self.book.enqueue(endpoint.config.name, body["input"], timeout_s)
+
+    def _sdk_env(self, worker: WorkerProcess) -> dict[str, str]:
+        """Point the SDK's worker loop at this emulator's job routes (its ``RUNPOD_WEBHOOK_*`` variables)."""
+        base = f"http://{self.host}:{self.port}/_worker/{worker.endpoint}"
+        query = f"?token={self._token}"
+        return {
+            "VOICEPOD_MODE": "queue",  # whatever this process's environment says
+            "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID{query}",
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID{query}",
+            "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID{query}",
+            # The SDK's startup fitness checks (free memory and disk) are for RunPod's hosts, not a laptop.
+            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+        }
 
     def _stop_on_worker(self, job: LocalJob) -> None:
         worker = self.pool.workers.get(job.worker_id or "")
