@@ -116,11 +116,11 @@ async def test_cancelling_one_of_several_ends_only_that_one(batched: LocalServer
             # Each ran to its own end: its 30 tokens, or fewer where the model stopped on its own.
             tokens = done.usage.completion_tokens
             assert done.finish_reason == ("length" if tokens == 30 else "stop") and tokens <= 30
-        assert max(done.metrics.model_extra["batch_max"] for _, done, _ in finished) > 1  # they decoded together
+        assert max(done.metrics.batch_max for _, done, _ in finished) > 1  # they decoded together
         # Had the cancelled job's row stayed in the batch, it would still be writing its CAP tokens, and the next
         # job would decode beside it (checked: with the scheduler's cancel check removed, this one reports 2).
         _, after, _ = await complete(llm, ask("Tell me a joke.", max_tokens=5))
-        assert after.metrics.model_extra["batch_max"] == 1
+        assert after.metrics.batch_max == 1
 
 
 async def test_memory_follows_max_concurrency_not_the_jobs_submitted(invariant_server: LocalServer) -> None:

@@ -181,7 +181,7 @@ async def test_a_caller_that_hangs_up_frees_its_llm_batch_slot(direct: LocalServ
                              "temperature": 0})
         done = [chunk async for chunk in job.chunks()][-1]
     assert isinstance(done, CompletionDone)
-    assert done.metrics.model_extra["batch_max"] == 1  # decoded alone: the story is not being written beside it
+    assert done.metrics.batch_max == 1  # decoded alone: the story is not being written beside it
     assert "stopped before its end: its caller left" in direct.logs()
 
 

@@ -92,7 +92,7 @@ async def test_answers_the_capital_of_france(llm: Endpoint, tokenizer: Any) -> N
     template = tokenizer.apply_chat_template(FRANCE, add_generation_prompt=True, tokenize=True, return_dict=False)
     assert done.usage.prompt_tokens == len(template)
     assert 0 < done.usage.completion_tokens <= 24
-    assert done.metrics.model_extra["ttft"] > 0 and done.metrics.model_extra["tokens_per_s"] > 0
+    assert done.metrics.ttft > 0 and done.metrics.tokens_per_s > 0
 
 
 @pytest.mark.parametrize("question", EVERYDAY)
