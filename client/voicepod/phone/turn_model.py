@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import mulaw_decode, pcm16_to_float, resample
+from ..cli_errors import UsageError
 from .log_mel import SAMPLE_RATE, log_mel
 
 MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
@@ -31,8 +32,9 @@ def default_model_path() -> Path:
     return Path(cache) / "models" / MODEL_FILE
 
 
-class TurnModelMissing(FileNotFoundError):
-    """The model file is not there: it is baked by ``make models`` (``python -m voicepod.phone.turn_model_bake``)."""
+class TurnModelMissing(UsageError, FileNotFoundError):
+    """The model file is not there: it is baked by ``make models`` (``python -m voicepod.phone.turn_model_bake``).
+    A :class:`~voicepod.cli_errors.UsageError`, so a command that loads the model ends in that one line."""
 
 
 def line_audio_16k(audio: bytes, encoding: str, sample_rate: int) -> np.ndarray:
