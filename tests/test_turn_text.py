@@ -36,6 +36,8 @@ def test_unfinished_utterances_read_as_unfinished_with_confidence(text):
     "I need a taxi.",
     "Yes, I can.",  # an auxiliary after its subject: a short answer
     "That's what it is.",
+    "Do you know where the nearest pharmacy is?",  # a wh-clause ending on its verb
+    "I'd like to come in May.",
     "Thank you",
 ])
 def test_finished_sentences_do_not_read_as_unfinished(text):
@@ -43,7 +45,8 @@ def test_finished_sentences_do_not_read_as_unfinished(text):
     assert not evidence.unfinished, evidence
 
 
-@pytest.mark.parametrize("text", ["Who should I talk to?", "Where are you from?", "What's the weather like in?"])
+@pytest.mark.parametrize("text", ["Who should I talk to?", "Where are you from?", "What's the weather like in?",
+                                  "Can you tell me who I should talk to?", "I don't know what to"])
 def test_a_question_ending_on_a_preposition_is_only_weak_evidence(text):
     # Stranded prepositions end whole questions; too weak to hold the turn open against the model.
     evidence = read_transcript(text)

@@ -4,7 +4,8 @@ At the caller's first pause the speculative turn already has a transcript of the
 a table for" cannot be a whole request, whatever the voice did. :func:`read_transcript` looks at how it ends:
 Whisper's ellipsis (it writes "..." where speech trails off mid-clause), or a last word that English does not end
 a sentence on (an article, a possessive, a conjunction, "to", a filler; a preposition or an auxiliary, with less
-confidence, since "Who should I talk to?" and "Yes, I can." are whole).
+confidence, and none after a wh-word or a subject, since "Who should I talk to?", "Do you know where the station
+is?" and "Yes, I can." are whole).
 
 Plain word lists, written here: the question is about a dozen closed classes of English function words, which a
 list states exactly and a reader can check, where a tagger (spaCy, NLTK) would be a large dependency that still
@@ -33,7 +34,7 @@ _CLASSES: dict[str, tuple[float, frozenset[str]]] = {
         "for of with at in on from about into onto by near after before between through without towards toward "
         "until during per via under over around across against among behind beside".split())),
     "auxiliary or copula": (0.75, frozenset(
-        "is are was were am be been being will would can could should shall must might may have has do does "
+        "is are was were am be been being will would can could should shall must might have has do does "
         "i'm you're we're they're it's that's there's i'd i'll we'll".split())),
     "subject pronoun": (0.8, frozenset("i we they he she".split())),
 }
@@ -77,14 +78,17 @@ def read_transcript(text: str) -> TextEvidence:
     if _TRAILING_OFF.search(stripped):
         return TextEvidence(True, 0.9, "ends trailing off ('...')")
     last = spoken[-1]
+    # A wh-word earlier makes a question or a clause whose verb or preposition may end it: "Do you know where the
+    # station is?", "Who should I talk to?".
+    wh_clause = any(w in _WH_WORDS for w in spoken[:-1])
     for name, (confidence, members) in _CLASSES.items():
         if last not in members:
             continue
         before = spoken[-2] if len(spoken) > 1 else ""
-        if name == "auxiliary or copula" and before in _SUBJECTS:
-            continue  # "Yes, I can." "That's what it is.": a short answer, whole
-        if name in ("preposition", "infinitive to") and stripped.endswith("?") and spoken[0] in _WH_WORDS:
-            return TextEvidence(True, 0.55, f"a question ending on '{last}' (may be stranded: 'Who is it for?')")
+        if name == "auxiliary or copula" and (before in _SUBJECTS or wh_clause):
+            continue  # "Yes, I can." "Do you know where the pharmacy is?": whole
+        if name in ("preposition", "infinitive to") and wh_clause:
+            return TextEvidence(True, 0.55, f"a wh-clause ending on '{last}' (may be stranded: 'Who is it for?')")
         return TextEvidence(True, confidence, f"ends on the {name} '{last}'")
     if stripped.endswith((".", "?", "!")):
         # Whisper punctuates fragments too ("I need a taxi."), so a full stop is weak evidence.
