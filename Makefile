@@ -28,8 +28,11 @@ $(STAMP): pyproject.toml requirements/models.txt
 # The embedded LLM (SmolLM2-135M-Instruct) ships as GGUF (30 s to load); bake it once into safetensors (seconds to
 # load), with the same bake command the Dockerfiles use. The LLM worker looks for it there when no MODEL_DIR is set.
 # The other embedded LLM, Gemma 3 270M base: the same command with --embedded gemma and another --out.
+# The phone's end-of-turn model (Smart Turn v3.2's CPU ONNX file) is taken out of the hash-pinned pipecat-ai wheel
+# (pip download, its sha256 checked); kept when already there.
 models: $(STAMP)
 	$(BIN)/python -m workers.common.bake --worker llm --out $(VOICEPOD_CACHE)/models/smollm2-135m-instruct
+	$(BIN)/python -m voicepod.phone.turn_model_bake --out $(VOICEPOD_CACHE)/models/smart-turn-v3.2-cpu.onnx
 
 demo: models
 	$(BIN)/voicepod demo

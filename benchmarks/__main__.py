@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmarks import REPO, RESULTS
 
 ORDER = ["stt", "llm", "assistant", "tts", "chain", "cost", "pickup", "direct_hop", "capacity", "scheduler",
-         "batch_exactness", "phone", "cold_start"]
+         "batch_exactness", "phone_stt", "turn_model", "phone", "cold_start"]
 
 
 def main(argv: list[str] | None = None) -> int:

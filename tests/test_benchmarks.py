@@ -105,3 +105,26 @@ def test_a_folder_without_a_models_shape_is_refused_in_one_line(tmp_path, argume
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"{tmp_path} lacks config.json" in done.stderr.splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_turn_benchmark_counts_cut_offs_on_time_and_late_ends():
+    from benchmarks.turn_model import outcomes
+
+    def pause(said, kind, final, p, unfinished=(False, 0.6, "ends a sentence")):
+        return {"said": said, "kind": kind, "final": final, "probability": p, "before_is_sentence": said == "taxi",
+                "unfinished": {"tiny.en": list(unfinished)}}
+
+    text_says_unfinished = (True, 0.9, "ends on the preposition 'for'")
+    rows = [
+        pause("taxi", "unfinished", False, 0.9), pause("taxi", "unfinished", True, 0.9),  # cut off at its pause
+        pause("table for", "unfinished", False, 0.9, text_says_unfinished), pause("table for", "unfinished", True, 0.8),
+        pause("close?", "complete", True, 0.3),  # the end called not done: late
+        pause("France?", "complete", True, 0.9),
+    ]
+    alone, combined = outcomes(rows, None), outcomes(rows, "tiny.en")
+    assert alone["unfinished"]["cut_off"] == 2 and alone["one_turn_share"] == 0
+    assert combined["unfinished"] | {"cut_off_texts": None} == {
+        "utterances": 2, "cut_off": 1, "on_time": 1, "late": 0, "cut_off_texts": None,
+        "cut_off_where_words_so_far_are_a_sentence": 1}
+    assert combined["one_turn_share"] == 0.5
+    assert combined["complete"] == {"utterances": 2, "cut_off": 0, "on_time": 1, "late": 1, "cut_off_texts": []}

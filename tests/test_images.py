@@ -18,6 +18,7 @@ from voicepod.registry import WORKERS as REGISTRY
 from workers.common import bake as bake_module
 from workers.common.extras import extra_requirements
 from workers.llm import bake as llm_bake
+from workers.stt import bake as stt_bake
 
 from .conftest import REPO
 
@@ -154,6 +155,25 @@ def test_bake_embedded_whisper_loads_offline_from_the_folder(tmp_path):
     assert not model.model.is_multilingual  # tiny.en
 
 
+@pytest.mark.slow
+def test_bake_embedded_whisper_base_joins_its_two_halves_and_loads_offline(tmp_path):
+    from faster_whisper import WhisperModel
+
+    out = bake_module.bake("stt", tmp_path / "stt", embedded="base")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    assert (out / "model.bin").stat().st_size == stt_bake.BASE_SIZE
+    model = WhisperModel(str(out), device="cpu", compute_type="int8", local_files_only=True)
+    assert model.model.is_multilingual  # base, not tiny.en
+
+
+def test_bake_refuses_a_joined_whisper_base_that_is_not_the_pinned_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(stt_bake, "BASE_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="not the pinned"):
+        bake_module.bake("stt", tmp_path / "stt", embedded="base")
+    assert sorted(p.name for p in (tmp_path / "stt").iterdir()) == ["config.json", "tokenizer.json",
+                                                                      "vocabulary.txt"]
+
+
 def test_bake_embedded_piper_voice_is_what_the_piper_engine_loads(tmp_path):
     from workers.tts.piper import PiperEngine
 
@@ -196,6 +216,8 @@ def test_bake_refuses_an_unknown_embedded_model_and_embedded_with_a_hub_model(tm
         bake_module.bake("llm", tmp_path, "org/model", embedded="gemma")
     with pytest.raises(ValueError, match="tts worker's embedded models"):
         bake_module.bake("tts", tmp_path, embedded="gemma")
+    with pytest.raises(ValueError, match=r"embedded models are \['tiny.en', 'base'\], not 'small'"):
+        bake_module.bake("stt", tmp_path, embedded="small")
 
 
 def test_the_bake_dispatcher_imports_no_worker_module_until_asked():

