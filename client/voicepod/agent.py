@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .aggregator import SentenceAggregator
+from .aggregator import FINISH_SENTENCE_WITHIN, SentenceAggregator
 from .cleanup import run_to_end
 from .endpoint import Endpoint, Job
 from .protocol import AudioChunk, CompletionDone, DeltaChunk, SegmentChunk, SpeechDone, TranscriptDone
@@ -189,7 +189,9 @@ class VoiceAgent:
     ``audio_format``: ``pcm16`` or ``mulaw`` (8 kHz telephony); ``sample_rate``: output rate (the voice's own
     when None). ``stt_options``: extra STT input (``beam_size``, ``initial_prompt``, ``hotwords``...), over
     :data:`DEFAULT_STT_OPTIONS` (left out when ``word_timestamps`` is asked for). ``llm_options``: extra LLM
-    input (``max_tokens``, default :data:`VOICE_MAX_TOKENS`; ``temperature``, ``stop``, ``seed``).
+    input (``max_tokens``, default :data:`VOICE_MAX_TOKENS`; ``finish_sentence_within``, tokens past it to finish
+    the sentence in progress, default :data:`~voicepod.aggregator.FINISH_SENTENCE_WITHIN`, a sentence still
+    unfinished is not spoken; ``temperature``, ``stop``, ``seed``).
     ``first_cut_words``: see :class:`~voicepod.aggregator.SentenceAggregator`. ``history``: earlier turns as
     ``{"role", "content"}`` dicts; each turn appends to it. ``confirm_playback``: a sentence counts as heard
     only once :meth:`played` says so, not when its audio is yielded (on a phone line, audio handed over is only
@@ -225,7 +227,8 @@ class VoiceAgent:
         # Word times need the timestamps the default leaves out (the STT worker refuses the two together).
         defaults = {} if stt_options.get("word_timestamps") else DEFAULT_STT_OPTIONS
         self.stt_options = {**defaults, **stt_options}
-        self.llm_options = {"max_tokens": VOICE_MAX_TOKENS, "temperature": 0.7, **(llm_options or {})}
+        self.llm_options = {"max_tokens": VOICE_MAX_TOKENS, "finish_sentence_within": FINISH_SENTENCE_WITHIN,
+                            "temperature": 0.7, **(llm_options or {})}
         self.first_cut_words = first_cut_words
         self.history: list[dict[str, str]] = list(history or [])
         self.confirm_playback = confirm_playback
@@ -451,6 +454,7 @@ class _Turn:
         stage = self.metrics.llm
         aggregator = SentenceAggregator(self.agent.first_cut_words)
         job = await self._submit(self.agent.llm, {"messages": messages, **self.agent.llm_options}, stage)
+        cut_off = False
         async for chunk in job.chunks():
             stage.mark_first(self.now())
             if isinstance(chunk, DeltaChunk) and chunk.text:
@@ -460,7 +464,9 @@ class _Turn:
             elif isinstance(chunk, CompletionDone):
                 stage.finished = self.now()
                 stage.bill(job, chunk)
-        for sentence in aggregator.flush():
+                cut_off = chunk.finish_reason == "length"
+        # Cut at the cap: a sentence that did not end is not spoken (nor kept in the history).
+        for sentence in aggregator.flush(cut_off=cut_off):
             await self._speak(sentence)
         self.reply_done = True
         self.new_sentence.set()
