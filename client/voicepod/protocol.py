@@ -175,6 +175,10 @@ class SpeechRequest(StrictInput):
     )
     # 5 s of 48 kHz pcm16 is 640 kB of base64, safely under RunPod's 1 MB per streamed chunk.
     chunk_ms: int = Field(200, ge=20, le=5000, description="longest audio one chunk holds, in ms")
+    normalize: bool = Field(
+        True, description="say the text as a person reads it aloud: markdown, list marks and emoji left out; numbers, "
+        "prices, times, dates, phone numbers, e-mail addresses and URLs in words; false speaks it as written"
+    )
 
 
 class TextPart(StrictInput):
