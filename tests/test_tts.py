@@ -161,6 +161,15 @@ async def test_bad_input_fails_the_job_with_a_structured_error(
     assert (failed.value.code, failed.value.field) == (code, field)
 
 
+async def test_a_text_with_nothing_to_say_once_rewritten_is_spoken_as_silence_not_refused(server: LocalServer) -> None:
+    # A reply's piece that is only a footnote mark and emoji: the words it had are not for the ear.
+    audio, done, _ = await speak(server, {"text": "[1] 🎉"})
+    assert audio == [] and done.sentences == 0 and done.duration == 0
+    with pytest.raises(JobFailed) as failed:
+        await speak(server, {"text": "🎉 --"})  # no words at all: still refused
+    assert failed.value.code == "invalid_input"
+
+
 async def test_worker_keeps_serving_after_bad_input(server: LocalServer) -> None:
     with pytest.raises(JobFailed):
         await speak(server, {"text": "Hi.", "voice": "nobody"})

@@ -54,13 +54,15 @@ def _check(request: SpeechRequest) -> list[str]:
         raise WorkerError(
             INPUT_TOO_LARGE, f"text is {len(request.text)} characters, over the cap of {MAX_TEXT_CHARS}", "text"
         )
-    sentences = split_sentences(request.text)
-    if request.normalize:
-        # Cut first, on the text as written (markdown's lines say where items end), then rewrite each piece.
-        sentences = [speech_text(s) for s in sentences]
-    sentences = [s for s in sentences if is_speakable(s)]
-    if not sentences:
+    written = [s for s in split_sentences(request.text) if is_speakable(s)]
+    if not written:
         raise WorkerError(INVALID_INPUT, "text has no words to speak", "text")
+    if not request.normalize:
+        sentences = written
+    else:
+        # Cut first, on the text as written (markdown's lines say where items end), then rewrite each piece. A piece
+        # with nothing to say once rewritten (a footnote mark, emoji) is left out: a reply's piece is not an error.
+        sentences = [said for said in map(speech_text, written) if is_speakable(said)]
     if request.voice is not None and request.voice not in ENGINE.voices:
         raise WorkerError(INVALID_INPUT, f"unknown voice {request.voice!r}; voices: {list(ENGINE.voices)}", "voice")
     if request.format == "mulaw" and request.sample_rate not in (None, 8000):
