@@ -40,10 +40,10 @@ _FINAL_TERMINATOR = re.compile(rf"[.!?…]+[{re.escape(_CLOSERS)}]*$")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _WORD_BEFORE = re.compile(r"[^\s\"'“‘(\[]*$")
 # The start of a markdown line that is a piece of its own: a bullet, a numbered item, a heading.
-ITEM_START = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)]|#{1,6})[ \t]+")
-# What may still grow into ITEM_START (the next line has not shown yet whether it starts an item).
+_ITEM_START = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)]|#{1,6})[ \t]+")
 # A line that starts as an item does: its marker, then whitespace or (so far) nothing.
 _ITEM_LINE = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)]|#{1,6})(?:[ \t]|$)")
+# What may still grow into _ITEM_START (the next line has not shown yet whether it starts an item).
 _ITEM_START_SO_FAR = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)]?|#{1,6})?")
 # Initials and dotted capitals ("J.K", "J.R.R", "U.S"): their last period is not taken for a sentence end, so
 # "J.K. Rowling" is never cut (at the cost of "in the U.S. Then ..." staying one piece).
@@ -83,7 +83,7 @@ def ends_sentence(text: str) -> bool:
         return False
     if body.endswith("\n"):
         line = content.rsplit("\n", 1)[-1]
-        if ITEM_START.match(line) or _PARAGRAPH.search(body[len(content) :]):
+        if _ITEM_START.match(line) or _PARAGRAPH.search(body[len(content) :]):
             return True
     final = _FINAL_TERMINATOR.search(content)
     if final is None:
@@ -240,7 +240,7 @@ class SentenceSplitter:
         for match in _BREAK.finditer(buffer, 0, limit):
             if match.group() == "\n":
                 at = match.start()
-                if self._item_line_ends_at(at) or ITEM_START.match(buffer, at + 1, limit):
+                if self._item_line_ends_at(at) or _ITEM_START.match(buffer, at + 1, limit):
                     return at + 1
                 if _ITEM_START_SO_FAR.fullmatch(buffer, at + 1, limit):
                     return at_paragraph  # the next line may still turn out to start an item
