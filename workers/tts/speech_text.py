@@ -24,26 +24,35 @@ from __future__ import annotations
 import calendar
 import html
 import re
+import sys
+import types
 import unicodedata
 from collections.abc import Callable
+from typing import Any
 
 
-def _load_inflect():  # noqa: ANN202 - inflect.engine, imported here
-    """inflect's engine, without typeguard's run-time type checks.
+def _load_inflect() -> Any:
+    """inflect's engine, without typeguard.
 
     inflect decorates its engine's methods with typeguard's ``@typechecked``, which parses inflect's whole source
-    again for each of 23 methods when the class is defined: 3-11 s of import on 2 cores (so a worker's cold start),
-    and an argument check on every call. typeguard turns itself off under ``python -O``; a worker should not need
-    that flag, so the decorator is a no-op only while inflect is imported here.
+    again for each of 23 methods when the class is defined (3-11 s on 2 cores: a worker's cold start) and checks
+    arguments on every call; importing typeguard itself takes 0.2-0.5 s more. typeguard turns the decorator into a
+    no-op under ``python -O``; a worker should not need that flag, so while inflect is imported here its
+    ``typeguard`` is a stand-in whose decorator changes nothing (the real module, if already imported, is patched
+    for that moment instead).
     """
-    import typeguard
-
-    checked = typeguard.typechecked
-    typeguard.typechecked = lambda target=None, **_: target if target is not None else (lambda t: t)
+    loaded = sys.modules.get("typeguard")
+    stand_in = loaded or types.ModuleType("typeguard")
+    checked = getattr(stand_in, "typechecked", None)
+    stand_in.typechecked = lambda target=None, **_: target if target is not None else (lambda t: t)  # type: ignore
+    sys.modules["typeguard"] = stand_in
     try:
         import inflect
     finally:
-        typeguard.typechecked = checked
+        if loaded is None:
+            del sys.modules["typeguard"]
+        else:
+            loaded.typechecked = checked
     return inflect.engine()
 
 
