@@ -149,7 +149,8 @@ class _StopWhen(StoppingCriteria):
         if not done and self.stops:
             tail = input_ids[0, max(self.prompt_len, input_ids.shape[1] - self.window) :]
             done = contains_stop(self.tokenizer.decode(tail, skip_special_tokens=True), self.stops)
-        if not done and self.sentence_end_after is not None:
+        written = input_ids.shape[1] - self.prompt_len
+        if not done and self.sentence_end_after is not None and written >= self.sentence_end_after:
             done = sentence_ended(self.tokenizer, input_ids[0, self.prompt_len :].tolist(), self.sentence_end_after)
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
