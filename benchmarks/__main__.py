@@ -12,8 +12,8 @@ from pathlib import Path
 
 from benchmarks import REPO, RESULTS
 
-ORDER = ["stt", "llm", "assistant", "tts", "chain", "cost", "pickup", "capacity", "scheduler", "batch_exactness",
-         "phone", "cold_start"]
+ORDER = ["stt", "llm", "assistant", "reply_cap", "tts", "speech_text", "chain", "cost", "pickup", "capacity",
+         "scheduler", "batch_exactness", "phone", "cold_start"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,3 +105,12 @@ def test_a_folder_without_a_models_shape_is_refused_in_one_line(tmp_path, argume
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"{tmp_path} lacks config.json" in done.stderr.splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_speech_text_benchmark_quick_mode_writes_its_json(tmp_path):
+    subprocess.run([sys.executable, "-m", "benchmarks.speech_text", "--quick", "--runs", "1", "--out", str(tmp_path)],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    result = json.loads((tmp_path / "speech_text.json").read_text())
+    assert result["sentences"] > 10 and 0 < result["median"]["rewrite_ms_median"] <= result["median"]["rewrite_ms_max"]
+    assert result["median"]["first_audio_ms_on"] > 0
