@@ -12,8 +12,8 @@ from pathlib import Path
 
 from benchmarks import REPO, RESULTS
 
-ORDER = ["stt", "llm", "assistant", "tts", "chain", "cost", "pickup", "direct_hop", "capacity", "scheduler",
-         "batch_exactness", "phone_stt", "turn_model", "phone", "cold_start"]
+ORDER = ["stt", "llm", "assistant", "reply_cap", "tts", "speech_text", "chain", "cost", "pickup", "direct_hop",
+         "capacity", "scheduler", "batch_exactness", "phone_stt", "turn_model", "phone", "cold_start"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from voicepod import JobFailed, registry
-from voicepod.agent import Audio, Done, ReplyText, Transcript, TurnMetrics, VoiceAgent
+from voicepod.agent import VOICE_MAX_TOKENS, Audio, Done, ReplyText, SentenceEnd, Transcript, TurnMetrics, VoiceAgent
+from voicepod.aggregator import FINISH_SENTENCE_WITHIN
 from voicepod.audio import pcm16_to_float, read_wav, resample
 from voicepod.local import LocalServer
+from voicepod.sentences import ends_sentence
 
 from .conftest import REPO
 from .speech import espeak_wav, heard_share, load_whisper
@@ -188,3 +191,33 @@ async def test_a_turn_cancelled_again_while_it_stops_still_cancels_its_jobs(serv
         statuses = [(await endpoint.job(job_id).status())["status"] for job_id in ids]
         await endpoint.aclose()
         assert set(statuses) <= {"COMPLETED", "CANCELLED"}, (stage, statuses)
+
+
+# Questions that invite lists, which the 60-token cap used to cut mid-title ("... Two. The Immaceless Mad").
+LIST_QUESTIONS = ["Can you recommend a good book to read?", "What are the steps to make pancakes?"]
+
+
+def written_through(written: str, reply: str) -> str:
+    """The stretch of the LLM's text that ``reply`` (the spoken pieces, joined by spaces) covers, with the
+    whitespace after it: markdown's line breaks, which say where a list item ends."""
+    words = list(re.finditer(r"\S+", written))
+    end = words[len(reply.split()) - 1].end()
+    return written[:end] + re.match(r"\s*", written[end:]).group()
+
+
+@pytest.mark.parametrize("question", LIST_QUESTIONS)
+async def test_a_list_reply_at_the_cap_ends_with_a_finished_sentence(server, question):
+    # VoiceAgent's defaults (system prompt, 60-token cap, 20 tokens to finish, temperature 0.7), seeded to repeat.
+    agent = VoiceAgent(server.endpoint("stt"), server.endpoint("llm"), server.endpoint("tts"), llm_options={"seed": 3})
+    events = await asyncio.wait_for(run_turn(agent, espeak_wav(question)), 300)
+    done, metrics = events[-1], events[-2]
+    status = await server.endpoint("llm").job(metrics.llm.job_ids[0]).status()
+    completion = next(c for c in status["output"] if c.get("type") == "done")
+    assert completion["usage"]["completion_tokens"] <= VOICE_MAX_TOKENS + FINISH_SENTENCE_WITHIN
+    written = "".join(e.delta for e in events if isinstance(e, ReplyText))
+    assert done.reply and done.reply.split() == written.split()[: len(done.reply.split())]
+    if completion["finish_reason"] == "length":  # cut by the cap: what was said ends where a sentence or item does
+        assert ends_sentence(written_through(written, done.reply)), (done.reply, written)
+    assert done.history[-1] == {"role": "assistant", "content": done.reply}
+    spoken = [e.text for e in events if isinstance(e, SentenceEnd)]
+    assert " ".join(spoken) == done.reply  # every piece remembered was spoken, nothing else

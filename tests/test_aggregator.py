@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from voicepod.aggregator import SentenceAggregator
@@ -13,12 +14,12 @@ TEXT = ("Dr. Smith paid $3.50 for it, e.g. at the U.S. store. Was it worth it? Y
         "Then, after a long pause, he said: \"fine.\" The end")
 
 
-def feed_in_pieces(aggregator: SentenceAggregator, text: str, cuts: list[int]) -> list[str]:
+def feed_in_pieces(aggregator: SentenceAggregator, text: str, cuts: list[int], cut_off: bool = False) -> list[str]:
     out, start = [], 0
     for cut in sorted(set(cuts)) + [len(text)]:
         out += aggregator.feed(text[start:cut])
         start = cut
-    return out + aggregator.flush()
+    return out + aggregator.flush(cut_off=cut_off)
 
 
 @settings(max_examples=200, deadline=None)
@@ -105,3 +106,30 @@ def test_word_bounds_keep_every_word_in_order(cuts):
     assert " ".join(pieces).split() == TEXT.split()
     assert len(pieces[0].split()) <= 4
     assert all(len(piece.split()) <= 6 for piece in pieces)
+
+
+# --- the reply cap: what is left held when the LLM was cut at its token cap -------------------------------
+
+LIST_CUT = "Here are three books.\n1. The Hobbit by J.R.R. Tolkien\n2. The Immaculate"
+
+
+@pytest.mark.parametrize("cuts", [[], [5, 30, 40, 66], list(range(len(LIST_CUT)))])
+def test_a_reply_cut_off_at_its_cap_drops_its_unfinished_sentence(cuts):
+    pieces = feed_in_pieces(SentenceAggregator(), LIST_CUT, cuts, cut_off=True)
+    assert pieces == ["Here are three books.", "1. The Hobbit by J.R.R. Tolkien"]
+
+
+def test_a_reply_that_ended_keeps_its_last_words_even_without_a_full_stop():
+    assert feed_in_pieces(SentenceAggregator(), LIST_CUT, [], cut_off=False)[-1] == "2. The Immaculate"
+
+
+@pytest.mark.parametrize("tail", ["3. Emma by Jane Austen\n", "It is a classic.", "Is that all?"])
+def test_a_reply_cut_off_at_the_end_of_a_sentence_or_item_keeps_it(tail):
+    pieces = feed_in_pieces(SentenceAggregator(), "Here are three books.\n" + tail, [], cut_off=True)
+    assert pieces[-1] == tail.strip()
+
+
+def test_a_reply_cut_off_before_anything_was_said_is_spoken_anyway():
+    # Silence is worse than a fragment.
+    pieces = feed_in_pieces(SentenceAggregator(), "I think the best book", [], cut_off=True)
+    assert pieces == ["I think the best book"]

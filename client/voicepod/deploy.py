@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from .gpus import find_gpu_ids, load_prices
+from .licences import IMAGE_DEFAULT_MODELS, describe
 from .registry import NAMES
 
 API_URL = "https://rest.runpod.io/v1"
@@ -50,10 +51,11 @@ DEFAULT_SCALER_VALUES = {"stt": 4, "llm": 8, "tts": 8}
 class WorkerDeployment:
     """How one worker runs on RunPod.
 
-    ``name`` names both the template and the endpoint. ``workers_min`` workers stay running (active, billed
-    all the time, no cold start); up to ``workers_max`` start on demand and stop after ``idle_timeout`` idle
-    seconds. ``scaler_type`` ``REQUEST_COUNT`` (the default) runs one worker per ``scaler_value`` jobs queued and
-    running, which fits workers that take several jobs at once (default per worker:
+    ``name`` names both the template and the endpoint. ``model`` is the model the image baked (its ``MODEL_NAME``
+    build argument; the Dockerfile's default when not given), whose licence deploy prints. ``workers_min`` workers
+    stay running (active, billed all the time, no cold start); up to ``workers_max`` start on demand and stop after
+    ``idle_timeout`` idle seconds. ``scaler_type`` ``REQUEST_COUNT`` (the default) runs one worker per
+    ``scaler_value`` jobs queued and running, which fits workers that take several jobs at once (default per worker:
     :data:`DEFAULT_SCALER_VALUES`); ``QUEUE_DELAY`` adds a worker when a job has waited ``scaler_value`` seconds.
     ``endpoint_type``: ``queue`` (RunPod's queue, ``/run``) or ``direct`` (a load-balancing endpoint, named
     ``NAME-direct``, that calls the worker's own HTTP server: :func:`direct_endpoint_body`).
@@ -74,6 +76,7 @@ class WorkerDeployment:
     allowed_cuda_versions: tuple[str, ...] = DEFAULT_CUDA_VERSIONS
     env: dict[str, str] = field(default_factory=dict)
     endpoint_type: str = "queue"
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ _SETTINGS = {
 
 
 def load_deployments(config: dict[str, Any], workers: list[str], overrides: dict[str, Any],
-                     images: dict[str, str]) -> list[WorkerDeployment]:
+                     images: dict[str, str], models: dict[str, str] | None = None) -> list[WorkerDeployment]:
     """Combine a parsed deploy.toml, flag overrides and image flags into one deployment per worker.
 
     Args:
@@ -153,6 +156,8 @@ def load_deployments(config: dict[str, Any], workers: list[str], overrides: dict
         workers: Which workers to deploy, a subset of ``stt``, ``llm``, ``tts``.
         overrides: Settings from flags, applied to every worker over the file's values.
         images: Image names from flags, by worker, over the file's ``image``.
+        models: What each image baked (its ``MODEL_NAME``), from flags, over the file's ``model``; default
+            :data:`~voicepod.licences.IMAGE_DEFAULT_MODELS`.
     """
     unknown = set(config) - {"deploy", *WORKERS}
     if unknown:
@@ -166,6 +171,8 @@ def load_deployments(config: dict[str, Any], workers: list[str], overrides: dict
         section.pop("image", None)
         if not image:
             raise ValueError(f"no image for {worker}: set [{worker}] image in deploy.toml or --image {worker}=IMAGE")
+        model = (models or {}).get(worker) or section.pop("model", None) or IMAGE_DEFAULT_MODELS.get(worker, "")
+        section.pop("model", None)
         env = {str(k): str(v) for k, v in section.pop("env", {}).items()}
         name = section.pop("name", f"{prefix}-{worker}")
         settings = {**defaults, **section, **overrides}
@@ -182,7 +189,7 @@ def load_deployments(config: dict[str, Any], workers: list[str], overrides: dict
             typed["scaler_value"] = DEFAULT_SCALER_VALUES.get(worker, WorkerDeployment.scaler_value)
         if typed.get("workers_min", 0) > typed.get("workers_max", WorkerDeployment.workers_max):
             raise ValueError(f"{worker}: workers_min is above workers_max")
-        deployments.append(WorkerDeployment(worker=worker, image=image, name=name, env=env, **typed))
+        deployments.append(WorkerDeployment(worker=worker, image=image, name=name, env=env, model=model, **typed))
     return deployments
 
 
@@ -414,14 +421,19 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     return tomllib.loads(path.read_text())
 
 
-def _pairs(values: list[str]) -> dict[str, str]:
+def _pairs(values: list[str], flag: str = "--image", what: str = "IMAGE") -> dict[str, str]:
     parsed = {}
     for value in values:
         name, sep, image = value.partition("=")
         if not sep or name not in WORKERS or not image:
-            raise SystemExit(f"voicepod deploy: --image must look like stt=IMAGE (stt, llm or tts), got {value!r}")
+            raise SystemExit(f"voicepod deploy: {flag} must look like stt={what} (stt, llm or tts), got {value!r}")
         parsed[name] = image
     return parsed
+
+
+def licence_lines(deployments: list[WorkerDeployment]) -> list[str]:
+    """One line per deployment: the model its image baked and that model's licence."""
+    return [f"{d.worker}: {describe(d.model)}" for d in deployments]
 
 
 def run(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) -> int:
@@ -436,7 +448,7 @@ def run(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) 
     }.items() if value is not None}
     try:
         deployments = load_deployments(_read_config(args.config), args.worker or list(WORKERS), overrides,
-                                       _pairs(args.image))
+                                       _pairs(args.image), _pairs(args.model, "--model", "MODEL"))
     except (ValueError, OSError) as exc:
         raise SystemExit(f"voicepod deploy: {exc}") from None
     queued = [d for d in deployments if d.endpoint_type == "queue"]
@@ -444,6 +456,11 @@ def run(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) 
     for d in direct:
         check_direct(d)
     api_key = os.environ.get("RUNPOD_API_KEY") or None
+    # Whoever deploys should know what they may do with what they deploy, before anything is sent.
+    print("models (what each image baked, as deploy.toml's `model` or --model says) and their licences:")
+    for line in licence_lines(deployments):
+        print(f"  {line}")
+    print()
     if args.dry_run:
         print("# dry run: nothing is sent. A first deployment sends these requests; a later one finds the\n"
               "# templates and endpoints by name (GET /templates, GET /endpoints, GET /serverless) and PATCHes\n"
@@ -480,6 +497,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, default=None, help="settings file (default: ./deploy.toml if present)")
     parser.add_argument("--worker", action="append", choices=WORKERS, help="deploy only this worker (repeatable)")
     parser.add_argument("--image", action="append", default=[], metavar="WORKER=IMAGE", help="image of a worker")
+    parser.add_argument("--model", action="append", default=[], metavar="WORKER=MODEL",
+                        help="the model a worker's image baked (its MODEL_NAME build argument), for the licence "
+                        "printed; default: the Dockerfile's")
     parser.add_argument("--gpu", action="append", metavar="GPU",
                         help="GPU type in priority order: a RunPod id ('NVIDIA L4') or any unambiguous part of one "
                         "('4090') (repeatable; replaces the file's list)")

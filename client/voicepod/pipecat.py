@@ -8,8 +8,11 @@ streaming are voicepod's); the LLM is Pipecat's own ``OpenAILLMService`` on the 
 - :class:`RunPodSTTService`: each speech segment Pipecat's VAD cuts becomes one STT job (raw PCM16 at the
   pipeline's rate) and one ``TranscriptionFrame``.
 - :class:`RunPodTTSService`: each sentence becomes one TTS job at the pipeline's output rate; its audio chunks
-  become ``TTSAudioRawFrame`` as they arrive, and an interruption cancels the job on the endpoint.
-- :class:`RunPodLLMService`: ``OpenAILLMService`` with the base URL and key of an LLM endpoint filled in.
+  become ``TTSAudioRawFrame`` as they arrive, and an interruption cancels the job on the endpoint. Sentences are
+  cut by voicepod's own rules (:class:`SentenceTextAggregator`: the worker's, with an early first cut).
+- :class:`RunPodLLMService`: ``OpenAILLMService`` with the base URL and key of an LLM endpoint filled in, and the
+  reply cap's allowance (``finish_sentence_within``): a reply the worker still cut at its cap ends with a
+  :class:`ReplyCutFrame`, on which :class:`RunPodTTSService` drops the unfinished last sentence it holds.
 
 Failures reach the pipeline as ``ErrorFrame`` (categorised for Pipecat: a rejected key or unknown endpoint is
 permanent, an unreachable or busy one is not); the pipeline keeps running.
@@ -25,19 +28,25 @@ import numpy as np
 
 try:
     import soxr  # a dependency of Pipecat's
-    from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame, TTSAudioRawFrame
+    from pipecat.frames.frames import DataFrame, ErrorFrame, Frame, TranscriptionFrame, TTSAudioRawFrame
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.frame_processor import FrameDirection
     from pipecat.services.openai.llm import OpenAILLMService
     from pipecat.services.settings import STTSettings, TTSSettings
     from pipecat.services.stt_service import SegmentedSTTService
-    from pipecat.services.tts_service import TTSService
+    from pipecat.services.tts_service import TextAggregationMode, TTSService
     from pipecat.transcriptions.language import Language
     from pipecat.utils.errors import ErrorCategory
+    from pipecat.utils.text.base_text_aggregator import Aggregation, BaseTextAggregator, TextType
     from pipecat.utils.time import time_now_iso8601
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("voicepod.pipecat needs Pipecat: pip install 'voicepod[pipecat]'") from exc
 
+from dataclasses import dataclass
+
 from pydantic import ValidationError
 
+from .aggregator import FINISH_SENTENCE_WITHIN, SentenceAggregator
 from .endpoint import Endpoint
 from .errors import (
     AuthError,
@@ -50,7 +59,7 @@ from .errors import (
 )
 from .protocol import AudioChunk, ErrorCode, OutputSampleRate, SpeechRequest, TranscribeRequest, TranscriptDone
 
-__all__ = ["RunPodLLMService", "RunPodSTTService", "RunPodTTSService"]
+__all__ = ["ReplyCutFrame", "RunPodLLMService", "RunPodSTTService", "RunPodTTSService", "SentenceTextAggregator"]
 
 # The rates the TTS worker speaks; another pipeline rate is resampled here from the voice's own.
 WORKER_RATES = frozenset(get_args(OutputSampleRate))
@@ -186,8 +195,11 @@ class RunPodTTSService(TTSService):
         endpoint: the TTS endpoint, e.g. ``Endpoint("tts-id")``.
         voice: one of the worker's voices; the worker's ``VOICE`` when None. Runtime-updatable
             (``TTSUpdateSettingsFrame``).
-        options: more TTS job input (``speed``, ``chunk_ms``: see ``voicepod.protocol.SpeechRequest``).
-        **kwargs: Pipecat's ``TTSService`` arguments (``sample_rate``, ``text_aggregation_mode``, ...).
+        options: more TTS job input (``speed``, ``chunk_ms``, ``normalize``: see ``voicepod.protocol.SpeechRequest``).
+        first_cut_words: the first piece of a reply may end at a comma once it has this many words (0: at sentence
+            ends only); see :class:`voicepod.aggregator.SentenceAggregator`.
+        **kwargs: Pipecat's ``TTSService`` arguments (``sample_rate``, ``text_aggregation_mode``, ...). In Pipecat's
+            ``TextAggregationMode.TOKEN`` text goes to the worker as it comes, and nothing is dropped at the cap.
 
     Event ``on_job_started(service, job)`` runs (awaited) as each job is submitted.
     """
@@ -199,6 +211,7 @@ class RunPodTTSService(TTSService):
         voice: str | None = None,
         options: dict[str, Any] | None = None,
         settings: TTSSettings | None = None,
+        first_cut_words: int = 5,
         **kwargs: Any,
     ):
         default_settings = TTSSettings(model=None, voice=voice, language=None)
@@ -210,9 +223,19 @@ class RunPodTTSService(TTSService):
         self._endpoint = endpoint
         self._options = _check_options(SpeechRequest, options or {}, _TTS_OWN, {"text": ""})
         self._register_event_handler("on_job_started", sync=True)
+        if self._text_aggregation_mode == TextAggregationMode.SENTENCE:
+            # As Pipecat's own Cartesia and Rime services replace it: the worker's sentence rules, not sentencex's
+            # (which cuts "1." off a numbered item and keeps a list in one piece).
+            self._text_aggregator = SentenceTextAggregator(first_cut_words)
 
     def can_generate_metrics(self) -> bool:
         return True
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Pipecat's, and a :class:`ReplyCutFrame` marks the reply being aggregated as cut at its cap."""
+        if isinstance(frame, ReplyCutFrame) and isinstance(self._text_aggregator, SentenceTextAggregator):
+            self._text_aggregator.cut_off = True
+        await super().process_frame(frame, direction)
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Start a job speaking ``text`` and yield its audio as each chunk arrives."""
@@ -252,17 +275,21 @@ class RunPodTTSService(TTSService):
 
 
 class RunPodLLMService(OpenAILLMService):
-    """Pipecat's ``OpenAILLMService`` on a voicepod LLM endpoint's OpenAI-compatible route: only the base URL and
-    the key are filled in (from ``endpoint``); everything else is Pipecat's.
+    """Pipecat's ``OpenAILLMService`` on a voicepod LLM endpoint's OpenAI-compatible route: the base URL and the key
+    are filled in (from ``endpoint``), and the reply cap gets an allowance; everything else is Pipecat's.
 
     Args:
         endpoint: the LLM endpoint, e.g. ``Endpoint("llm-id")``; its base URL and key (``RUNPOD_API_KEY`` by
             default) are the route's.
+        finish_sentence_within: tokens a reply may run past its ``max_tokens`` to finish the sentence or list item
+            in progress (sent in the request's ``extra_body``; 0: none). A reply the worker still cut at the cap
+            (``finish_reason`` ``length``) is followed by a :class:`ReplyCutFrame` before its
+            ``LLMFullResponseEndFrame``: :class:`RunPodTTSService` then does not speak an unfinished last sentence.
         **kwargs: ``OpenAILLMService``'s arguments (``settings=RunPodLLMService.Settings(max_tokens=...)``, ...).
             The model name is not checked by the worker (it serves one model).
     """
 
-    def __init__(self, *, endpoint: Endpoint, **kwargs: Any):
+    def __init__(self, *, endpoint: Endpoint, finish_sentence_within: int = FINISH_SENTENCE_WITHIN, **kwargs: Any):
         settings = kwargs.pop("settings", None) or OpenAILLMService.Settings()
         if settings.model is None or not isinstance(settings.model, str):
             settings.model = endpoint.endpoint_id
@@ -273,3 +300,83 @@ class RunPodLLMService(OpenAILLMService):
             settings=settings,
             **kwargs,
         )
+        self._finish_sentence_within = finish_sentence_within
+        self._reply: _FinishReason | None = None
+
+    def build_chat_completion_params(self, params_from_context: Any) -> dict[str, Any]:
+        params = super().build_chat_completion_params(params_from_context)
+        if self._finish_sentence_within:
+            self._merge_extra_body(params, {"finish_sentence_within": self._finish_sentence_within})
+        return params
+
+    async def get_chat_completions(self, context: LLMContext) -> Any:
+        self._reply = _FinishReason(await super().get_chat_completions(context))
+        return self._reply
+
+    async def _process_context(self, context: LLMContext) -> None:
+        self._reply = None
+        await super()._process_context(context)
+        if self._reply is not None and self._reply.finish_reason == "length":
+            await self.push_frame(ReplyCutFrame())
+
+
+class _FinishReason:
+    """An OpenAI chunk stream, passed on as it is, that keeps the finish reason its chunks carry (Pipecat's own
+    service reads none)."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self.finish_reason: str | None = None
+
+    def __aiter__(self) -> Any:
+        return self._chunks()
+
+    async def _chunks(self) -> Any:
+        async for chunk in self._stream:
+            for choice in chunk.choices or ():
+                self.finish_reason = choice.finish_reason or self.finish_reason
+            yield chunk
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+@dataclass
+class ReplyCutFrame(DataFrame):
+    """The reply being streamed was cut at its token cap (``finish_reason`` ``length``), after the allowance to
+    finish its sentence: its last sentence may be unfinished. Pushed by :class:`RunPodLLMService` before the reply's
+    ``LLMFullResponseEndFrame``; other processors pass it on."""
+
+
+class SentenceTextAggregator(BaseTextAggregator):
+    """Pipecat's text aggregator with voicepod's sentence rules: :class:`voicepod.aggregator.SentenceAggregator`,
+    the cut ``VoiceAgent`` makes (the TTS worker's rules, markdown's list items as pieces, an early first cut at a
+    clause, a bound in words). With :attr:`cut_off` set (a :class:`ReplyCutFrame`), :meth:`flush` drops a last
+    sentence that did not end, unless nothing else was said."""
+
+    def __init__(self, first_cut_words: int = 5):
+        super().__init__(aggregation_type=TextType.SENTENCE)
+        self._first_cut_words = first_cut_words
+        self._sentences = SentenceAggregator(first_cut_words)
+        self.cut_off = False
+
+    @property
+    def text(self) -> Aggregation:
+        return Aggregation(text=self._sentences.pending.strip(), type=TextType.SENTENCE)
+
+    async def aggregate(self, text: str) -> AsyncGenerator[Aggregation, None]:
+        for piece in self._sentences.feed(text):
+            yield Aggregation(text=piece, type=TextType.SENTENCE)
+
+    async def flush(self) -> Aggregation | None:
+        pieces = self._sentences.flush(cut_off=self.cut_off)
+        await self.reset()
+        # One line each: joined by spaces, "2. Dune" and "3. Emma" would read as "Dune 3." and "Emma".
+        return Aggregation(text="\n".join(pieces), type=TextType.SENTENCE) if pieces else None
+
+    async def handle_interruption(self) -> None:
+        await self.reset()
+
+    async def reset(self) -> None:
+        self._sentences = SentenceAggregator(self._first_cut_words)
+        self.cut_off = False

@@ -104,6 +104,8 @@ class SpeechMetrics(Metrics):
 
     time_to_first_audio: float | None = Field(None, description="seconds from the job's start to its first audio")
     synthesis_s: float | None = Field(None, description="seconds synthesizing, all sentences")
+    text_s: float | None = Field(None, description="seconds cutting the text into sentences and rewriting them "
+                                 "for the ear")
     rtf: float | None = Field(None, description="real-time factor: synthesis seconds per second of audio")
     engine: str | None = Field(None, description="the engine that spoke: piper, transformers or espeak")
 
@@ -156,6 +158,8 @@ OutputSampleRate = Literal[8000, 16000, 22050, 24000, 44100, 48000]
 SEED_RANGE = {"ge": -(2**63), "le": 2**64 - 1}
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+# The most tokens a reply may run past its max_tokens to finish a sentence: an allowance, not a second cap.
+MAX_SENTENCE_ALLOWANCE = 256
 
 
 class TranscribeRequest(StrictInput):
@@ -206,6 +210,10 @@ class SpeechRequest(StrictInput):
     )
     # 5 s of 48 kHz pcm16 is 640 kB of base64, safely under RunPod's 1 MB per streamed chunk.
     chunk_ms: int = Field(200, ge=20, le=5000, description="longest audio one chunk holds, in ms")
+    normalize: bool = Field(
+        True, description="say the text as a person reads it aloud: markdown, list marks and emoji left out; numbers, "
+        "prices, times, dates, phone numbers, e-mail addresses and URLs in words; false speaks it as written"
+    )
 
 
 class TextPart(StrictInput):
@@ -258,6 +266,8 @@ class OpenAIChatInput(StrictInput):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     logprobs: bool | None = None
+    # voicepod's own field (an OpenAI client sends it in extra_body): see LLMRequest.finish_sentence_within.
+    finish_sentence_within: int = Field(0, ge=0, le=MAX_SENTENCE_ALLOWANCE)
     service_tier: str | None = None  # one tier here: accepted, ignored
     store: bool | None = None  # nothing is ever stored here
     metadata: dict[str, str] | None = None
@@ -314,6 +324,11 @@ class LLMRequest(StrictInput):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     stop: str | list[str] | None = Field(None, description="up to 8 strings that end the reply (not included)")
     seed: int | None = Field(None, **SEED_RANGE, description="makes sampling repeatable")
+    finish_sentence_within: int = Field(
+        0, ge=0, le=MAX_SENTENCE_ALLOWANCE, description="past max_tokens, write at most this many more tokens to "
+        "end the sentence or list item in progress, stopping at its end (never past the worker's MAX_TOKENS_CAP); "
+        "0 stops at max_tokens"
+    )
     openai_route: Literal["/v1/chat/completions", "/v1/models"] | None = Field(
         None, description="set by RunPod's OpenAI-compatible route, with openai_input"
     )

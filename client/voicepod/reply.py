@@ -228,6 +228,7 @@ class Reply:
     async def _write(self, messages: list[dict[str, str]]) -> None:
         stage = self.metrics.llm
         aggregator = SentenceAggregator(self.agent.first_cut_words)
+        cut_off = False
         async with self._job(self.agent.llm, {"messages": messages, **self.agent.llm_options}, stage) as job:
             async for chunk in job.chunks():
                 stage.mark_first(self._now())
@@ -238,7 +239,9 @@ class Reply:
                 elif isinstance(chunk, CompletionDone):
                     stage.finished = self._now()
                     stage.bill(job, chunk)
-        for sentence in aggregator.flush():
+                    cut_off = chunk.finish_reason == "length"
+        # Cut at the cap: a sentence that did not end is not spoken (nor kept in the history).
+        for sentence in aggregator.flush(cut_off=cut_off):
             self._speak(sentence)
         self._reply_done = True
         self._new_sentence.set()

@@ -4,6 +4,11 @@ Speech synthesis goes sentence by sentence so that the first audio can leave bef
 spoken; a chain that feeds an LLM's streamed deltas into speech needs the same cut on partial text, so the
 splitter is incremental: :meth:`SentenceSplitter.feed` returns only sentences that can no longer change.
 
+LLM replies are markdown more often than not, so the line structure counts too: a bullet, a numbered item or a
+heading is a piece of its own (the "1." of "1. Dune" never ends a sentence), and a line break ends one when its
+line is such an item or the next line starts one. :func:`ends_sentence` judges the end of a text without what
+follows, for a reply cut at its token cap (the LLM worker's allowance and the aggregator's last piece).
+
 Written by hand because the sentence tokenizers that handle abbreviations (nltk's punkt, spaCy) are large
 dependencies for a client that must stay thin, and none of them works on a growing buffer.
 """
@@ -24,11 +29,25 @@ _ABBREVIATIONS = frozenset(
         "nov", "dec",
     }
 )
-# A run of terminators, then closing quotes or brackets, seen only where whitespace (or the end) follows:
-# the "." in "3.5", "U.S" or "example.com" is never a candidate.
-_TERMINATOR = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
+# What may close a sentence after its terminator: quotes, brackets, markdown's emphasis marks ("**Done.**").
+_CLOSERS = "\"'”’)]*_"
+# A run of terminators, then closers, seen only where whitespace (or the end) follows: the "." in "3.5", "U.S"
+# or "example.com" is never a candidate.
+_TERMINATOR = re.compile(rf"[.!?…]+[{re.escape(_CLOSERS)}]*(?=\s|$)")
+# Where a piece may end: a terminator, or a line break (which ends one when markdown's lines say so).
+_BREAK = re.compile(rf"{_TERMINATOR.pattern}|\n")
+_FINAL_TERMINATOR = re.compile(rf"[.!?…]+[{re.escape(_CLOSERS)}]*$")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _WORD_BEFORE = re.compile(r"[^\s\"'“‘(\[]*$")
+# The start of a markdown line that is a piece of its own: a bullet, a numbered item, a heading.
+_ITEM_START = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)]|#{1,6})[ \t]+")
+# A line that starts as an item does: its marker, then whitespace or (so far) nothing.
+_ITEM_LINE = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)]|#{1,6})(?:[ \t]|$)")
+# What may still grow into _ITEM_START (the next line has not shown yet whether it starts an item).
+_ITEM_START_SO_FAR = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)]?|#{1,6})?")
+# Initials and dotted capitals ("J.K", "J.R.R", "U.S"): their last period is not taken for a sentence end, so
+# "J.K. Rowling" is never cut (at the cost of "in the U.S. Then ..." staying one piece).
+_INITIALS = re.compile(r"(?:[A-Z]\.)+[A-Z]")
 # Where an overlong sentence is best cut: after a clause mark, else at a space.
 _CLAUSE_MARK = re.compile(r"[,;:—–](?=\s)|\s[-–—]\s")
 _WORD = re.compile(r"\S+")
@@ -38,7 +57,7 @@ def _ends_sentence(word: str, terminator: str, next_char: str) -> bool:
     """Whether ``terminator`` after ``word`` ends a sentence, given the next non-space character."""
     if next_char.islower():  # "e.g. this", "Wait... what", "'Really?' she asked"
         return False
-    marks = terminator.rstrip("\"'”’)]")
+    marks = terminator.rstrip(_CLOSERS)
     if marks != ".":  # "?", "!", "...", "…", "?!"
         return True
     lowered = word.lower()
@@ -46,9 +65,43 @@ def _ends_sentence(word: str, terminator: str, next_char: str) -> bool:
         return False
     if lowered == "no" and next_char.isdigit():  # "No. 5"
         return False
-    # A lone capital is an initial ("J. R. R. Tolkien"); dotted acronyms ("U.S.") do end sentences
-    # when a capital follows, which misplaces a cut in "U.S. Army" but keeps "in the U.S. Then ..." right.
-    return not (len(word) == 1 and word.isupper())
+    # A lone capital is an initial ("J. R. R. Tolkien"), and so are dotted capitals ("J.K. Rowling").
+    return not ((len(word) == 1 and word.isupper()) or _INITIALS.fullmatch(word))
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` ends where a sentence or a list item ends, judged from ``text`` alone.
+
+    Used where nothing more will follow, or where writing stops at the first end it sees: a terminator
+    ("?", "!", or a "." that is not an abbreviation's, an initial's, or a number's, since "$3." may still become
+    "$3.99"), or a line break that ends a bullet, a numbered item, a heading or a paragraph (but not a line ending
+    in ":", which announces what follows). An ellipsis is not taken for an end.
+    """
+    body = text.rstrip(" \t")
+    content = body.rstrip()
+    if not content or content.endswith(":"):
+        return False
+    if body.endswith("\n"):
+        line = content.rsplit("\n", 1)[-1]
+        if _ITEM_START.match(line) or _PARAGRAPH.search(body[len(content) :]):
+            return True
+    final = _FINAL_TERMINATOR.search(content)
+    if final is None:
+        return False
+    marks = final.group().rstrip(_CLOSERS)
+    if "?" in marks or "!" in marks:
+        return True
+    if marks != ".":  # "...", "…"
+        return False
+    word = _word_before(content, final.start())
+    if not word or word[-1].isdigit():
+        return False
+    return _ends_sentence(word, final.group(), "X")
+
+
+def _word_before(text: str, end: int) -> str:
+    """The word that ends at ``end``, without markdown's emphasis marks around it."""
+    return _WORD_BEFORE.search(text, 0, end).group().strip("*_`")
 
 
 def _normalize(text: str) -> str:
@@ -104,7 +157,8 @@ class SentenceSplitter:
 
     ``feed`` returns the sentences completed by the text fed so far. A sentence end is only known once the
     next non-space character has arrived ("Dr." followed by "Smith" does not end one, followed by a lowercase
-    word neither), so the last sentence stays buffered until more text or :meth:`flush`.
+    word neither; a line break ends one if the next line starts a list item), so the last sentence stays
+    buffered until more text or :meth:`flush`.
     """
 
     def __init__(self, max_chars: int = DEFAULT_MAX_CHARS, max_words: int | None = None):
@@ -115,6 +169,15 @@ class SentenceSplitter:
         self.max_chars = max_chars
         self.max_words = max_words
         self._buffer = ""
+        # The line the buffer starts in: "start" (the buffer starts a line), "item" (inside a list item's or a
+        # heading's line), "text" (inside another line). Lines are markdown's structure; the buffer only holds
+        # what is left after the last cut, so this is what it no longer shows.
+        self._line = "start"
+
+    @property
+    def pending(self) -> str:
+        """The text fed and not yet returned."""
+        return self._buffer
 
     def feed(self, text: str) -> list[str]:
         """Add text; return the sentences it completed (whitespace collapsed, in order)."""
@@ -122,20 +185,22 @@ class SentenceSplitter:
         sentences = self._take_complete()
         # Keep what might still grow, but never hold more than one overlong piece back.
         while len(self._buffer.strip()) > self.max_chars:
-            self._buffer = self._buffer.lstrip()
-            cut = _long_cut(self._buffer, self.max_chars)
-            sentences.append(_normalize(self._buffer[:cut]))
-            self._buffer = self._buffer[cut:]
+            self._drop(len(self._buffer) - len(self._buffer.lstrip()))
+            sentences.append(_normalize(self._drop(_long_cut(self._buffer, self.max_chars))))
         while self.max_words is not None and (cut := _word_cut(self._buffer, self.max_words)) is not None:
-            sentences.append(_normalize(self._buffer[:cut]))
-            self._buffer = self._buffer[cut:]
+            sentences.append(_normalize(self._drop(cut)))
         return self._bounded(sentences)
+
+    def take(self, length: int) -> str:
+        """Take the first ``length`` characters of the pending text out as a piece of their own (whitespace
+        collapsed): a caller's own early cut, which the rules above did not make."""
+        return _normalize(self._drop(length))
 
     def flush(self) -> list[str]:
         """End of text: return every sentence still buffered and reset the splitter."""
         sentences = self._take_complete()
         sentences.extend(_split_long(_normalize(self._buffer), self.max_chars))
-        self._buffer = ""
+        self._buffer, self._line = "", "start"
         return self._bounded(sentences)
 
     def _bounded(self, sentences: list[str]) -> list[str]:
@@ -149,26 +214,67 @@ class SentenceSplitter:
                 pieces.append(sentence)
         return pieces
 
+    def _drop(self, length: int) -> str:
+        """Remove the first ``length`` characters of the buffer and return them, keeping track of the line the
+        rest starts in."""
+        taken, self._buffer = self._buffer[:length], self._buffer[length:]
+        newline = taken.rfind("\n")
+        if newline >= 0:
+            rest_of_line = taken[newline + 1 :]
+            self._line = "start" if not rest_of_line.strip(" \t") else _kind_of_line(rest_of_line)
+        elif self._line == "start" and taken.strip(" \t"):
+            self._line = _kind_of_line(taken)
+        return taken
+
     def _take_complete(self) -> list[str]:
         sentences: list[str] = []
         while (cut := self._next_cut()) is not None:
-            sentences.extend(_split_long(_normalize(self._buffer[:cut]), self.max_chars))
-            self._buffer = self._buffer[cut:]
+            sentences.extend(_split_long(_normalize(self._drop(cut)), self.max_chars))
         return sentences
 
     def _next_cut(self) -> int | None:
         buffer = self._buffer
         paragraph = _PARAGRAPH.search(buffer)
         limit = paragraph.start() if paragraph else len(buffer)
-        for match in _TERMINATOR.finditer(buffer, 0, limit):
+        at_paragraph = paragraph.end() if paragraph else None
+        for match in _BREAK.finditer(buffer, 0, limit):
+            if match.group() == "\n":
+                at = match.start()
+                if self._item_line_ends_at(at) or _ITEM_START.match(buffer, at + 1, limit):
+                    return at + 1
+                if _ITEM_START_SO_FAR.fullmatch(buffer, at + 1, limit):
+                    return at_paragraph  # the next line may still turn out to start an item
+                continue
             rest = buffer[match.end() : limit].lstrip()
             if not rest:
                 # Nothing after it yet: undecidable until more text comes; at the end it is the end anyway.
-                return paragraph.end() if paragraph else None
-            word = _WORD_BEFORE.search(buffer, 0, match.start()).group()
+                return at_paragraph
+            word = _word_before(buffer, match.start())
+            if self._is_item_number(match.start()):
+                continue
             if _ends_sentence(word, match.group(), rest[0]):
                 return match.end()
-        return paragraph.end() if paragraph else None
+        return at_paragraph
+
+    def _item_line_ends_at(self, newline: int) -> bool:
+        """Whether the line that the buffer's line break at ``newline`` ends is a list item or a heading."""
+        start = self._buffer.rfind("\n", 0, newline) + 1
+        if start == 0 and self._line != "start":
+            return self._line == "item"
+        return _kind_of_line(self._buffer[start:newline]) == "item"
+
+    def _is_item_number(self, period: int) -> bool:
+        """Whether the terminator at ``period`` is the "." of a numbered item's "1." at the start of a line."""
+        raw = _WORD_BEFORE.search(self._buffer, 0, period).group()
+        if not (raw.isdigit() and len(raw) <= 3):
+            return False
+        before = self._buffer[: period - len(raw)].rstrip(" \t")
+        return before.endswith("\n") or (not before and self._line == "start")
+
+
+def _kind_of_line(line: str) -> str:
+    """``"item"`` for a line (or its start) that is a bullet, a numbered item or a heading, else ``"text"``."""
+    return "item" if _ITEM_LINE.match(line) else "text"
 
 
 def is_speakable(sentence: str) -> bool:

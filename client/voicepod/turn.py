@@ -12,6 +12,7 @@ from typing import TextIO
 import numpy as np
 
 from .agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS, Audio, Done, ReplyText, Transcript, TurnMetrics, VoiceAgent
+from .aggregator import FINISH_SENTENCE_WITHIN
 from .audio import mulaw_decode, pcm16_to_float, write_wav
 from .cli_errors import LOCAL_BASE_URL, UsageError, is_local
 from .endpoint import DEFAULT_BASE_URL, Endpoint, is_direct
@@ -24,11 +25,13 @@ async def run_turn(agent: VoiceAgent, question: bytes, out: Path, stream: TextIO
     pieces: list[np.ndarray] = []
     rate = 0
     done: Done | None = None
+    written = ""
     async for event in agent.respond(question):
         if isinstance(event, Transcript) and event.final:
             print(f"you said:  {event.text}", file=stream)
             print("reply:     ", end="", file=stream, flush=True)
         elif isinstance(event, ReplyText):
+            written += event.delta
             print(event.delta, end="", file=stream, flush=True)
         elif isinstance(event, Audio):
             rate = event.sample_rate
@@ -39,6 +42,9 @@ async def run_turn(agent: VoiceAgent, question: bytes, out: Path, stream: TextIO
         elif isinstance(event, Done):
             done = event
     assert done is not None
+    if not done.interrupted and " ".join(written.split()) != " ".join(done.reply.split()):
+        # The aggregator left something out: a sentence the reply cap cut short, or a piece with no words.
+        print(f"\nspoken:    {done.reply}", file=stream)
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     out.write_bytes(write_wav(samples, rate or 16000))
     print(f"\nwrote {out} ({len(samples) / (rate or 16000):.1f} s of audio)", file=stream)
@@ -50,6 +56,9 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
     parser.add_argument("--voice", help="TTS voice (the worker's default when omitted)")
     parser.add_argument("--max-tokens", type=int, default=VOICE_MAX_TOKENS, help="cap on the reply's length")
+    parser.add_argument("--finish-within", type=int, default=FINISH_SENTENCE_WITHIN, metavar="TOKENS",
+                        help="tokens past the cap a reply may run to finish its sentence; one still unfinished is "
+                        "not spoken")
     parser.add_argument("--temperature", type=float, default=0.0)
 
 
@@ -58,7 +67,8 @@ def agent_from_args(args: argparse.Namespace, stt: Endpoint, llm: Endpoint, tts:
         stt, llm, tts,
         system_prompt=args.system_prompt,
         voice=args.voice,
-        llm_options={"max_tokens": args.max_tokens, "temperature": args.temperature},
+        llm_options={"max_tokens": args.max_tokens, "finish_sentence_within": args.finish_within,
+                     "temperature": args.temperature},
     )
 
 

@@ -5,8 +5,8 @@ before the next decode step. The requests that join at one step are prefilled to
 each alone, its own ``DynamicCache``, exactly what a lone ``generate`` computes, with ``prefill_together=False``),
 starting from the longest cached prefix of each prompt (:mod:`workers.llm.prefix_cache`); then their caches are
 left-padded into the batch's. Each step feeds one token per request with an attention mask that hides the padding
-and each row's own position ids. A request that ends (EOS, ``max_tokens``, a stop string, cancel) leaves the batch
-at the next step, and the padding no remaining row needs is cut off.
+and each row's own position ids. A request that ends (EOS, ``max_tokens``, a stop string, a sentence's end past its
+``sentence_end_after``, cancel) leaves the batch at the next step, and the padding no remaining row needs is cut off.
 
 Why not transformers' own ``ContinuousBatchingManager`` (``model.init_continuous_batching``, transformers 5.23):
 it streams per request and cancels one, but ``do_sample`` and the seed belong to the manager (no greedy request
@@ -52,6 +52,7 @@ from transformers.cache_utils import DynamicLayer
 
 from .generation import COALESCE_S, GenerationResult, LanguageModel, SamplingParams, coalesced, tail_has_stop
 from .prefix_cache import PrefixCache
+from .stops import sentence_ended
 
 log = logging.getLogger("voicepod.llm")
 
@@ -473,7 +474,8 @@ class BatchedGenerator:
             return True
         if len(request.tokens) >= request.params.max_tokens or request.cancel.is_set():
             return True
-        return tail_has_stop(self.lm.tokenizer, request.tokens, request.stops)
+        return (tail_has_stop(self.lm.tokenizer, request.tokens, request.stops)
+                or sentence_ended(self.lm.tokenizer, request.tokens, request.params.sentence_end_after))
 
     def _finish(self, request: _Request) -> None:
         request.result.completion_tokens = len(request.tokens)

@@ -1,7 +1,8 @@
 """Load a causal LM and stream its text: ``generate`` in a thread feeding a ``TextIteratorStreamer``.
 
-Generation stops early when a stop string appears or when the caller sets a cancel event (the job was
-cancelled, the client went away), both checked by a stopping criterion after every token.
+Generation stops early when a stop string appears, when a sentence ends past ``sentence_end_after`` tokens, or when
+the caller sets a cancel event (the job was cancelled, the client went away), all checked by a stopping criterion
+after every token.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from .stops import contains_stop
+from .stops import contains_stop, sentence_ended
 
 # Pieces the streamer hands over within this window go out as one delta: on a GPU tokens come every few ms,
 # and one stream chunk per token would be mostly envelope.
@@ -52,12 +53,16 @@ class LanguageModel:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """``max_tokens`` new tokens at most; ``temperature`` 0 means greedy; ``seed`` makes sampling repeatable."""
+    """``max_tokens`` new tokens at most; ``temperature`` 0 means greedy; ``seed`` makes sampling repeatable;
+    ``sentence_end_after``: from that many new tokens on, the generation ends as soon as its text ends a sentence or
+    list item (a reply cap with an allowance to finish the sentence in progress: ``max_tokens`` is cap plus
+    allowance)."""
 
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    sentence_end_after: int | None = None
 
 
 @dataclass
@@ -127,20 +132,26 @@ def tail_has_stop(tokenizer: Any, new_ids: Sequence[int], stops: Sequence[str]) 
 
 
 class _StopWhen(StoppingCriteria):
-    """Ends generation once ``cancel`` is set or the new text holds one of ``stops``."""
+    """Ends generation once ``cancel`` is set, the new text holds one of ``stops``, or a sentence ends past
+    ``sentence_end_after`` new tokens."""
 
-    def __init__(self, tokenizer: Any, prompt_len: int, stops: Sequence[str], cancel: threading.Event):
+    def __init__(self, tokenizer: Any, prompt_len: int, stops: Sequence[str], cancel: threading.Event,
+                 sentence_end_after: int | None = None):
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.stops = [stop for stop in stops if stop]
         self.cancel = cancel
         self.window = _stop_window(self.stops)
+        self.sentence_end_after = sentence_end_after
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         done = self.cancel.is_set()
         if not done and self.stops:
             tail = input_ids[0, max(self.prompt_len, input_ids.shape[1] - self.window) :]
             done = contains_stop(self.tokenizer.decode(tail, skip_special_tokens=True), self.stops)
+        written = input_ids.shape[1] - self.prompt_len
+        if not done and self.sentence_end_after is not None and written >= self.sentence_end_after:
+            done = sentence_ended(self.tokenizer, input_ids[0, self.prompt_len :].tolist(), self.sentence_end_after)
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -166,7 +177,9 @@ def stream_generate(
         "attention_mask": torch.ones_like(prompt_ids),
         "max_new_tokens": params.max_tokens,
         "streamer": streamer,
-        "stopping_criteria": StoppingCriteriaList([_StopWhen(lm.tokenizer, prompt_len, stops, cancel)]),
+        "stopping_criteria": StoppingCriteriaList(
+            [_StopWhen(lm.tokenizer, prompt_len, stops, cancel, params.sentence_end_after)]
+        ),
         "pad_token_id": lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None
         else lm.tokenizer.eos_token_id,
     }

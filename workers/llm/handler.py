@@ -1,8 +1,9 @@
 """LLM worker: a transformers causal LM that streams its answer as OpenAI ``chat.completion.chunk`` deltas.
 
 Input (native): ``messages`` (OpenAI chat style) or ``prompt``, with ``max_tokens``, ``temperature``,
-``top_p``, ``stop``, ``seed``. Output: ``delta`` chunks, then a ``completion`` done chunk with the text,
-finish reason, token usage and metrics. RunPod's OpenAI passthrough (``openai_route`` + ``openai_input``)
+``top_p``, ``stop``, ``seed``, ``finish_sentence_within`` (tokens a reply may run past ``max_tokens`` to end its
+sentence: :mod:`voicepod.aggregator` says why). Output: ``delta`` chunks, then a ``completion`` done chunk with
+the text, finish reason, token usage and metrics. RunPod's OpenAI passthrough (``openai_route`` + ``openai_input``)
 is answered with OpenAI's own objects, streamed as server-sent-event text, so OpenAI SDK clients can use the
 endpoint's ``/openai/v1`` route.
 
@@ -140,8 +141,13 @@ def _plan(
     stop: str | list[str] | None,
     seed: int | None,
     prefix: str = "",
+    finish_sentence_within: int = 0,
 ) -> _Plan:
-    """Check the request against the model's limits and build its prompt; ``prefix`` names nested fields."""
+    """Check the request against the model's limits and build its prompt; ``prefix`` names nested fields.
+
+    ``finish_sentence_within``: tokens the reply may run past ``max_tokens`` to end its sentence (it stops at the
+    first end past ``max_tokens``), up to ``MAX_TOKENS_CAP`` and the model's context.
+    """
     if messages is not None and prompt is not None:
         raise WorkerError(INVALID_INPUT, "give either messages or prompt, not both", field=f"{prefix}messages")
     if messages is None and prompt is None:
@@ -170,7 +176,10 @@ def _plan(
         )
     if temperature < MIN_SAMPLING_TEMPERATURE:
         temperature = 0.0
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    # The allowance is room to finish, never a reason to refuse: it ends at the cap and the context.
+    hard_limit = min(max_tokens + finish_sentence_within, MAX_TOKENS_CAP, LM.context_length - ids.shape[1])
+    params = SamplingParams(max_tokens=hard_limit, temperature=temperature, top_p=top_p, seed=seed,
+                            sentence_end_after=max_tokens if hard_limit > max_tokens else None)
     return _Plan(prompt=built, prompt_ids=ids, params=params, stops=(*built.stops, *stops))
 
 
@@ -206,7 +215,10 @@ async def _complete(plan: _Plan, outcome: _Outcome) -> AsyncIterator[str]:
     outcome.text = "".join(parts)
     outcome.completion_tokens = result.completion_tokens
     outcome.batch_max = result.batch_max
-    hit_length = result.completion_tokens >= plan.params.max_tokens and not result.ended_on_eos
+    # Cut by the cap ("length"), also where the allowance past it let the sentence finish: the reply is shorter
+    # than the model would have written. A client drops its last sentence only if that did not end.
+    cap = plan.params.sentence_end_after or plan.params.max_tokens
+    hit_length = result.completion_tokens >= cap and not result.ended_on_eos
     outcome.finish_reason = "length" if hit_length and not matcher.stopped else "stop"
 
 
@@ -223,7 +235,7 @@ def _metrics(outcome: _Outcome) -> CompletionMetrics:
 async def _native(request: LLMRequest) -> AsyncIterator[DeltaChunk | CompletionDone]:
     max_tokens = request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS
     plan = _plan(request.messages, request.prompt, max_tokens, request.temperature, request.top_p, request.stop,
-                 request.seed)
+                 request.seed, finish_sentence_within=request.finish_sentence_within)
     ids = openai.CompletionIds(model=LM.name)
     outcome = _Outcome()
     role: str | None = "assistant"
@@ -256,7 +268,7 @@ async def _openai(request: LLMRequest) -> AsyncIterator[dict[str, Any]]:
     max_tokens = next((n for n in (body.max_completion_tokens, body.max_tokens) if n is not None),
                       DEFAULT_MAX_TOKENS)
     plan = _plan(body.messages, None, max_tokens, body.temperature, body.top_p, body.stop, body.seed,
-                 prefix="openai_input.")
+                 prefix="openai_input.", finish_sentence_within=body.finish_sentence_within)
     ids = openai.CompletionIds(model=LM.name)
     outcome = _Outcome()
     if not body.stream:

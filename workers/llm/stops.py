@@ -8,7 +8,10 @@ text, hence this small matcher.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from voicepod.sentences import ends_sentence
 
 
 class StopMatcher:
@@ -59,3 +62,16 @@ class StopMatcher:
 def contains_stop(text: str, stops: Iterable[str]) -> bool:
     """Whether any non-empty stop string occurs in ``text``."""
     return any(stop and stop in text for stop in stops)
+
+
+# Tokens decoded to judge a sentence end: enough for the whole line of a list item, whose start says it is one.
+_SENTENCE_WINDOW = 64
+
+
+def sentence_ended(tokenizer: Any, new_ids: Sequence[int], after: int | None) -> bool:
+    """Whether a generation allowed to finish its sentence past ``after`` tokens should end now: it has written
+    ``after`` or more, and its text ends where a sentence or list item does (:func:`voicepod.sentences.ends_sentence`,
+    the rule the client's aggregator keeps or drops a last sentence by). ``after`` None: never."""
+    if after is None or len(new_ids) < after:
+        return False
+    return ends_sentence(tokenizer.decode(list(new_ids[-_SENTENCE_WINDOW:]), skip_special_tokens=True))

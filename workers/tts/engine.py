@@ -1,21 +1,30 @@
 """The one interface both speech engines offer, and the choice between them from the environment.
 
 Environment:
-    ENGINE: ``piper`` (onnxruntime, fast on CPU) or ``transformers`` (VitsModel on torch); default
-        ``transformers`` when a CUDA device is visible, else ``piper``.
+    ENGINE: ``piper`` (a Piper voice on onnxruntime: its CUDA execution provider when the installed onnxruntime
+        has one, else the CPU) or ``transformers`` (a VitsModel checkpoint on torch, on the GPU when there is one).
+        Default: ``piper`` on every device, with the embedded voice ``en_US-joe-medium`` (CC0: a business may ship
+        it); ``transformers`` only when the model asks for it, ``MODEL_NAME`` set or ``MODEL_DIR`` holding a
+        transformers checkpoint (a ``config.json``, no ``.onnx`` voice).
     MODEL_DIR: a baked model folder (piper: a folder of ``*.onnx`` voices or one ``.onnx`` file).
-    MODEL_NAME: a hub checkpoint for ``transformers`` (default ``facebook/mms-tts-eng``).
+    MODEL_NAME: a hub checkpoint for ``transformers``, e.g. ``facebook/mms-tts-eng`` (CC-BY-NC 4.0: not for
+        commercial use; the worker says so in its log when it loads it); with ``MODEL_DIR`` too, the name of what
+        that folder holds (loaded from the folder).
     VOICE: the voice used when a request names none.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from voicepod.licences import licence_of
 
-from workers.common.models import cuda_available
+log = logging.getLogger("voicepod.tts")
 
 
 class SpeechEngine(Protocol):
@@ -30,9 +39,22 @@ class SpeechEngine(Protocol):
         ...
 
 
+def choose_engine(environ: Mapping[str, str]) -> str:
+    """The engine the environment asks for (see the module docstring): ``ENGINE``, else what the model is."""
+    if engine := environ.get("ENGINE"):
+        return engine
+    if environ.get("MODEL_NAME"):
+        return "transformers"
+    folder = Path(environ.get("MODEL_DIR") or "")
+    if environ.get("MODEL_DIR") and folder.is_dir() and (folder / "config.json").is_file() \
+            and not any(folder.glob("*.onnx")):
+        return "transformers"
+    return "piper"
+
+
 def load_engine() -> SpeechEngine:
     """Load the engine and voice the environment asks for (see the module docstring)."""
-    engine = os.environ.get("ENGINE") or ("transformers" if cuda_available() else "piper")
+    engine = choose_engine(os.environ)
     voice = os.environ.get("VOICE") or None
     if engine == "piper":
         from .piper import PiperEngine
@@ -44,8 +66,21 @@ def load_engine() -> SpeechEngine:
         from .vits import DEFAULT_MODEL, VitsEngine
 
         source = os.environ.get("MODEL_DIR") or os.environ.get("MODEL_NAME") or DEFAULT_MODEL
-        return VitsEngine.load(source, voice)
+        loaded = VitsEngine.load(source, voice)
+        # MODEL_NAME names what MODEL_DIR holds in an image (Dockerfile.tts sets both).
+        warn_if_not_commercial(os.environ.get("MODEL_NAME") or source)
+        return loaded
     raise ValueError(f"ENGINE must be 'piper' or 'transformers', got {engine!r}")
+
+
+def warn_if_not_commercial(model: str) -> bool:
+    """Log a warning when ``model``'s licence forbids commercial use; returns whether it did."""
+    licence = licence_of(model)
+    if licence is not None and not licence.commercial:
+        log.warning("the voice %s is licensed %s: not for commercial use (the default Piper voice is CC0)", model,
+                    licence.name)
+        return True
+    return False
 
 
 def _embedded_piper_voice() -> str:

@@ -3,7 +3,12 @@
 Input (all but ``text`` optional)::
 
     {"text": "Hello there. How are you?", "voice": "en_US-joe-medium", "speed": 1.0,
-     "format": "pcm16" | "wav" | "mulaw", "sample_rate": 16000, "chunk_ms": 200}
+     "format": "pcm16" | "wav" | "mulaw", "sample_rate": 16000, "chunk_ms": 200, "normalize": true}
+
+The text is cut into sentences (list items and headings are pieces of their own) and, unless ``normalize`` is
+false, each is rewritten for the ear first (``workers/tts/speech_text.py``: markdown, emoji, numbers, prices,
+times, dates, addresses), here in the worker so that every client gets it: the queue and direct routes,
+Pipecat, plain API calls.
 
 Output: ``{"type": "audio", "sentence": i, "format", "sample_rate", "audio": base64}`` chunks of at most
 ``chunk_ms`` each, a sentence's audio leaving as soon as it is synthesized, then
@@ -32,6 +37,7 @@ from workers.common.stream import report_load, serve_job
 from workers.common.threads import iterate_in_thread
 from workers.tts.encode import ChunkEncoder
 from workers.tts.engine import load_engine
+from workers.tts.speech_text import speech_text
 
 configure_logging()
 ENGINE, _load_s = timed_load("speech engine", load_engine)
@@ -48,9 +54,15 @@ def _check(request: SpeechRequest) -> list[str]:
         raise WorkerError(
             INPUT_TOO_LARGE, f"text is {len(request.text)} characters, over the cap of {MAX_TEXT_CHARS}", "text"
         )
-    sentences = [s for s in split_sentences(request.text) if is_speakable(s)]
-    if not sentences:
+    written = [s for s in split_sentences(request.text) if is_speakable(s)]
+    if not written:
         raise WorkerError(INVALID_INPUT, "text has no words to speak", "text")
+    if not request.normalize:
+        sentences = written
+    else:
+        # Cut first, on the text as written (markdown's lines say where items end), then rewrite each piece. A piece
+        # with nothing to say once rewritten (a footnote mark, emoji) is left out: a reply's piece is not an error.
+        sentences = [said for said in map(speech_text, written) if is_speakable(said)]
     if request.voice is not None and request.voice not in ENGINE.voices:
         raise WorkerError(INVALID_INPUT, f"unknown voice {request.voice!r}; voices: {list(ENGINE.voices)}", "voice")
     if request.format == "mulaw" and request.sample_rate not in (None, 8000):
@@ -59,9 +71,10 @@ def _check(request: SpeechRequest) -> list[str]:
 
 
 async def work(request: SpeechRequest) -> AsyncIterator[AudioChunk | SpeechDone]:
+    started = time.perf_counter()  # the first audio waits for the text's cutting and rewriting too
     sentences = _check(request)
+    text_s = time.perf_counter() - started
     encoder = ChunkEncoder(request.format, request.sample_rate, request.chunk_ms)
-    started = time.perf_counter()
     synthesis_s = 0.0
 
     def produce(stop: threading.Event) -> Iterator[tuple[int, list[bytes], int, int]]:
@@ -90,6 +103,7 @@ async def work(request: SpeechRequest) -> AsyncIterator[AudioChunk | SpeechDone]
         metrics=SpeechMetrics(
             time_to_first_audio=round(first_audio_s, 4) if first_audio_s is not None else None,
             synthesis_s=round(synthesis_s, 4),
+            text_s=round(text_s, 5),
             rtf=round(synthesis_s / duration, 4) if duration else None,
             engine=ENGINE.name,
         ),

@@ -1,9 +1,10 @@
-"""VITS checkpoints in transformers format (MMS-TTS and others), run with torch: the GPU engine.
+"""VITS checkpoints in transformers format (MMS-TTS and others), run with torch (on the GPU when there is one).
 
-The production default is ``facebook/mms-tts-eng`` (Meta's Massively Multilingual Speech English voice,
-licence CC-BY-NC 4.0: not for commercial use; pick another checkpoint with ``MODEL_NAME``/``MODEL_DIR``
-for that). Any ``VitsModel`` checkpoint with its ``VitsTokenizer`` loads the same way; multi-speaker
-checkpoints name their voices by speaker index ("0", "1", ...).
+An opt-in engine (``ENGINE=transformers``, or a ``MODEL_NAME``): the default everywhere is a Piper voice
+(:mod:`workers.tts.piper`). Asked for with no model named, it loads ``facebook/mms-tts-eng`` (Meta's Massively
+Multilingual Speech English voice, licence CC-BY-NC 4.0: not for commercial use, which the worker logs). Any
+``VitsModel`` checkpoint with its ``VitsTokenizer`` loads the same way; multi-speaker checkpoints name their voices
+by speaker index ("0", "1", ...).
 """
 
 from __future__ import annotations
