@@ -9,11 +9,14 @@ serializer, G.711 at 8 kHz), Silero VAD, turn-taking and barge-in. voicepod's se
     python examples/pipecat_phone_bot.py --port 8765
 
 Expose the port over HTTPS (a tunnel or a proxy) and set the Twilio number's voice webhook to
-``https://YOUR-HOST/twiml`` (POST): the answer tells Twilio to stream the call to ``wss://YOUR-HOST/ws``. With
-``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN`` set, the call is hung up when the bot ends it.
+``https://YOUR-HOST/twiml`` (POST): the answer tells Twilio to stream the call to ``wss://YOUR-HOST/ws``. Set
+``TWILIO_AUTH_TOKEN``: then only Twilio may use either (its ``X-Twilio-Signature`` is checked, as ``voicepod
+phone`` checks it; ``--public-url`` says which URL Twilio signed when a proxy changes it), and with
+``TWILIO_ACCOUNT_SID`` too the call is hung up when the bot ends it.
 
-Against ``voicepod serve-local`` instead of RunPod: ``--base-url http://127.0.0.1:8000/v2`` and the endpoint
-names (``stt``, ``llm``, ``tts``) as ids.
+Against ``voicepod serve-local`` instead of RunPod: ``--base-url http://127.0.0.1:8000/v2`` (the endpoint ids
+default to serve-local's names, ``stt``, ``llm`` and ``tts``). Call it as Twilio would with ``voicepod call
+ws://127.0.0.1:8765/ws question.wav``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
 from xml.sax.saxutils import quoteattr
 
 from fastapi import FastAPI, Request, WebSocket
@@ -39,6 +43,7 @@ from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
+from twilio.request_validator import RequestValidator
 from voicepod import Endpoint
 from voicepod.pipecat import RunPodLLMService, RunPodSTTService, RunPodTTSService
 
@@ -48,6 +53,8 @@ GREETING = "Hello! How can I help you today?"
 
 # Shared by every call, so calls reuse the open connections to the API.
 ENDPOINTS: dict[str, Endpoint] = {}
+# The https:// URL Twilio calls, when a proxy or tunnel rewrites it (--public-url): what Twilio signs.
+PUBLIC_URL = os.environ.get("PUBLIC_URL")
 
 
 @asynccontextmanager
@@ -68,10 +75,25 @@ def endpoint(stage: str) -> Endpoint:
     return ENDPOINTS[stage]
 
 
+def signed_by_twilio(url: str, params: dict[str, str], signature: str | None) -> bool:
+    """Whether ``signature`` is Twilio's for ``url`` and ``params``; with no ``TWILIO_AUTH_TOKEN``, anything is."""
+    token = os.environ.get("TWILIO_AUTH_TOKEN")
+    return not token or bool(signature and RequestValidator(token).validate(url, params, signature))
+
+
+def public(host: str | None, scheme: str) -> str:
+    base = PUBLIC_URL.rstrip("/").split("://", 1)[1] if PUBLIC_URL else host or "localhost"
+    return f"{scheme}://{base}"
+
+
 @app.post("/twiml")
 async def twiml(request: Request) -> Response:
     """Twilio's voice webhook: stream this call to our WebSocket."""
-    url = f"wss://{request.headers.get('host')}/ws"
+    params = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+    if not signed_by_twilio(f"{public(request.headers.get('host'), 'https')}/twiml", params,
+                            request.headers.get("x-twilio-signature")):
+        return Response("invalid Twilio signature", status_code=403)
+    url = f"{public(request.headers.get('host'), 'wss')}/ws"
     stream = f"<Stream url={quoteattr(url)} />"
     body = f"<?xml version='1.0' encoding='UTF-8'?><Response><Connect>{stream}</Connect></Response>"
     return Response(content=body, media_type="application/xml")
@@ -80,6 +102,10 @@ async def twiml(request: Request) -> Response:
 @app.websocket("/ws")
 async def call(websocket: WebSocket) -> None:
     """One phone call: Twilio's media stream in, the bot's voice out."""
+    url = f"{public(websocket.headers.get('host'), 'wss')}/ws"
+    if not signed_by_twilio(url, {}, websocket.headers.get("x-twilio-signature")):
+        await websocket.close(code=1008)  # before accepting: the handshake is answered 403
+        return
     await websocket.accept()
     _, call_data = await parse_telephony_websocket(websocket)
     account_sid, auth_token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
@@ -140,9 +166,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (behind your HTTPS proxy)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--base-url", help="endpoints' API base, e.g. http://127.0.0.1:8000/v2 for serve-local")
+    parser.add_argument("--public-url", help="the https:// URL Twilio reaches this bot at, when a proxy rewrites it")
     args = parser.parse_args()
     if args.base_url:
         os.environ["RUNPOD_ENDPOINT_BASE_URL"] = args.base_url
+    global PUBLIC_URL
+    PUBLIC_URL = args.public_url or PUBLIC_URL
     uvicorn.run(app, host=args.host, port=args.port)
 
 

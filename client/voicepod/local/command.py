@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .. import registry
 from ..cli_errors import UsageError
 from .direct import DirectEndpoints
 from .server import Emulator, EndpointConfig
@@ -33,7 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "the runpod SDK's worker loop, and serve RunPod's public API for them at /v2/NAME/; or, with --direct, "
         "each endpoint's worker in load-balancing mode on its own port.",
     )
-    serve.add_argument("endpoints", nargs="+", metavar="NAME=PATH/TO/handler.py")
+    serve.add_argument("endpoints", nargs="*", metavar="NAME=PATH/TO/handler.py",
+                       help="the endpoints to serve (default: this checkout's workers, named stt, llm and tts)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", help="require this Bearer key (or set VOICEPOD_LOCAL_API_KEY)")
@@ -52,7 +54,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 async def serve_local(args: argparse.Namespace) -> int:
-    handlers = pairs(args.endpoints, "an endpoint")
+    handlers = pairs(args.endpoints, "an endpoint") if args.endpoints else {
+        name: str(path) for name, path in registry.handlers().items()}
     counts = {name: n for name, n in pairs(args.workers, "--workers").items()}
     if bad := [f"{name}={n}" for name, n in counts.items() if not n.isdigit() or int(n) < 1]:
         raise UsageError(f"--workers takes NAME=N with N a whole number of 1 or more, got {', '.join(bad)}")
