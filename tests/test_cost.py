@@ -119,11 +119,12 @@ def test_l4_is_not_taken_for_l40s():
     assert find_gpu_ids("A100", prices) == ["NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB"]
 
 
-def test_the_readme_cost_figures_come_from_the_command_it_shows(capsys):
-    # README: "`voicepod cost --results benchmarks/results/chain.json --idle-s 0`: $0.0040 (RTX 4090) to $0.015 (H100)"
-    readme = (REPO / "README.md").read_text()
+def test_the_documented_cost_figures_come_from_the_command_shown_next_to_them(capsys):
+    # docs/deploy.md: "`voicepod cost --results benchmarks/results/chain.json --idle-s 0` prints $0.0040 (RTX 4090)
+    # to $0.015 (H100)", with no idle time billed said beside it.
+    page = " ".join((REPO / "docs" / "deploy.md").read_text().split())
     command = "voicepod cost --results benchmarks/results/chain.json --idle-s 0"
-    assert command in readme and "$0.0040 (RTX 4090)" in readme and "$0.015 (H100)" in readme
+    assert f"{command}` prints $0.0040 (RTX 4090) to $0.015 (H100)" in page and "no idle time billed" in page
     assert main([*command.split()[1:3], str(REPO / "benchmarks/results/chain.json"), "--idle-s", "0"]) == 0
     out = capsys.readouterr().out
     assert "| RTX 4090 (24 GB) | $0.0040 |" in out and "| H100 (80 GB) | $0.0150 |" in out

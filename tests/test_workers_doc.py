@@ -1,4 +1,4 @@
-"""The README tells the truth about what the workers read and take: every setting a worker reads from its
+"""docs/workers.md tells the truth about what the workers read and take: every setting a worker reads from its
 environment is in its settings table, every field of a job input in its inputs tables."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from voicepod import protocol
 
 from .conftest import REPO
 
-README = (REPO / "README.md").read_text()
+WORKERS_DOC = (REPO / "docs" / "workers.md").read_text()
 
 
 def _settings_read_by_workers() -> set[str]:
@@ -24,8 +24,8 @@ def _settings_read_by_workers() -> set[str]:
     return names - {"HF_HUB_OFFLINE"}  # set by the images, not a voicepod setting
 
 
-def test_every_setting_a_worker_reads_is_in_the_readme():
-    table = README.split("## Worker settings", 1)[1].split("\n## ", 1)[0]
+def test_every_setting_a_worker_reads_is_in_the_workers_page():
+    table = WORKERS_DOC.split("## Worker settings", 1)[1].split("\n## ", 1)[0]
     read = _settings_read_by_workers()
     assert {"MODEL_DIR", "MAX_CONCURRENCY", "LOG_LEVEL", "MODEL_CACHE_DIR"} <= read
     missing = sorted(name for name in read if f"`{name}`" not in table)
@@ -33,8 +33,8 @@ def test_every_setting_a_worker_reads_is_in_the_readme():
 
 
 @pytest.mark.parametrize("model", [protocol.TranscribeRequest, protocol.LLMRequest, protocol.SpeechRequest])
-def test_every_input_field_is_in_the_readme(model):
-    section = README.split("### Worker inputs and outputs", 1)[1].split("\n## ", 1)[0]
+def test_every_input_field_is_in_the_workers_page(model):
+    section = WORKERS_DOC.split("### Worker inputs and outputs", 1)[1].split("\n## ", 1)[0]
     table = section.split(f"`voicepod.protocol.{model.__name__}`", 1)[1].split("\n\n**", 1)[0]
     missing = [name for name in model.model_fields if f"| `{name}` |" not in table]
-    assert not missing, f"{model.__name__} fields missing from the README: {missing}"
+    assert not missing, f"{model.__name__} fields missing from docs/workers.md: {missing}"
