@@ -88,9 +88,15 @@ async def test_multi_sentence_reply_is_spoken_while_the_llm_still_writes(server)
 async def test_interrupt_cancels_jobs_and_keeps_only_what_was_heard(server):
     agent = agent_for(server, system_prompt=SEVERAL_SENTENCES, llm_options={"temperature": 0, "max_tokens": 120})
     events = []
+    interrupted = False
     async for event in agent.respond(espeak_wav("Tell me about Paris.")):
         events.append(event)
-        if isinstance(event, Audio):
+        heard = " ".join(dict.fromkeys(e.text for e in events if isinstance(e, Audio)))
+        written = "".join(e.delta for e in events if isinstance(e, ReplyText)).strip()
+        # Once something is heard and more is written than heard: on a loaded machine the first
+        # audio can come before the LLM has written past its first sentence.
+        if heard and len(written) > len(heard) and not interrupted:
+            interrupted = True
             await agent.interrupt()
     done = events[-1]
     assert done.interrupted
