@@ -10,7 +10,18 @@ import pytest
 from voicepod.phone import twilio
 from voicepod.phone.browser import BrowserLine
 from voicepod.phone.line import CallerAudio, CallStarted, Digit, Hangup, LineRefused, Played, Skipped
-from voicepod.phone.turn_taking import BargeIn, Begin, Confirm, Drop, Speculate, TurnTaking
+from voicepod.phone.turn_taking import (
+    MAX_SILENCE,
+    MAX_UTTERANCE,
+    SMART,
+    BargeIn,
+    Begin,
+    Confirm,
+    Continue,
+    Drop,
+    Speculate,
+    TurnTaking,
+)
 from voicepod.phone.vad import Pause, Resumed, SpeechStarted, Utterance
 
 # --- Twilio -----------------------------------------------------------------------------------------------
@@ -88,9 +99,13 @@ class Script:
 
     def __init__(self, *feeds: list[object]):
         self.feeds = list(feeds)
+        self.closed = 0
 
     def feed(self, audio: bytes) -> list[object]:
         return self.feeds.pop(0)
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 def decide(speculate: bool, *feeds: list[object]) -> list[list[object]]:
@@ -109,9 +124,49 @@ def test_a_caller_who_speaks_again_drops_the_speculation_and_the_whole_turn_begi
     # The turn ends with other audio than the pause's (or is cut): the speculation is dropped, the turn begins.
     assert decide(True, [Pause(b"ab")], [Utterance(b"abc")]) == [[Speculate(b"ab")], [Drop(), Begin(b"abc")]]
     assert decide(True, [Pause(b"ab")], [Utterance(b"ab", cut=True)]) == [
-        [Speculate(b"ab")], [Drop(), Begin(b"ab", cut=True)]]
+        [Speculate(b"ab")], [Drop(), Begin(b"ab", cut=True, by=MAX_UTTERANCE)]]
 
 
 def test_without_speculation_a_turn_begins_only_at_its_end():
     assert decide(False, [SpeechStarted(), Pause(b"ab")], [Resumed()], [Utterance(b"abc")]) == [
         [BargeIn()], [], [Begin(b"abc")]]
+
+
+def test_the_smart_detector_ends_a_turn_at_once_and_closes_the_utterance():
+    detector = Script([SpeechStarted(), Pause(b"ab")], [Utterance(b"ab")])
+    turns = TurnTaking(detector, speculate=False, smart=True)  # type: ignore[arg-type]
+    assert turns.feed(b"") == [BargeIn(), Speculate(b"ab")]  # smart always speculates
+    assert turns.end_now() == [Confirm(SMART)] and detector.closed == 1 and turns.continuable
+    assert turns.end_now() == []  # nothing left to end
+    # Had the model said "not done", the detector's silence (the longest wait) would end it.
+    waited = TurnTaking(Script([Pause(b"ab")], [Utterance(b"ab")]), smart=True)  # type: ignore[arg-type]
+    assert [waited.feed(b""), waited.feed(b"")] == [[Speculate(b"ab")], [Confirm(MAX_SILENCE)]]
+
+
+def test_a_caller_who_goes_on_after_an_early_end_continues_the_same_turn():
+    detector = Script([Pause(b"ab")], [SpeechStarted()], [Pause(b"cd")], [SpeechStarted()], [Utterance(b"ef")])
+    turns = TurnTaking(detector, smart=True)  # type: ignore[arg-type]
+    assert turns.feed(b"") == [Speculate(b"ab")]
+    assert turns.end_now() == [Confirm(SMART, continued=0)]
+    # New speech before the reply was heard: the turn is taken back, and the next one starts with its audio.
+    assert turns.feed(b"") == [Continue()] and not turns.continuable
+    assert turns.feed(b"") == [Speculate(b"abcd")]
+    assert turns.end_now() == [Confirm(SMART, continued=1)]
+    assert turns.feed(b"") == [Continue()]
+    assert turns.feed(b"") == [Begin(b"abcdef", by=MAX_SILENCE, continued=2)]
+
+
+def test_once_an_early_ended_turns_reply_is_heard_new_speech_is_a_new_turn():
+    turns = TurnTaking(Script([Pause(b"ab")], [SpeechStarted(), Pause(b"cd")]), smart=True)  # type: ignore[arg-type]
+    turns.feed(b"")
+    turns.end_now()
+    turns.settle()
+    assert turns.feed(b"") == [BargeIn(), Speculate(b"cd")]
+
+
+def test_a_dismissed_utterance_drops_its_speculation_and_closes_the_detector():
+    detector = Script([SpeechStarted(), Pause(b"ab")])
+    turns = TurnTaking(detector, smart=True)  # type: ignore[arg-type]
+    turns.feed(b"")
+    assert turns.dismiss() == [Drop()] and detector.closed == 1
+    assert turns.end_now() == []  # nothing to end: the speculation is gone
