@@ -138,4 +138,6 @@ class Answer:
             if self.reply is not None:
                 self.reply.retract()
             dropped = {"turn": self.playback.number, "jobs": jobs}
-            self.call.cancelled_speculations.append(dropped | ({"continued": True} if self.withdrawn else {}))
+            if self.withdrawn:  # and whether its reply was ready but held while the VAD heard the caller go on
+                dropped |= {"continued": True, "held": self.playback.held_ready}
+            self.call.cancelled_speculations.append(dropped)

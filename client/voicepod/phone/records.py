@@ -101,10 +101,11 @@ class CallRecord:
     skipped as unusable (unknown events, bad base64). ``cancelled_speculations``: speculative turns cancelled
     because the caller spoke again, each ``{"turn": the number of the turn it guessed at, "jobs": its job ids by
     stage}``: their jobs ran (and are billed) for nothing; a turn the smart detector ended early and the caller
-    went on (its answer dropped the same way) is one too, with ``"continued": true``. ``interjections``: what the
-    caller said over a reply (smart detector), each ``{"turn": the playback it was said over (0: the greeting),
-    "speech_s", "text": its transcript, "verdict": "backchannel" or "interruption", "reason", "cut": the reply was
-    cut, "resumed": and resumed from its cut sentence, "jobs": its STT job ids}``."""
+    went on (its answer dropped the same way) is one too, with ``"continued": true`` and ``"held"``: its reply was
+    ready and held back while the VAD heard the caller (without the hold it would have gone out).
+    ``interjections``: what the caller said over a reply (smart detector), each ``{"turn": the playback it was
+    said over (0: the greeting), "speech_s", "text": its transcript, "verdict": "backchannel" or "interruption",
+    "reason", "cut": the reply was cut, "resumed": and resumed from its cut sentence, "jobs": its STT job ids}``."""
 
     call_sid: str | None = None
     stream_sid: str | None = None
