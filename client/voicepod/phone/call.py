@@ -222,6 +222,8 @@ class Call:
 
     def _continue(self) -> None:
         """The turn ended early was not over: take it back; the caller's new speech is the rest of it."""
+        if not self._answers:
+            return
         answer = self._answers.pop()
         self.record.turns = [turn for turn in self.record.turns if turn is not answer.record]
         log.info("call %s: the caller went on: turn %d taken back", self.record.call_sid, answer.playback.number)
