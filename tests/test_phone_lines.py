@@ -158,11 +158,14 @@ def test_a_caller_who_goes_on_after_an_early_end_continues_the_same_turn():
 
 
 def test_once_an_early_ended_turns_reply_is_heard_new_speech_is_a_new_turn():
-    turns = TurnTaking(Script([Pause(b"ab")], [SpeechStarted(), Pause(b"cd")]), smart=True)  # type: ignore[arg-type]
+    detector = Script([Pause(b"ab")], [SpeechStarted()], [Pause(b"cd")], [SpeechStarted(), Pause(b"ef")])
+    turns = TurnTaking(detector, smart=True)  # type: ignore[arg-type]
     turns.feed(b"")
     turns.end_now()
+    assert turns.feed(b"") == [Continue()]
+    assert turns.feed(b"") == [Speculate(b"abcd")] and turns.end_now() == [Confirm(SMART, continued=1)]
     turns.settle()
-    assert turns.feed(b"") == [BargeIn(), Speculate(b"cd")]
+    assert turns.feed(b"") == [BargeIn(), Speculate(b"ef")]  # nothing of the turn before
 
 
 def test_a_dismissed_utterance_drops_its_speculation_and_closes_the_detector():
