@@ -70,14 +70,16 @@ async def _interject(phone: Any, question: bytes, clip: bytes) -> dict[str, Any]
         await caller.say(question)
         first = caller.speech_ended_at + await caller.wait_for_audio(caller.speech_ended_at, 300)
         await asyncio.sleep(max(0.0, first + INTERJECT_AFTER_S - time.monotonic()))
+        playing_at_start = caller.playing  # the reply had audio left to play when the interjection began
         await caller.say(clip)
         onset = _onset(caller, clip)
-        playing = caller.playing  # the reply still had audio to play when the interjection ended
+        playing = caller.playing  # and when it ended (a backchannel over a reply that was over proves nothing)
         await asyncio.sleep(3.0)  # the words, and a resume
         clears = [t - onset for t in caller.clears if t >= onset - 0.5]
     record = phone.record(caller.call_sid)
     [reply, *_] = record["turns"]
-    return {"clears_s": clears, "playing_at_end": playing, "interjections": record["interjections"],
+    return {"clears_s": clears, "playing_at_start": playing_at_start, "playing_at_end": playing,
+            "interjections": record["interjections"],
             "turns": len(record["turns"]), "reply_interrupted": reply["interrupted"]}
 
 
@@ -134,7 +136,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     waited = {d: median([_last(r, "silence_s") for r in rs if r["silence_s"]]) for d, rs in complete.items()}
     unfinished = _unfinished(rows)
     backchannels = [r for r in rows if r["kind"] == "backchannel" and r["playing_at_end"]]
-    interruptions = [r for r in rows if r["kind"] == "interruption" and r["playing_at_end"]]
+    interruptions = [r for r in rows if r["kind"] == "interruption" and r["playing_at_start"]]
     kept = [r for r in backchannels if not r["clears_s"]]
     resumed = [r for r in backchannels if r["clears_s"] and any(i["resumed"] for i in r["interjections"])]
     cut = [r for r in interruptions if r["clears_s"]]

@@ -111,9 +111,9 @@ class Overlap:
         """After each window the detector scored: ``speech_s``, the caller's speech so far."""
         if self.decided:
             return
-        self.record["speech_s"] = round(speech_s, 3)
+        self.record["speech_s"] = max(self.record["speech_s"], round(speech_s, 3))  # 0 once the utterance ended
         if speech_s >= self.settings.backchannel_max_s:
-            await self._interruption(None, f"spoke {speech_s:.2f} s")
+            await self._interruption(f"spoke {speech_s:.2f} s")
         elif not self.record["cut"] and should_cut(speech_s, self.heard, self.settings):
             await self._cut()
 
@@ -132,7 +132,7 @@ class Overlap:
     async def interrupt(self, reason: str) -> None:
         """Decide now: an interruption (the caller's turn ended without a pause to wait for words at)."""
         if not self.decided:
-            await self._interruption(None, reason)
+            await self._interruption(reason)
 
     async def close(self) -> None:
         """Stop its STT jobs (the call ends, or the overlap was decided)."""
@@ -157,7 +157,7 @@ class Overlap:
         heard = classify_interjection(text) if text is not None else Interjection(False, 1.0, "no transcript")
         self.record["text"] = text
         if not heard.backchannel and (final or heard.confidence >= EARLY_CUT_CONFIDENCE):
-            await self._interruption(self.paused_audio if final else None, heard.reason)
+            await self._interruption(heard.reason)
         elif heard.backchannel:
             self.heard = heard
             if final:
@@ -167,11 +167,13 @@ class Overlap:
         self.record["cut"] = True
         await self.playback.pause()
 
-    async def _interruption(self, pause: bytes | None, reason: str) -> None:
+    async def _interruption(self, reason: str) -> None:
         self.decided = True
         self.record.update(verdict="interruption", reason=reason, cut=True)
         await self._stop()
-        await self._verdict(False, pause)
+        # The call starts the turn at the pause the caller is in (if they are: the words may come back while they
+        # talk, or after their pause), as it would have without the words to wait for.
+        await self._verdict(False, self.paused_audio)
         await self.close()
 
     async def _backchannel(self, reason: str) -> None:
