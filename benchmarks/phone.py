@@ -313,12 +313,14 @@ def _merge_turns(result: dict[str, Any], out: Path) -> dict[str, Any]:
     """``--turns-only``: put the turn-taking section into the phone results already there (or alone)."""
     path = out / "phone.json"
     payload = json.loads(path.read_text()) if path.exists() else {"mouth_to_ear_s": {}}
-    for key in ("benchmark", "device", "date"):
-        payload.pop(key, None)
+    # The file's date and device become this run's; the sections kept say where and when they were measured.
+    if "date" in payload:
+        payload["other_sections_measured"] = f"{payload.pop('device', '?')}, {payload.pop('date')}"
+    payload.pop("benchmark", None)
     payload.update(_turn_keys(result))
     payload["mouth_to_ear_s"].update(result["mouth_to_ear_s"])
     previous = (out / "phone.md").read_text() if (out / "phone.md").exists() else ""
-    kept = previous.split(TURNS_HEADING)[0].rsplit("\n\nMeasured on ", 1)[0].strip()
+    kept = previous.split(TURNS_HEADING)[0].strip()  # with its own "Measured on" line
     table = f"{kept}\n\n{TURNS_HEADING}\n\n{phone_turns.report(result)}".strip()
     write_results("phone", payload, table, out)
     return payload

@@ -38,6 +38,12 @@ LONG_REPLY_ARGS = ["--system-prompt", "Answer in four or five sentences.", "--ma
 INTERJECT_AFTER_S = 1.0  # into the reply's audio
 CUT_GOAL_S = 0.5
 BUDGETS = (0.1, 0.2, 0.3, 0.5)
+# The continuation's race, read off the complete questions the smart detector ended: a caller who goes on
+# RESUME_S after their last word is heard by the VAD about VAD_ONSET_S later (its first speech window: 0.02-0.16 s,
+# median 0.06 s, on the set) and counts as talking (SpeechStarted) SPEECH_STARTED_S after they resume (0.26-0.38 s,
+# median 0.28 s). A reply whose first audio comes before the first is heard before they could go on; between the
+# two, only the hold keeps it back.
+RESUME_S, VAD_ONSET_S, SPEECH_STARTED_S = 0.7, 0.06, 0.28
 CUT_LENGTHS = (0.3, 0.35, 0.4, 0.45, 0.5)
 ALIGNMENTS = 6  # of the VAD's 32 ms windows against the speech, 40 samples (5 ms) apart
 
@@ -135,6 +141,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     m2e = {d: median([r["mouth_to_ear_s"] for r in rs]) for d, rs in complete.items()}
     waited = {d: median([_last(r, "silence_s") for r in rs if r["silence_s"]]) for d, rs in complete.items()}
     unfinished = _unfinished(rows)
+    early = [r["mouth_to_ear_s"] for r in complete["smart"] if _last(r, "ended_by") == "smart"]
     backchannels = [r for r in rows if r["kind"] == "backchannel" and r["playing_at_end"]]
     interruptions = [r for r in rows if r["kind"] == "interruption" and r["playing_at_start"]]
     kept = [r for r in backchannels if not r["clears_s"]]
@@ -146,6 +153,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "smart_gain_s": m2e["silence"] - m2e["smart"],
         "complete_ended_by": {d: _count(_last(r, "ended_by") for r in rs) for d, rs in complete.items()},
         "unfinished": unfinished,
+        "continuation_race": {
+            "smart_ended_questions": len(early),
+            "reply_before_the_caller_is_heard": sum(t < RESUME_S + VAD_ONSET_S for t in early),
+            "reply_before_speech_started": sum(t < RESUME_S + SPEECH_STARTED_S for t in early)},
         "one_turn_share": unfinished["smart"][0.2]["one_turn_share"] if 0.2 in unfinished["smart"] else None,
         "backchannel_kept_share": len(kept) / len(backchannels) if backchannels else None,
         "backchannels": {"measured": len(backchannels), "kept": len(kept), "cut_and_resumed": len(resumed),
@@ -156,6 +167,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                           "time_to_cut_s": {"median": median(cut_s) if cut_s else None,
                                             "max": max(cut_s) if cut_s else None}},
     }
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
 
 
 def _last(row: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -243,12 +258,17 @@ def report(result: dict[str, Any]) -> str:
     text += "\n\n" + md_table(["detector", "pause budget s", "utterances", "one turn", "one turn (9 unfinished words)",
                                "cut off", "cut off (9 unfinished words)", "late end", "taken back (reply held)"],
                               rows)
+    race = result["continuation_race"]
+    text += (f"\n\nThe continuation's race (the {race['smart_ended_questions']} complete questions smart ended): "
+             f"the reply's first audio came before a caller who goes on {RESUME_S} s after their last word is heard "
+             f"in {race['reply_before_the_caller_is_heard']} (no continuation possible), before they count as talking "
+             f"in {race['reply_before_speech_started']} (the hold keeps those back).")
     b, i = result["backchannels"], result["interruptions"]
     cut = i["time_to_cut_s"]
     text += (f"\n\nOver a reply (smart): backchannels kept uncut {b['kept']}/{b['measured']} "
              f"({b['cut_and_resumed']} cut and resumed; {b['reply_over_before']} not measured: the reply was over); "
              f"interruptions cut {i['cut']}/{i['measured']}, {i['cut_within_goal']} within {CUT_GOAL_S} s "
-             f"(time to cut median {cut['median']}, max {cut['max']} s).")
+             f"(time to cut median {_seconds(cut['median'])}, max {_seconds(cut['max'])}).")
     lengths = result["cut_lengths"]["by_length"]
     text += "\n\n" + md_table(
         ["cut length s", "backchannels uncut", "interruptions cut at, median s", "max s", f"within {CUT_GOAL_S} s"],
