@@ -88,8 +88,9 @@ Verdict = Callable[[bool, bytes | None], Awaitable[None]]
 class Overlap:
     """One stretch of the caller's speech over a reply. ``agent``, ``line``: for the STT jobs; ``playback``: the
     reply's (or the greeting's); ``stop``: stops the reply for good (the call's barge-in); ``verdict``: called once,
-    with whether it was a backchannel and, for an interruption, the audio of the pause the call should start the
-    turn at (None: no pause yet); ``record``: the call record's ``interjections`` entry, filled in here."""
+    with whether it was a backchannel and, for an interruption, the audio of the pause the caller is in, where the
+    call should start their turn (None: they are talking); ``record``: what the call record's ``interjections``
+    entry starts with (this fills in the rest)."""
 
     def __init__(self, agent: VoiceAgent, line: Line, playback: Playback, settings: BargeInSettings,
                  stop: Callable[[], Awaitable[None]], verdict: Verdict, record: dict[str, Any]):
@@ -154,7 +155,8 @@ class Overlap:
             text = None
         if self.decided:
             return
-        heard = classify_interjection(text) if text is not None else Interjection(False, 1.0, "no transcript")
+        # No transcript (the job failed): no reason to cut early; at the pause, the safe side is an interruption.
+        heard = classify_interjection(text) if text is not None else Interjection(False, 0.0, "no transcript")
         self.record["text"] = text
         if not heard.backchannel and (final or heard.confidence >= EARLY_CUT_CONFIDENCE):
             await self._interruption(heard.reason)
