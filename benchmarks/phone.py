@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from voicepod import registry
 from voicepod.phone.vad import DEFAULT_PAUSE_S
 
-from benchmarks import REPO, md_table, median, run_cli, write_results
+from benchmarks import REPO, md_table, median, phone_turns, run_cli, write_results
 from benchmarks.waterfall import draw_call
 
 QUESTIONS = ["How do I make a cup of tea?", "What is the capital of France?", "Where is the nearest train station?"]
@@ -52,7 +53,9 @@ ENDPOINT_MODES = ("queue_modelled", "direct")
 # no delay (the direct route's own overhead is small).
 DIRECT_GAIN_GOAL_S = 0.2
 DIRECT_OVERHEAD_GOAL_S = 0.03
-ARGS = ["--greeting", "", "--temperature", "0"]
+# These modes measure the silence detector (the default before issue 28), as they did; the turn-taking section
+# (benchmarks.phone_turns) sets its own.
+ARGS = ["--greeting", "", "--temperature", "0", "--turn-detector", "silence"]
 PARTS = ["end-of-turn wait", "STT", "LLM to first sentence", "TTS to first audio", "server overhead"]
 
 
@@ -132,11 +135,16 @@ def _waterfall_turn(turn: dict[str, Any]) -> dict[str, Any]:
                     "finished": at("tts_done_s")}}
 
 
-def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
+def run(quick: bool, runs: int, out: Path, turns_only: bool = False) -> dict[str, Any]:
     from voicepod.audio import MULAW_RATE
     from voicepod.local import LocalServer
 
     from tests.phone_util import PhoneServer, spoken_mulaw, voiced
+
+    if turns_only:
+        with LocalServer(registry.handlers(REPO), ready_timeout_s=600) as server:
+            result = phone_turns.measure(server.base_url, quick, 1 if quick else runs)
+        return _merge_turns(result, out)
 
     clips = {q: voiced(spoken_mulaw(q)) for q in QUESTIONS}
     paused = " ".join(PAUSED)
@@ -161,7 +169,8 @@ def run(quick: bool, runs: int, out: Path) -> dict[str, Any]:
                     billed, statuses = asyncio.run(_extra_billed(servers[mode], record))
                     turns.append(_turn(mode, question, i, mouth_to_ear, record, billed, statuses))
                     print(f"{mode:>22}  {mouth_to_ear:5.2f} s  {question}", flush=True)
-    return _report(turns, runs, out, quick)
+        turn_taking = phone_turns.measure(server.base_url, quick, 1 if quick else runs)
+    return _report(turns, runs, out, quick, turn_taking)
 
 
 def _endpoint_modes(stack: contextlib.ExitStack, handlers: dict[str, Path], base_url: str
@@ -205,7 +214,8 @@ def _endpoints_report(turns: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]
     return table, payload
 
 
-def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> dict[str, Any]:
+def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool,
+            turn_taking: dict[str, Any]) -> dict[str, Any]:
     by_mode = {mode: [t for t in turns if t["mode"] == mode] for mode in MODES}
     short = list(MODES)[2]
     m2e = {mode: median([t["mouth_to_ear_s"] for t in ts]) for mode, ts in by_mode.items()}
@@ -265,7 +275,8 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
         "pause_inside_s": PAUSE_INSIDE_S,
         # "queue_modelled" is modelled (a queue delay serve-local adds), not measured on RunPod.
         "mouth_to_ear_s": {"on": m2e["on"], "off": m2e["off"], "direct": endpoints["mouth_to_ear_s"]["direct"],
-                           "queue_modelled": endpoints["mouth_to_ear_s"]["queue_modelled"]},
+                           "queue_modelled": endpoints["mouth_to_ear_s"]["queue_modelled"],
+                           **turn_taking["mouth_to_ear_s"]},
         "endpoints": endpoints,
         "mouth_to_ear_p90_s": {"on": m2e_p90["on"], "off": m2e_p90["off"]},
         "short_end_silence": {"end_silence_s": SHORT_END_SILENCE_S, "speculation": True,
@@ -282,12 +293,45 @@ def _report(turns: list[dict[str, Any]], runs: int, out: Path, quick: bool) -> d
         "same_transcripts": f"{same_transcripts}/{len(pairs)}", "same_replies": f"{same_replies}/{len(pairs)}",
         "turns": turns, "waterfall": png.name,
     }
+    payload.update(_turn_keys(turn_taking))
+    write_results("phone", payload, f"{table}\n\n{TURNS_HEADING}\n\n{phone_turns.report(turn_taking)}", out)
+    return payload
+
+
+TURNS_HEADING = "## Turn-taking: smart against silence (issue 28)"
+
+
+def _turn_keys(result: dict[str, Any]) -> dict[str, Any]:
+    """phone.json's keys for the turn-taking section: ``mouth_to_ear_s.smart``/``.silence`` go in with the others."""
+    summary = {key: value for key, value in result.items() if key != "rows"}
+    return {"mouth_to_ear_s_turns": result["mouth_to_ear_s"], "one_turn_share": result["one_turn_share"],
+            "backchannel_kept_share": result["backchannel_kept_share"], "turn_taking": summary,
+            "turn_taking_rows": result["rows"]}
+
+
+def _merge_turns(result: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``--turns-only``: put the turn-taking section into the phone results already there (or alone)."""
+    path = out / "phone.json"
+    payload = json.loads(path.read_text()) if path.exists() else {"mouth_to_ear_s": {}}
+    # The file's date and device become this run's; the sections kept say where and when they were measured.
+    if "date" in payload:
+        payload["other_sections_measured"] = f"{payload.pop('device', '?')}, {payload.pop('date')}"
+    payload.pop("benchmark", None)
+    payload.update(_turn_keys(result))
+    payload["mouth_to_ear_s"].update(result["mouth_to_ear_s"])
+    previous = (out / "phone.md").read_text() if (out / "phone.md").exists() else ""
+    kept = previous.split(TURNS_HEADING)[0].strip()  # with its own "Measured on" line
+    table = f"{kept}\n\n{TURNS_HEADING}\n\n{phone_turns.report(result)}".strip()
     write_results("phone", payload, table, out)
     return payload
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_cli(run, __doc__, argv, default_runs=5, quick_help="3 runs")
+    def options(parser: Any) -> None:
+        parser.add_argument("--turns-only", action="store_true",
+                            help="only the turn-taking section (smart against silence), merged into phone.json")
+
+    run_cli(run, __doc__, argv, default_runs=5, quick_help="3 runs (the turn-taking section: 1)", options=options)
 
 
 if __name__ == "__main__":

@@ -137,3 +137,42 @@ def test_speech_text_benchmark_quick_mode_writes_its_json(tmp_path):
     result = json.loads((tmp_path / "speech_text.json").read_text())
     assert result["sentences"] > 10 and 0 < result["median"]["rewrite_ms_median"] <= result["median"]["rewrite_ms_max"]
     assert result["median"]["first_audio_ms_on"] > 0
+
+
+def test_phone_turn_taking_counts_one_turn_cut_offs_late_ends_and_what_a_reply_survived():
+    from benchmarks.phone_turns import summarize
+
+    def call(detector, kind, turns, ended_by, continued=0, m2e=1.0, sentence=False, budget=0.2):
+        return {"detector": detector, "kind": kind, "text": kind, "before_is_sentence": sentence, "budget": budget,
+                "mouth_to_ear_s": m2e, "turns": turns, "ended_by": ended_by, "silence_s": [0.5] * turns,
+                "continued": [continued] * turns, "held": [True] if continued else []}
+
+    def over(kind, clears, resumed=False, playing=True):
+        return {"detector": "smart", "kind": kind, "text": kind, "clears_s": clears, "playing_at_start": True,
+                "playing_at_end": playing, "interjections": [{"resumed": resumed}]}
+
+    rows = [
+        call("smart", "complete", 1, ["smart"], m2e=0.9), call("silence", "complete", 1, ["silence"], m2e=1.3),
+        call("smart", "complete", 1, ["smart"], m2e=0.74), call("silence", "complete", 1, ["silence"], m2e=1.1),
+        call("smart", "unfinished", 1, ["smart"], continued=1),  # cut off, taken back: one turn
+        call("smart", "unfinished", 2, ["smart", "smart"], sentence=True),  # cut off for good
+        call("smart", "unfinished", 1, ["max_silence"]),  # waited out, late at its end
+        call("silence", "unfinished", 2, ["silence", "silence"], budget=None),
+        over("backchannel", []), over("backchannel", [0.5], resumed=True), over("backchannel", [], playing=False),
+        over("interruption", [0.45]), over("interruption", [0.62]), over("interruption", []),
+    ]
+    result = summarize(rows)
+    assert {k: round(v, 2) for k, v in result["mouth_to_ear_s"].items()} == {"smart": 0.82, "silence": 1.2}
+    assert round(result["smart_gain_s"], 2) == 0.38
+    smart = result["unfinished"]["smart"][0.2]
+    assert smart["one_turn_share"] == 2 / 3 and smart["one_turn_share_unfinished_words"] == 1.0
+    assert smart["cut_off_share"] == 2 / 3 and smart["cut_off_share_unfinished_words"] == 0.5
+    assert smart["late_share"] == 1 / 3 and smart["continued"] == 1 and smart["continuations_held"] == 1
+    assert result["unfinished"]["silence"][None]["one_turn_share"] == 0 and result["one_turn_share"] == 2 / 3
+    assert result["backchannel_kept_share"] == 0.5 and result["backchannels"]["cut_and_resumed"] == 1
+    assert result["backchannels"]["reply_over_before"] == 1
+    assert result["interruptions"] | {"time_to_cut_s": None} == {
+        "measured": 3, "cut": 2, "cut_within_goal": 1, "time_to_cut_s": None}
+    # 0.74 s: the reply came before a caller who goes on 0.7 s after their last word could count as talking.
+    assert result["continuation_race"] == {"smart_ended_questions": 2, "reply_before_the_caller_is_heard": 1,
+                                           "reply_before_speech_started": 2}

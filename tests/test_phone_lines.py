@@ -3,6 +3,7 @@ marks and clears out) and turn-taking's decisions (barge-in, speculate, confirm,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -10,7 +11,18 @@ import pytest
 from voicepod.phone import twilio
 from voicepod.phone.browser import BrowserLine
 from voicepod.phone.line import CallerAudio, CallStarted, Digit, Hangup, LineRefused, Played, Skipped
-from voicepod.phone.turn_taking import BargeIn, Begin, Confirm, Drop, Speculate, TurnTaking
+from voicepod.phone.turn_taking import (
+    MAX_SILENCE,
+    MAX_UTTERANCE,
+    SMART,
+    BargeIn,
+    Begin,
+    Confirm,
+    Continue,
+    Drop,
+    Speculate,
+    TurnTaking,
+)
 from voicepod.phone.vad import Pause, Resumed, SpeechStarted, Utterance
 
 # --- Twilio -----------------------------------------------------------------------------------------------
@@ -88,9 +100,13 @@ class Script:
 
     def __init__(self, *feeds: list[object]):
         self.feeds = list(feeds)
+        self.closed = 0
 
     def feed(self, audio: bytes) -> list[object]:
         return self.feeds.pop(0)
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 def decide(speculate: bool, *feeds: list[object]) -> list[list[object]]:
@@ -109,9 +125,136 @@ def test_a_caller_who_speaks_again_drops_the_speculation_and_the_whole_turn_begi
     # The turn ends with other audio than the pause's (or is cut): the speculation is dropped, the turn begins.
     assert decide(True, [Pause(b"ab")], [Utterance(b"abc")]) == [[Speculate(b"ab")], [Drop(), Begin(b"abc")]]
     assert decide(True, [Pause(b"ab")], [Utterance(b"ab", cut=True)]) == [
-        [Speculate(b"ab")], [Drop(), Begin(b"ab", cut=True)]]
+        [Speculate(b"ab")], [Drop(), Begin(b"ab", cut=True, by=MAX_UTTERANCE)]]
 
 
 def test_without_speculation_a_turn_begins_only_at_its_end():
     assert decide(False, [SpeechStarted(), Pause(b"ab")], [Resumed()], [Utterance(b"abc")]) == [
         [BargeIn()], [], [Begin(b"abc")]]
+
+
+def test_the_smart_detector_ends_a_turn_at_once_and_closes_the_utterance():
+    detector = Script([SpeechStarted(), Pause(b"ab")], [Utterance(b"ab")])
+    turns = TurnTaking(detector, speculate=False, smart=True)  # type: ignore[arg-type]
+    assert turns.feed(b"") == [BargeIn(), Speculate(b"ab")]  # smart always speculates
+    assert turns.end_now() == [Confirm(SMART)] and detector.closed == 1 and turns.continuable
+    assert turns.end_now() == []  # nothing left to end
+    # Had the model said "not done", the detector's silence (the longest wait) would end it.
+    waited = TurnTaking(Script([Pause(b"ab")], [Utterance(b"ab")]), smart=True)  # type: ignore[arg-type]
+    assert [waited.feed(b""), waited.feed(b"")] == [[Speculate(b"ab")], [Confirm(MAX_SILENCE)]]
+
+
+def test_a_caller_who_goes_on_after_an_early_end_continues_the_same_turn():
+    detector = Script([Pause(b"ab")], [SpeechStarted()], [Pause(b"cd")], [SpeechStarted()], [Utterance(b"ef")])
+    turns = TurnTaking(detector, smart=True)  # type: ignore[arg-type]
+    assert turns.feed(b"") == [Speculate(b"ab")]
+    assert turns.end_now() == [Confirm(SMART, continued=0)]
+    # New speech before the reply was heard: the turn is taken back, and the next one starts with its audio.
+    assert turns.feed(b"") == [Continue()] and not turns.continuable
+    assert turns.feed(b"") == [Speculate(b"abcd")]
+    assert turns.end_now() == [Confirm(SMART, continued=1)]
+    assert turns.feed(b"") == [Continue()]
+    assert turns.feed(b"") == [Begin(b"abcdef", by=MAX_SILENCE, continued=2)]
+
+
+def test_once_an_early_ended_turns_reply_is_heard_new_speech_is_a_new_turn():
+    detector = Script([Pause(b"ab")], [SpeechStarted()], [Pause(b"cd")], [SpeechStarted(), Pause(b"ef")])
+    turns = TurnTaking(detector, smart=True)  # type: ignore[arg-type]
+    turns.feed(b"")
+    turns.end_now()
+    assert turns.feed(b"") == [Continue()]
+    assert turns.feed(b"") == [Speculate(b"abcd")] and turns.end_now() == [Confirm(SMART, continued=1)]
+    turns.settle()
+    assert turns.feed(b"") == [BargeIn(), Speculate(b"ef")]  # nothing of the turn before
+
+
+def test_a_dismissed_utterance_drops_its_speculation_and_closes_the_detector():
+    detector = Script([SpeechStarted(), Pause(b"ab")])
+    turns = TurnTaking(detector, smart=True)  # type: ignore[arg-type]
+    turns.feed(b"")
+    assert turns.dismiss() == [Drop()] and detector.closed == 1
+    assert turns.end_now() == []  # nothing to end: the speculation is gone
+
+
+# --- playback: a cut that may be resumed, a hold ------------------------------------------------------------
+
+
+def test_a_paused_playback_clears_the_line_keeps_what_comes_and_resumes_from_its_cut_sentence():
+    from voicepod.phone.playback import Player
+
+    async def scenario():
+        sent: list[str | bytes] = []
+
+        async def send(frame: str | bytes) -> None:
+            sent.append(frame)
+
+        line = twilio.TwilioLine()
+        line.parse(twilio.twilio_start("MZ1", "CA1"))
+        player = Player(line, send)
+        playback = player.current = player.playback(1)
+        playback.release()
+        played: list[int] = []
+        first, second, third = b"\x01" * 320, b"\x02" * 320, b"\x03" * 320  # two 20 ms frames each
+        await playback.play(0, "One.", first, played.append)
+        await playback.mark(0, "One.", played.append)
+        await playback.play(1, "Two.", second, played.append)
+        await playback.mark(1, "Two.", played.append)
+        player.marked("1:0")  # the first sentence played out; the second is on the line
+        await playback.pause()
+        events = [json.loads(frame)["event"] for frame in sent]
+        assert events == ["media", "media", "mark", "media", "media", "mark", "clear"]
+        player.marked("1:1")  # the clear gave its mark back: it did not play
+        await playback.play(2, "Three.", third, played.append)  # the reply goes on while it is cut: kept
+        await playback.mark(2, "Three.", played.append)
+        assert len(sent) == 7 and playback.playing
+        await playback.resume()
+        again = [json.loads(frame) for frame in sent[7:]]
+        # From the start of the cut sentence, then what came meanwhile; marks named for the resume.
+        assert [base64.b64decode(f["media"]["payload"])[:1] for f in again if f["event"] == "media"] == [
+            b"\x02", b"\x02", b"\x03", b"\x03"]
+        assert [f["mark"]["name"] for f in again if f["event"] == "mark"] == ["1:1.1", "1:2.1"]
+        player.marked("1:1")  # a stale echo of the first take: still nothing
+        player.marked("1:1.1")
+        player.marked("1:2.1")
+        assert played == [0, 1, 2] and playback.heard() == "One. Two. Three." and not playback.playing
+
+    asyncio.run(scenario())
+
+
+def test_a_held_playback_sends_its_first_audio_only_once_let_go():
+    from voicepod.phone.playback import Player
+
+    async def scenario():
+        sent: list[str | bytes] = []
+
+        async def send(frame: str | bytes) -> None:
+            sent.append(frame)
+
+        line = twilio.TwilioLine()
+        line.parse(twilio.twilio_start("MZ1", "CA1"))
+        player = Player(line, send)
+        playback = player.playback(1)
+        playback.release()
+        playback.hold(True)
+        playing = asyncio.create_task(playback.play(0, "One.", b"\x01" * 160))
+        await asyncio.sleep(0.05)
+        assert sent == [] and playback.held_ready
+        playback.hold(False)
+        await playing
+        assert len(sent) == 1 and playback.sent_audio
+        playback.hold(True)  # once audio went out, a hold changes nothing
+        await asyncio.wait_for(playback.play(0, "One.", b"\x01" * 160), 1)
+        assert len(sent) == 2
+
+    asyncio.run(scenario())
+
+
+def test_speech_over_a_reply_cuts_it_at_its_length_unless_its_words_are_a_backchannel():
+    from voicepod.phone.backchannel import classify_interjection
+    from voicepod.phone.barge_in import BargeInSettings, should_cut
+
+    settings = BargeInSettings(cut_s=0.45, backchannel_max_s=0.8)
+    assert not should_cut(0.3, None, settings) and should_cut(0.45, None, settings)
+    yeah, wait = classify_interjection("Yeah."), classify_interjection("Wait.")
+    assert not should_cut(0.6, yeah, settings) and should_cut(0.8, yeah, settings)
+    assert should_cut(0.45, wait, settings)

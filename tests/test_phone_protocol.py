@@ -231,6 +231,9 @@ def test_an_oversized_webhook_body_is_refused(server):
     (["phone", "--stt", "a", "--llm", "b"], "no endpoint id for tts"),
     (["phone", "--stt", "a", "--llm", "b", "--tts", "c", "--public-url", "phone.example.com"], "full URL"),
     (["call", f"ws://127.0.0.1:{free_port()}/media", "missing.wav"], "cannot read missing.wav"),
+    (["phone", "--local", "--no-speculate"], "--no-speculate needs --turn-detector silence"),
+    (["phone", "--local", "--pause", "1.2"], "shorter than --max-silence (1.0 s)"),
+    (["phone", "--local", "--barge-in-after", "0.9"], "no longer than --backchannel-max"),
 ])
 def test_command_line_mistakes_end_in_one_line(args, says, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEPOD_")}

@@ -1,5 +1,6 @@
-"""Speculative turns on a call (voicepod.phone.speculation): a simulated caller speaks espeak-ng questions in
-real time to ``voicepod phone`` processes, with speculation on and off, over real workers under serve-local.
+"""Speculative turns on a call (voicepod.phone.turn_taking) with the silence turn detector: a simulated caller speaks
+espeak-ng questions in real time to ``voicepod phone`` processes, with speculation on and off, over real workers
+under serve-local.
 
 Behaviour, not timing: which transcript a turn used, which jobs were cancelled, what the record says, and that
 speculation changes nothing the caller hears (temperature 0)."""
@@ -19,7 +20,8 @@ from .speech import wer
 from .test_cli_errors import one_line, voicepod
 from .test_phone import job_statuses
 
-ARGS = ["--greeting", "", "--temperature", "0"]
+# The silence detector: these tests rely on its fixed end-of-turn silence (the smart one is tests/test_phone_turns.py).
+ARGS = ["--greeting", "", "--temperature", "0", "--turn-detector", "silence"]
 TEA = "How do I make a cup of tea?"
 FIRST, SECOND = "What is the capital of France?", "And of Germany?"
 SILENCE = b"\xff"
@@ -58,6 +60,9 @@ async def test_a_turn_with_no_speech_after_its_pause_is_the_speculation_and_is_h
     off = await ask(not_speculating, spoken_mulaw(TEA))
     [turn], [plain] = on["turns"], off["turns"]
     assert turn["speculated"] and not plain["speculated"]
+    # The record says what ended each turn: the fixed silence.
+    assert turn["end_of_turn"] == plain["end_of_turn"] == {"by": "silence", "silence_s": 0.55, "probability": None,
+                                                           "text": None, "continued": 0}
     assert on["cancelled_speculations"] == [] == off["cancelled_speculations"]
     # One STT job, submitted before the end of the turn was detected: the transcript came from the pause.
     assert len(turn["jobs"]["stt"]) == 1 and turn["latency"]["stt_started_s"] < 0
@@ -99,5 +104,5 @@ async def test_a_retracted_turn_leaves_the_history_as_it_was(server):
 
 
 def test_a_pause_not_shorter_than_the_end_of_turn_is_refused_in_one_line():
-    code, err = voicepod("phone", "--local", "--pause", "0.6", cwd=REPO)
+    code, err = voicepod("phone", "--local", "--turn-detector", "silence", "--pause", "0.6", cwd=REPO)
     assert code == 2 and "--pause must be 0 (no speculation) or shorter than --end-silence (0.55 s)" in one_line(err)

@@ -104,3 +104,25 @@ def test_no_pause_events_when_pause_s_is_zero():
     question = spoken_mulaw("What is the capital of France?")
     events = feed_in_frames(TurnDetector(TurnSettings(pause_s=0)), question + SILENCE * (2 * RATE))
     assert [type(event) for _, event in events] == [SpeechStarted, Utterance]
+
+
+def test_a_closed_utterance_ends_without_an_utterance_and_the_next_speech_is_a_new_one():
+    first = voiced(spoken_mulaw("What is the capital of France?"))
+    second = spoken_mulaw("Where is the nearest train station?")
+    detector = TurnDetector(TurnSettings(pause_s=0.2))
+    events = feed_in_frames(detector, SILENCE * RATE + first + SILENCE * int(RATE * 0.4))
+    assert [type(event) for _, event in events] == [SpeechStarted, Pause]
+    assert detector.silence_s >= 0.2 and detector.audio_so_far().startswith(events[1][1].audio)
+    detector.close()  # the smart detector decided: the turn ended at its pause
+    assert detector.speech_s == detector.silence_s == 0 and detector.audio_so_far() == b""
+    audio = SILENCE * RATE + second + SILENCE * (2 * RATE)
+    heard_as_it_starts, events = [], []
+    for start in range(0, len(audio), 160):
+        events += detector.feed(audio[start:start + 160])
+        heard_as_it_starts.append(detector.hearing and not events)
+    # No end for the closed utterance; the new speech is heard before it counts as talking, then starts a turn
+    # of its own, which is all of the new speech.
+    assert [type(event) for event in events] == [SpeechStarted, Pause, Utterance]
+    assert any(heard_as_it_starts) and not detector.hearing
+    heard = transcribe(load_whisper(), events[2].audio)
+    assert "station" in heard and "france" not in heard

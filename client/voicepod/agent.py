@@ -118,7 +118,10 @@ class VoiceAgent:
             payload["sample_rate"] = self.sample_rate
         return payload
 
-    def _stt_input(self, audio: bytes, audio_format: str | None, sample_rate: int | None) -> dict[str, Any]:
+    def stt_input(self, audio: bytes, audio_format: str | None = None, sample_rate: int | None = None
+                  ) -> dict[str, Any]:
+        """The STT job input that transcribes ``audio`` with this agent's options (``audio_format`` and
+        ``sample_rate`` as for :meth:`respond`)."""
         payload: dict[str, Any] = {"audio_base64": base64.b64encode(audio).decode(), **self.stt_options}
         if audio_format:
             payload["audio_format"] = audio_format
@@ -150,7 +153,7 @@ class VoiceAgent:
             # Trimmed before the turn, not after: a turn taken back out (Reply.retract) leaves the history the
             # LLM would have seen without it.
             del self.history[:max(0, len(self.history) - self.max_history)]
-        return Reply(self, self._stt_input(audio, audio_format, sample_rate))
+        return Reply(self, self.stt_input(audio, audio_format, sample_rate))
 
     def say(self, text: str, *, remember: bool = False) -> Speech:
         """Speak ``text`` (a greeting, an apology) in this agent's voice: a :class:`~voicepod.reply.Speech` to

@@ -14,6 +14,7 @@ from ..errors import VoicepodError
 from .line import Line
 from .playback import LineClosed, Playback, speak
 from .records import CallRecord, TurnRecord, turn_latency
+from .turn_judge import Judgement
 
 log = logging.getLogger("voicepod.phone")
 
@@ -22,7 +23,8 @@ class Answer:
     """One turn's answer. ``agent``: the call's; ``line``: its input format goes to STT; ``playback``: where the
     reply plays (held until :meth:`confirm`); ``record``: the turn's record; ``call``: the call's record (a
     dropped speculation's jobs go there); ``apology``: said when a stage fails; ``end_silence_s``: the silence
-    that ends a turn (the caller stopped speaking that long before the turn's end was detected)."""
+    that ends a turn (the caller stopped speaking that long before the turn's end was detected), unless
+    :meth:`confirm` says otherwise."""
 
     def __init__(self, agent: VoiceAgent, line: Line, playback: Playback, record: TurnRecord, call: CallRecord, *,
                  apology: str, end_silence_s: float):
@@ -32,11 +34,26 @@ class Answer:
         self.reply: Reply | None = None
         self.task: asyncio.Task[None] | None = None  # what runs it (set by the call)
         self.detected: float | None = None  # monotonic time the end of the turn was detected
+        self.withdrawn = False  # confirmed, then taken back: the caller went on (a continued turn)
+        self.judgement: Judgement | None = None  # the smart detector's at the pause it was started at
+        # The final transcript (None when there is none: the STT failed or the answer stopped before it).
+        self.transcript: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
-    def confirm(self) -> None:
-        """The turn's end is detected: its reply goes out (what was held, at once)."""
+    def confirm(self, end_silence_s: float | None = None) -> None:
+        """The turn's end is detected: its reply goes out (what was held, at once). ``end_silence_s``: the
+        silence the caller had left by then, when not the one given at creation."""
         self.detected = time.monotonic()
+        if end_silence_s is not None:
+            self.end_silence_s = end_silence_s
         self.playback.release()
+
+    def withdraw(self) -> None:
+        """Take the confirmed turn back before any of its reply was heard: nothing more goes out, and it ends as a
+        dropped speculation does (history retracted, its jobs cancelled and listed in ``cancelled_speculations``)."""
+        self.withdrawn = True
+        self.playback.cleared = True
+        if self.task is not None:
+            self.task.cancel()
 
     async def run(self, audio: bytes, previous: asyncio.Task[None] | None) -> None:
         """Answer ``audio`` once ``previous`` (the call's turn before, or its greeting) is over."""
@@ -74,6 +91,8 @@ class Answer:
         if isinstance(event, Transcript) and event.final:
             record.user = event.text
             times["transcript_s"] = began + event.t
+            if not self.transcript.done():
+                self.transcript.set_result(event.text)
         elif isinstance(event, ReplyText):
             record.reply += event.delta
             times.setdefault("llm_first_token_s", began + event.t)
@@ -107,8 +126,10 @@ class Answer:
                 await speak(self.playback, self.agent.say(self.apology), self._heard)
 
     def _close(self, began: float | None, times: dict[str, float], metrics: Any) -> None:
+        if not self.transcript.done():
+            self.transcript.set_result(None)
         jobs = self.reply.job_ids if self.reply is not None else {}
-        if self.playback.released:
+        if self.playback.released and not self.withdrawn:
             self.record.jobs = jobs
             if began is not None:
                 detected = self.detected if self.detected is not None else began
@@ -116,4 +137,7 @@ class Answer:
         else:  # a speculation that was not the turn
             if self.reply is not None:
                 self.reply.retract()
-            self.call.cancelled_speculations.append({"turn": self.playback.number, "jobs": jobs})
+            dropped = {"turn": self.playback.number, "jobs": jobs}
+            if self.withdrawn:  # and whether its reply was ready but held while the VAD heard the caller go on
+                dropped |= {"continued": True, "held": self.playback.held_ready}
+            self.call.cancelled_speculations.append(dropped)

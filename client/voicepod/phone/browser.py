@@ -77,7 +77,8 @@ class BrowserLine:
         return refused_page(refused.message, 1007)
 
     def ready(self, call_sid: str, end_of_turn_s: float) -> str:
-        """The first frame to the page: its call's id and formats."""
+        """The first frame to the page: its call's id and formats, and ``end_of_turn_s``, the longest wait for the
+        end of a turn (each turn's ``latency.end_silence_s`` says what it waited)."""
         return json.dumps({"event": "ready", "call_sid": call_sid, "input_rate": self.input_rate,
                            "output_rate": self.output_rate, "end_of_turn_s": end_of_turn_s})
 

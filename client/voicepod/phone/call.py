@@ -14,16 +14,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..agent import VoiceAgent
 from ..errors import VoicepodError
 from .answer import Answer
+from .barge_in import BargeInSettings, Overlap
+from .end_of_turn import EndOfTurnSettings
 from .line import CallerAudio, CallerEvent, CallStarted, Digit, Line, Played, Skipped
 from .playback import LineClosed, Playback, Player, speak
-from .records import CallRecord, TurnRecord, now_iso
-from .turn_taking import BargeIn, Begin, Confirm, Drop, Speculate, TurnTaking
+from .records import CallRecord, EndOfTurn, TurnRecord, now_iso
+from .turn_judge import TurnJudge
+from .turn_model import TurnModel
+from .turn_taking import (
+    MAX_SILENCE,
+    MAX_UTTERANCE,
+    BargeIn,
+    Begin,
+    Confirm,
+    Continue,
+    Drop,
+    Speculate,
+    TurnAction,
+    TurnTaking,
+)
 from .vad import TurnDetector, TurnSettings
 
 log = logging.getLogger("voicepod.phone")
@@ -33,39 +48,68 @@ APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
 # The history a call's agent keeps: the latest messages only, so a long call stays within the LLM's context (and
 # its memory bounded). 24 messages are 12 exchanges, more than a phone call usually needs to look back.
 HISTORY_MESSAGES = 24
+TURN_DETECTORS = ("smart", "silence")
+# The smart detector's longest wait, when the turn model keeps saying "not done": above the 0.7 s pause of the
+# unfinished utterances measured (docs/turn-taking.md) with room for the VAD's lag; every "not done" at a turn's
+# real end costs all of it, so no longer.
+DEFAULT_MAX_SILENCE_S = 1.0
 
 
 @dataclass
 class CallSettings:
     """``greeting``: said when the call starts ("" for none). ``apology``: said when a stage of a turn fails.
     ``turn``: the turn detector's settings. ``speculate``: start each turn at the caller's first short pause
-    (``turn.pause_s``), its reply held until the end-of-turn silence confirms it (see
-    :mod:`voicepod.phone.turn_taking`)."""
+    (``turn.pause_s``), its reply held until the end of the turn confirms it (see
+    :mod:`voicepod.phone.turn_taking`); always on with the smart detector. ``turn_detector``: ``smart`` (the turn
+    model and the transcript decide at each pause, ``max_silence_s`` the longest wait; barge-in tells a backchannel
+    from an interruption, ``barge_in``) or ``silence`` (the turn ends after ``turn.end_silence_s`` of silence and any
+    ``turn.min_speech_s`` of speech over a reply cuts it). ``end_of_turn``: the smart detector's thresholds."""
 
     greeting: str = DEFAULT_GREETING
     apology: str = APOLOGY
     turn: TurnSettings = field(default_factory=TurnSettings)
     speculate: bool = True
+    turn_detector: str = "smart"
+    max_silence_s: float = DEFAULT_MAX_SILENCE_S
+    end_of_turn: EndOfTurnSettings = field(default_factory=EndOfTurnSettings)
+    barge_in: BargeInSettings = field(default_factory=BargeInSettings)
+
+    @property
+    def smart(self) -> bool:
+        return self.turn_detector == "smart"
+
+    def detector_settings(self) -> TurnSettings:
+        """What the turn detector runs with: the smart detector's silence is its longest wait."""
+        return replace(self.turn, end_silence_s=self.max_silence_s) if self.smart else self.turn
 
 
 class Call:
     """One call's session. ``agent``: this call's own :class:`VoiceAgent` (in the line's output format, with
     ``confirm_playback``); ``line``: its serializer; ``send``: sends one frame down the line; ``detector``: the
-    turn detector (a new one with ``settings.turn`` by default)."""
+    turn detector (a new one with ``settings.detector_settings()`` by default); ``turn_model``: the server's
+    :class:`~voicepod.phone.turn_model.TurnModel`, which the smart detector needs."""
 
     def __init__(self, agent: VoiceAgent, line: Line, send: Callable[[str | bytes], Awaitable[None]],
-                 settings: CallSettings | None = None, detector: TurnDetector | None = None):
+                 settings: CallSettings | None = None, detector: TurnDetector | None = None,
+                 turn_model: TurnModel | None = None):
         self.agent = agent
         self.line = line
         self.settings = settings or CallSettings()
-        detector = detector or TurnDetector(self.settings.turn, encoding=line.input_format,
+        if self.settings.turn_detector not in TURN_DETECTORS:
+            raise ValueError(f"turn_detector must be one of {TURN_DETECTORS}, not {self.settings.turn_detector!r}")
+        if self.settings.smart and turn_model is None:
+            raise ValueError("the smart turn detector needs the server's TurnModel")
+        detector = detector or TurnDetector(self.settings.detector_settings(), encoding=line.input_format,
                                             sample_rate=line.input_rate)
-        self.turns = TurnTaking(detector, self.settings.speculate)
+        self.turns = TurnTaking(detector, self.settings.speculate, smart=self.settings.smart)
+        self.judge = TurnJudge(turn_model, self.settings.end_of_turn) if turn_model is not None else None
         self.player = Player(line, send)
         self.record = CallRecord()
         self.started = False
         self._answers: list[Answer] = []  # the confirmed ones, in order
         self._speculation: Answer | None = None
+        self._judging: asyncio.Task[None] | None = None  # the smart detector's decision on the speculation
+        self._overlap: Overlap | None = None  # the caller speaking over a reply (smart detector)
         self._greeting_played = False
         self._last: asyncio.Task[None] | None = None  # the greeting's or the latest answer's: the next waits for it
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,26 +149,113 @@ class Call:
 
     async def hear(self, audio: bytes) -> None:
         """The caller's audio (in the line's input format, any length), as it arrives."""
+        if self.turns.continuable and self._answers[-1].playback.sent_audio:
+            self.turns.settle()  # the early-ended turn's reply is being heard: it stands
         for action in self.turns.feed(audio):
-            if isinstance(action, BargeIn):
-                await self._barge_in()
-            elif isinstance(action, Speculate):
-                self._speculation = self._answer(action.audio, TurnRecord())
-            elif isinstance(action, Drop) and self._speculation is not None:
-                # The next answer waits for this one's task, so its cancels reach the endpoints and the history is
-                # put back before the next begins.
-                log.info("call %s: the caller spoke again: speculative turn cancelled", self.record.call_sid)
-                if self._speculation.task is not None:
-                    self._speculation.task.cancel()
+            await self._act(action)
+        if self._overlap is not None:
+            await self._overlap.step(self.turns.detector.speech_s)
+        if self._answers:
+            # While the VAD hears the caller after a turn ended early, its reply waits: they may be going on.
+            self._answers[-1].playback.hold(self.turns.continuable and self.turns.detector.hearing)
+
+    async def _act(self, action: TurnAction) -> None:
+        if isinstance(action, BargeIn):
+            await self._talking()
+        elif isinstance(action, Continue):
+            self._continue()
+        elif isinstance(action, Speculate):
+            if self._overlap is not None:
+                self._overlap.paused(action.audio)  # over a reply, the words decide first whether it is a turn
+            else:
+                self._speculate(action.audio)
+        elif isinstance(action, Drop):
+            if self._overlap is not None:
+                self._overlap.resumed()
+            self._drop()
+        elif isinstance(action, Confirm) and self._overlap is not None:
+            self._overlap.ended = action  # the utterance ended before its words came back: they decide first
+        elif isinstance(action, Begin) and self._overlap is not None:
+            await self._overlap.interrupt("its turn ended")
+            await self._act(action)
+        elif isinstance(action, Confirm):
+            if (answer := self._speculation) is not None:
                 self._speculation = None
-            elif isinstance(action, Confirm) and self._speculation is not None:
-                log.info("call %s: turn %d speculated at the pause", self.record.call_sid,
-                         self._speculation.playback.number)
-                self._speculation.record.speculated = True
-                self._confirm(self._speculation)
-                self._speculation = None
-            elif isinstance(action, Begin):
-                self._confirm(self._answer(action.audio, TurnRecord(cut=action.cut)))
+                answer.record.speculated = True
+                self._confirm(answer, action.by, action.continued)
+        elif isinstance(action, Begin):
+            self._confirm(self._answer(action.audio, TurnRecord(cut=action.cut)), action.by, action.continued)
+
+    def _speculate(self, audio: bytes) -> None:
+        self._speculation = answer = self._answer(audio, TurnRecord())
+        if self.judge is not None:
+            self._judging = self._spawn(self._judge(answer, audio))
+
+    async def _judge(self, answer: Answer, audio: bytes) -> None:
+        """The smart detector at a pause: end the turn now if the model, then the transcript, say the caller is
+        done. (Each step is recorded as it comes: the silence may end the turn first.)"""
+        assert self.judge is not None
+        probability = await self.judge.probability(audio, self.line.input_format, self.line.input_rate)
+        answer.judgement = self.judge.heard(probability)
+        if not answer.judgement.done:
+            return
+        answer.judgement = self.judge.read(probability, await answer.transcript)
+        if answer.judgement.done and self._speculation is answer:
+            waited = self.turns.detector.silence_s
+            for action in self.turns.end_now():
+                if isinstance(action, Confirm):
+                    self._speculation = None
+                    answer.record.speculated = True
+                    self._confirm(answer, action.by, action.continued, waited)
+
+    def _drop(self) -> None:
+        if self._judging is not None:
+            self._judging.cancel()
+            self._judging = None
+        if self._speculation is not None:
+            # The next answer waits for this one's task, so its cancels reach the endpoints and the history is
+            # put back before the next begins.
+            log.info("call %s: the caller spoke again: speculative turn cancelled", self.record.call_sid)
+            if self._speculation.task is not None:
+                self._speculation.task.cancel()
+            self._speculation = None
+
+    def _continue(self) -> None:
+        """The turn ended early was not over: take it back; the caller's new speech is the rest of it."""
+        if not self._answers:
+            return
+        answer = self._answers.pop()
+        self.record.turns = [turn for turn in self.record.turns if turn is not answer.record]
+        log.info("call %s: the caller went on: turn %d taken back", self.record.call_sid, answer.playback.number)
+        answer.withdraw()
+
+    async def _talking(self) -> None:
+        """The caller started talking: over a reply, a barge-in (silence detector) or an overlap to judge."""
+        playback = self.player.current
+        if playback is None or playback.cleared or not (self._busy() or playback.playing):
+            return
+        if not self.settings.smart:
+            await self._barge_in()
+        elif self._overlap is None:
+            self._overlap = Overlap(self.agent, self.line, playback, self.settings.barge_in, self._barge_in,
+                                    self._overlap_verdict, {})
+            self.record.interjections.append(self._overlap.record)
+            self._overlap.start(self.turns.detector.audio_so_far())
+
+    async def _overlap_verdict(self, backchannel: bool, pause: bytes | None) -> None:
+        overlap, self._overlap = self._overlap, None
+        assert overlap is not None
+        log.info("call %s: %s over turn %d's reply: %s", self.record.call_sid,
+                 "backchannel" if backchannel else "interruption", overlap.playback.number, overlap.record["reason"])
+        if backchannel:
+            # No turn: forget the utterance (the detector's, unless it has ended already and another begun).
+            for action in self.turns.dismiss(close=overlap.ended is None):
+                await self._act(action)
+            return
+        if pause is not None:
+            self._speculate(pause)  # the pause the words were awaited at: the turn starts there
+        if isinstance(overlap.ended, Confirm):
+            await self._act(overlap.ended)
 
     def _answer(self, audio: bytes, record: TurnRecord) -> Answer:
         playback = self.player.playback(len(self.record.turns) + 1)
@@ -133,11 +264,23 @@ class Call:
         answer.task = self._last = self._spawn(answer.run(audio, self._last))
         return answer
 
-    def _confirm(self, answer: Answer) -> None:
+    def _confirm(self, answer: Answer, by: str, continued: int, waited: float | None = None) -> None:
+        """``answer`` is the caller's turn, ended by ``by`` after ``waited`` seconds of silence (by default the
+        detector's silence that ``by`` stands for)."""
+        if waited is None:
+            waited = 0.0 if by == MAX_UTTERANCE else self.turns.detector.settings.end_silence_s
+        judgement = answer.judgement
+        waited = round(waited, 3)
+        answer.record.end_of_turn = EndOfTurn(
+            by, waited, round(judgement.probability, 3) if judgement else None,
+            judgement.text if judgement else None, continued)
+        if by == MAX_SILENCE or continued:
+            log.info("call %s: turn %d ended by %s (continued %d)", self.record.call_sid, answer.playback.number,
+                     by, continued)
         self.record.turns.append(answer.record)
         self._answers.append(answer)
         self.player.current = answer.playback
-        answer.confirm()
+        answer.confirm(waited)
 
     async def _barge_in(self) -> None:
         playback = self.player.current
@@ -188,6 +331,8 @@ class Call:
             self._answers[-1].record.interrupted = True  # hung up before the reply was over
         if playback is not None:
             playback.cleared = True
+        if self._overlap is not None:
+            await self._overlap.close()
         for task in list(self._tasks):
             task.cancel()
         # Waits for the cancels to reach the endpoints: no job is left running for a caller who left.

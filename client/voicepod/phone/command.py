@@ -18,7 +18,9 @@ from ..agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS
 from ..cli_errors import UsageError
 from ..registry import CHAIN
 from ..turn import add_endpoint_options, check_endpoint_options
-from .call import DEFAULT_GREETING
+from .barge_in import DEFAULT_BACKCHANNEL_MAX_S, DEFAULT_CUT_S
+from .call import DEFAULT_GREETING, DEFAULT_MAX_SILENCE_S, TURN_DETECTORS
+from .end_of_turn import DEFAULT_TEXT_VETO, DEFAULT_THRESHOLD
 from .vad import DEFAULT_END_SILENCE_S, DEFAULT_PAUSE_S
 
 
@@ -47,14 +49,34 @@ def register(commands: argparse._SubParsersAction) -> None:
     phone.add_argument("--max-tokens", type=int, default=VOICE_MAX_TOKENS, help="cap on each reply's length")
     phone.add_argument("--temperature", type=float, default=0.0)
     phone.add_argument("--transcripts", type=Path, metavar="DIR", help="write DIR/<callSid>.json when a call ends")
+    phone.add_argument("--turn-detector", choices=TURN_DETECTORS, default="smart",
+                       help="smart (default): at each --pause the turn model (Smart Turn) and the transcript so far "
+                       "decide whether the caller is done, waiting at most --max-silence; speech over a reply cuts "
+                       "it unless it is a backchannel ('uh-huh'). silence: the turn ends after --end-silence of "
+                       "silence, and any speech over a reply cuts it")
+    phone.add_argument("--max-silence", type=float, default=DEFAULT_MAX_SILENCE_S, metavar="SECONDS",
+                       help=f"smart: the longest silence before the turn ends (default {DEFAULT_MAX_SILENCE_S})")
+    phone.add_argument("--end-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="P",
+                       help=f"smart: the turn model's probability above which the caller is done "
+                       f"(default {DEFAULT_THRESHOLD})")
+    phone.add_argument("--text-veto", type=float, default=DEFAULT_TEXT_VETO, metavar="CONFIDENCE",
+                       help=f"smart: the confidence from which a transcript that reads as unfinished keeps the turn "
+                       f"open (default {DEFAULT_TEXT_VETO}; above 1: the text is not read)")
+    phone.add_argument("--barge-in-after", type=float, default=DEFAULT_CUT_S, metavar="SECONDS",
+                       help=f"smart: the caller's speech over a reply that cuts it unless their words are a "
+                       f"backchannel (default {DEFAULT_CUT_S})")
+    phone.add_argument("--backchannel-max", type=float, default=DEFAULT_BACKCHANNEL_MAX_S, metavar="SECONDS",
+                       help=f"smart: speech over a reply this long stops it for good whatever the words "
+                       f"(default {DEFAULT_BACKCHANNEL_MAX_S})")
     phone.add_argument("--end-silence", type=float, default=DEFAULT_END_SILENCE_S, metavar="SECONDS",
-                       help=f"silence that ends the caller's turn (default {DEFAULT_END_SILENCE_S})")
+                       help=f"silence: the silence that ends the caller's turn (default {DEFAULT_END_SILENCE_S})")
     phone.add_argument("--pause", type=float, default=DEFAULT_PAUSE_S, metavar="SECONDS",
                        help=f"a silence this long within the caller's turn starts the turn speculatively, its reply "
-                       f"held until --end-silence confirms it (default {DEFAULT_PAUSE_S}; 0 for never)")
+                       f"held until the end of the turn confirms it; smart decides there (default {DEFAULT_PAUSE_S}; "
+                       f"silence: 0 for never)")
     phone.add_argument("--speculate", action=argparse.BooleanOptionalAction, default=True,
                        help="start each turn at the caller's first --pause, so that the transcript is made "
-                       "during the end-of-turn silence (default: on)")
+                       "during the end-of-turn silence (default: on; always on with --turn-detector smart)")
     phone.add_argument("--max-utterance", type=float, default=30.0, metavar="SECONDS",
                        help="a caller's turn is cut at this length (default 30)")
     phone.set_defaults(func=_phone)
@@ -65,14 +87,13 @@ def _phone(args: argparse.Namespace) -> int:
     # when one of these is missing).
     import uvicorn
 
+    from .barge_in import BargeInSettings
     from .call import CallSettings
+    from .end_of_turn import EndOfTurnSettings
     from .server import PhoneSettings, create_app
     from .vad import TurnSettings
 
-    if args.end_silence <= 0 or args.max_utterance <= 1:
-        raise UsageError("--end-silence must be above 0 and --max-utterance above 1 second")
-    if args.pause < 0 or (args.speculate and args.pause and args.pause >= args.end_silence):
-        raise UsageError(f"--pause must be 0 (no speculation) or shorter than --end-silence ({args.end_silence} s)")
+    _check_turn_options(args)
     if args.public_url and not _is_http_url(args.public_url):
         raise UsageError(f"--public-url must be a full URL like https://phone.example.com, got {args.public_url!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,9 +108,13 @@ def _phone(args: argparse.Namespace) -> int:
         stt=args.stt, llm=args.llm, tts=args.tts, base_url=args.base_url, api_key=args.api_key,
         system_prompt=args.system_prompt, voice=args.voice,
         llm_options={"max_tokens": args.max_tokens, "temperature": args.temperature},
-        call=CallSettings(greeting=args.greeting, speculate=args.speculate,
+        call=CallSettings(greeting=args.greeting, speculate=args.speculate, turn_detector=args.turn_detector,
                           turn=TurnSettings(end_silence_s=args.end_silence, max_utterance_s=args.max_utterance,
-                                            pause_s=args.pause)),
+                                            pause_s=args.pause),
+                          max_silence_s=args.max_silence,
+                          end_of_turn=EndOfTurnSettings(threshold=args.end_threshold, text_veto=args.text_veto),
+                          barge_in=BargeInSettings(cut_s=args.barge_in_after,
+                                                   backchannel_max_s=args.backchannel_max)),
         transcripts=args.transcripts, public_url=args.public_url,
         auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None, page_token=args.page_token,
     )
@@ -101,6 +126,24 @@ def _phone(args: argparse.Namespace) -> int:
         server.run()
         return 0
     return _run_local(args, settings, server)
+
+
+def _check_turn_options(args: argparse.Namespace) -> None:
+    if args.end_silence <= 0 or args.max_utterance <= 1:
+        raise UsageError("--end-silence must be above 0 and --max-utterance above 1 second")
+    if args.turn_detector == "silence":
+        if args.pause < 0 or (args.speculate and args.pause and args.pause >= args.end_silence):
+            raise UsageError(f"--pause must be 0 (no speculation) or shorter than --end-silence ({args.end_silence} s)")
+        return
+    if not args.speculate:
+        raise UsageError("--turn-detector smart always speculates: --no-speculate needs --turn-detector silence")
+    if not 0 < args.pause < args.max_silence:
+        raise UsageError(f"--turn-detector smart decides at each --pause: it must be above 0 and shorter than "
+                         f"--max-silence ({args.max_silence} s)")
+    if not 0 <= args.end_threshold < 1 or args.text_veto < 0:
+        raise UsageError("--end-threshold must be from 0 to under 1, and --text-veto 0 or more")
+    if not 0 < args.barge_in_after <= args.backchannel_max:
+        raise UsageError("--barge-in-after must be above 0 and no longer than --backchannel-max")
 
 
 def page_url(host: str, port: int, token: str | None) -> str:

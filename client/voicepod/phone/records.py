@@ -22,6 +22,23 @@ def now_iso() -> str:
 
 
 @dataclass
+class EndOfTurn:
+    """What ended a caller's turn. ``by``: ``smart`` (the turn model and the transcript said done), ``silence``
+    (the silence detector's ``--end-silence``), ``max_silence`` (the smart detector waited its longest), or
+    ``max_utterance`` (the turn reached its longest). ``silence_s``: the silence the caller had left when the
+    turn ended (what they waited for it to end, before the reply). ``probability``: the turn model's that they were
+    done, at the turn's last pause (None: not asked). ``text``: the transcript's verdict there (the text rule's
+    reason; None: not read, the model had said not done). ``continued``: how many times the smart detector ended
+    this turn early and the caller went on before its reply was heard (those ends were taken back)."""
+
+    by: str
+    silence_s: float
+    probability: float | None = None
+    text: str | None = None
+    continued: int = 0
+
+
+@dataclass
 class TurnRecord:
     """One turn of a call.
 
@@ -35,7 +52,7 @@ class TurnRecord:
     ``llm_done_s``, ``tts_done_s``, ``total_s``; ``stt_s`` (the STT job's time), ``end_silence_s`` (the silence
     that ended the turn), ``voice_to_voice_s`` (from the end of the caller's speech to the first reply audio sent).
     ``jobs``: the endpoint job ids by stage. ``speculated``: the turn was started at the caller's pause, before
-    its end (see :mod:`voicepod.phone.turn_taking`).
+    its end (see :mod:`voicepod.phone.turn_taking`). ``end_of_turn``: what ended it (:class:`EndOfTurn`).
     """
 
     started_at: str = field(default_factory=now_iso)
@@ -48,6 +65,7 @@ class TurnRecord:
     latency: dict[str, float | None] = field(default_factory=dict)
     jobs: dict[str, list[str]] = field(default_factory=dict)
     speculated: bool = False
+    end_of_turn: EndOfTurn | None = None
 
 
 def turn_latency(detected: float, began: float, times: dict[str, float], metrics: TurnMetrics | None,
@@ -82,7 +100,12 @@ class CallRecord:
     closed it. ``greeting``: the greeting's text and whether it played to the end. ``ignored_frames``: frames
     skipped as unusable (unknown events, bad base64). ``cancelled_speculations``: speculative turns cancelled
     because the caller spoke again, each ``{"turn": the number of the turn it guessed at, "jobs": its job ids by
-    stage}``: their jobs ran (and are billed) for nothing."""
+    stage}``: their jobs ran (and are billed) for nothing; a turn the smart detector ended early and the caller
+    went on (its answer dropped the same way) is one too, with ``"continued": true`` and ``"held"``: its reply was
+    ready and held back while the VAD heard the caller (without the hold it would have gone out).
+    ``interjections``: what the caller said over a reply (smart detector), each ``{"turn": the playback it was
+    said over (0: the greeting), "speech_s", "text": its transcript, "verdict": "backchannel" or "interruption",
+    "reason", "cut": the reply was cut, "resumed": and resumed from its cut sentence, "jobs": its STT job ids}``."""
 
     call_sid: str | None = None
     stream_sid: str | None = None
@@ -95,6 +118,7 @@ class CallRecord:
     ignored_frames: int = 0
     turns: list[TurnRecord] = field(default_factory=list)
     cancelled_speculations: list[dict[str, Any]] = field(default_factory=list)
+    interjections: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,6 +31,7 @@ from . import browser, twiml
 from .call import HISTORY_MESSAGES, Call, CallSettings
 from .line import CallStarted, Closing, Hangup, Line, LineRefused
 from .signatures import SignatureCheck
+from .turn_model import TurnModel
 from .twilio import MAX_FRAME_BYTES, TwilioLine
 
 log = logging.getLogger("voicepod.phone")
@@ -71,16 +72,20 @@ class PhoneSettings:
     max_frame_bytes: int = MAX_FRAME_BYTES
 
 
-def create_app(settings: PhoneSettings) -> Starlette:
-    """The phone server's ASGI app."""
-    return PhoneApp(settings).app
+def create_app(settings: PhoneSettings, turn_model: TurnModel | None = None) -> Starlette:
+    """The phone server's ASGI app. ``turn_model``: the smart turn detector's model (loaded from where
+    ``make models`` puts it when the settings ask for that detector and none is given)."""
+    return PhoneApp(settings, turn_model).app
 
 
 class PhoneApp:
-    """The server's state (its endpoints, the calls in progress) and its routes."""
+    """The server's state (its endpoints, the turn model every call shares, the calls in progress) and its
+    routes."""
 
-    def __init__(self, settings: PhoneSettings):
+    def __init__(self, settings: PhoneSettings, turn_model: TurnModel | None = None):
         self.settings = settings
+        # One model for the server: a session runs from several threads, and each call's decisions are in threads.
+        self.turn_model = turn_model or (TurnModel.load() if settings.call.smart else None)
         self.check = SignatureCheck(settings.auth_token)
         self.calls: set[Call] = set()
         self.endpoints: list[Endpoint] = []
@@ -163,7 +168,7 @@ class PhoneApp:
         line = browser.BrowserLine(self.settings.max_frame_bytes)
         call = self._new_call(line, send)
         call_sid = browser.new_call_sid()
-        await send(line.ready(call_sid, self.settings.call.turn.end_silence_s))
+        await send(line.ready(call_sid, self.settings.call.detector_settings().end_silence_s))
         await call.on(CallStarted(call_sid, call_sid, {"from": "browser"}))
         watcher = asyncio.create_task(browser.watch_turns(call, send))
         try:
@@ -182,7 +187,7 @@ class PhoneApp:
         agent = VoiceAgent(stt, llm, tts, system_prompt=s.system_prompt, voice=s.voice,
                            audio_format=line.output_format, sample_rate=line.output_rate,
                            llm_options=s.llm_options, max_history=HISTORY_MESSAGES, confirm_playback=True)
-        call = Call(agent, line, send, s.call)
+        call = Call(agent, line, send, s.call, turn_model=self.turn_model)
         self.calls.add(call)
         return call
 

@@ -141,6 +141,33 @@ class TurnDetector:
         """Whether the caller is in a turn that has started."""
         return self._started
 
+    @property
+    def hearing(self) -> bool:
+        """Whether the caller is making sound that may become a turn: speech windows heard, fewer than
+        ``min_speech_s`` of them, the latest less than ``pause_s`` ago (a click or a breath stops counting then)."""
+        return (self._utterance is not None and not self._started and not self._draining
+                and self._silence_s < max(self.settings.pause_s, self.window_s))
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds of speech in the current utterance (0 when there is none)."""
+        return self._speech_s if self._utterance is not None else 0.0
+
+    @property
+    def silence_s(self) -> float:
+        """Seconds of silence since the caller's latest speech in the current utterance (0 when there is none)."""
+        return self._silence_s if self._utterance is not None else 0.0
+
+    def audio_so_far(self) -> bytes:
+        """The current utterance's audio up to now (pre-roll included; empty when there is none)."""
+        return b"".join(self._utterance or [])
+
+    def close(self) -> None:
+        """End the current utterance here: no :class:`Utterance` comes for it, and the caller's next speech starts
+        a new one. (A turn detector that decides sooner than the silence does: the turn model said the caller is
+        done, or the utterance was a backchannel and no turn at all.)"""
+        self._reset()
+
     def feed(self, audio: bytes) -> list[TurnEvent]:
         """``audio``: bytes in the detector's format, any length. Returns the events it completed, in order."""
         self._pending += audio

@@ -252,7 +252,8 @@
     const v2v = t.latency.voice_to_voice_s;
     if (typeof v2v === "number") t.mouth_to_ear_s = Math.round((v2v + playoutDelay(s)) * 1000) / 1000;
     t.playout_s = playoutDelay(s);
-    t.end_of_turn_s = s.endOfTurn;
+    // What this turn waited for its end (the smart detector's varies by turn); the longest wait when not told.
+    t.end_of_turn_s = typeof t.latency.end_silence_s === "number" ? t.latency.end_silence_s : s.endOfTurn;
     view.turns.set(t.turn, t);
     renderTurns();
   }
