@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmarks import REPO, RESULTS
 
 ORDER = ["stt", "llm", "assistant", "tts", "chain", "cost", "pickup", "capacity", "scheduler", "batch_exactness",
-         "phone", "cold_start"]
+         "phone", "phone_capacity", "tts_memory", "cold_start"]
 
 
 def main(argv: list[str] | None = None) -> int:

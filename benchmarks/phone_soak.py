@@ -33,10 +33,8 @@ from benchmarks.phone_traffic import (
     CallCheck,
     CallOutcome,
     Clips,
-    check_call,
-    place_call,
+    call_and_check,
     plan,
-    transcript_matches,
 )
 
 FLAT_GROWTH = 0.10
@@ -71,10 +69,10 @@ class Samples:
 
 
 class Sampler:
-    """Samples in a thread (a busy event loop must not skip samples) until stopped."""
+    """Samples in a thread (a busy event loop must not skip samples), from ``after_s`` seconds on, until stopped."""
 
-    def __init__(self, server: Any, phone: Any, every_s: float):
-        self.server, self.phone, self.every_s = server, phone, every_s
+    def __init__(self, server: Any, phone: Any, every_s: float, after_s: float = 0.0):
+        self.server, self.phone, self.every_s, self.after_s = server, phone, every_s, after_s
         self.samples = Samples()
         self.failures: list[BaseException] = []
         self._stop = threading.Event()
@@ -97,11 +95,13 @@ class Sampler:
         from tests.worker_memory import anonymous_mib, workers_memory_by_endpoint
 
         try:
+            if self._stop.wait(self.after_s):
+                return
             while True:
                 s = self.samples
                 workers = workers_memory_by_endpoint(self.server)
                 fds, tasks = self.idle()
-                s.t_s.append(round(time.monotonic() - self._started, 1))
+                s.t_s.append(round(time.monotonic() - self._started - self.after_s, 1))
                 s.rss_mb["phone"].append(round(anonymous_mib(self.phone.process.pid), 1))
                 for name in PROCESSES[1:]:
                     s.rss_mb[name].append(round(workers[name], 1))
@@ -118,6 +118,7 @@ class Sampler:
 class PhoneSoakReport:
     minutes: float
     calls_at_once: int
+    warm_up_minutes: float = 0.0
     calls: int = 0
     broken_calls: int = 0
     turns: int = 0
@@ -173,12 +174,7 @@ async def _caller_slot(slot: int, deadline: float, phone: Any, endpoints: dict[s
         steps = FIRST_CALLS[slot % len(FIRST_CALLS)] if not placed else plan(rng, rng.randint(1, 3))
         hang_up = "drop" if placed == 1 or (placed > 1 and rng.random() < 0.2) else "stop"
         placed += 1
-        outcome = await place_call(phone.media_url, clips, steps, rng, hang_up=hang_up)
-        try:
-            record = await asyncio.to_thread(phone.record, outcome.call_sid, 60)
-            check = await check_call(endpoints, record, outcome, transcript_matches)
-        except Exception as exc:  # noqa: BLE001 - no record, or its jobs unreadable: the call's questions are lost
-            check = CallCheck(asked=len(outcome.asked), lost=[f"{outcome.call_sid}: not checked: {exc!r}"[:300]])
+        outcome, check = await call_and_check(phone, endpoints, clips, steps, rng, hang_up=hang_up)
         report.add(outcome, check)
         m2e += check.mouth_to_ear_s
         await asyncio.sleep(rng.uniform(0.5, 3.0))
@@ -209,24 +205,25 @@ async def _settled(sampler: Sampler, tasks_before: int, settle_s: float = 15.0) 
         await asyncio.sleep(1.0)
 
 
-async def soak_calls(server: Any, phone: Any, minutes: float, calls: int, every_s: float,
-                     seed: int = 0) -> PhoneSoakReport:
+async def soak_calls(server: Any, phone: Any, minutes: float, calls: int, every_s: float, seed: int = 0,
+                     warm_up_minutes: float = 0.0) -> PhoneSoakReport:
     """Run ``calls`` lines of callers for ``minutes`` on ``phone`` (a running ``tests.phone_util.PhoneServer``
-    over ``server``, a running ``LocalServer``), sampling every ``every_s`` seconds."""
+    over ``server``, a running ``LocalServer``), sampling every ``every_s`` seconds; with ``warm_up_minutes``, the
+    calls begin that long before the sampling (their questions are checked all the same)."""
     from voicepod.registry import CHAIN
 
     from benchmarks.soak import percentiles
 
     clips = await asyncio.to_thread(Clips.spoken)
-    report = PhoneSoakReport(minutes, calls, every_s=every_s)
+    report = PhoneSoakReport(minutes, calls, warm_up_minutes=warm_up_minutes, every_s=every_s)
     endpoints = {stage: server.endpoint(stage, timeout=120) for stage in CHAIN}
     m2e: list[float] = []
     started = time.monotonic()
     try:
-        with Sampler(server, phone, every_s) as sampler:
+        with Sampler(server, phone, every_s, after_s=warm_up_minutes * 60) as sampler:
             fds, tasks = sampler.idle()
             report.idle_before = {"fds": fds, "tasks": tasks}
-            deadline = started + minutes * 60
+            deadline = started + (warm_up_minutes + minutes) * 60
             await asyncio.gather(*(_caller_slot(i, deadline, phone, endpoints, clips, report, m2e, seed)
                                    for i in range(calls)))
             report.jobs_left_running = await _jobs_left(endpoints)
@@ -247,15 +244,15 @@ async def soak_calls(server: Any, phone: Any, minutes: float, calls: int, every_
 
 
 @contextlib.contextmanager
-def phone_over_workers(phone_args: list[str] | None = None):
-    """serve-local with one worker of each kind (their default ``MAX_CONCURRENCY``) and ``voicepod phone`` over
-    it, with the simulated traffic's settings: ``(server, phone)``."""
+def phone_over_workers(phone_args: list[str] | None = None, env: dict[str, str] | None = None):
+    """serve-local with one worker of each kind (their default ``MAX_CONCURRENCY``; ``env`` added to the workers'
+    environment) and ``voicepod phone`` over it, with the simulated traffic's settings: ``(server, phone)``."""
     from voicepod import registry
     from voicepod.local import LocalServer
 
     from tests.phone_util import PhoneServer
 
-    with LocalServer(registry.handlers(REPO), ready_timeout_s=600) as server, \
+    with LocalServer(registry.handlers(REPO), env=env, ready_timeout_s=600) as server, \
             PhoneServer(server.base_url, [*PHONE_ARGS, *(phone_args or [])]) as phone:
         yield server, phone
 

@@ -242,12 +242,31 @@ def _match_questions(check: CallCheck, outcome: CallOutcome, turns: list[dict[st
         check.lost.append(f"{outcome.call_sid}: {check.crossed_bytes} bytes heard that no TTS job of the call made")
 
 
+async def call_and_check(phone: Any, endpoints: dict[str, Any], clips: Clips, steps: Sequence[str],
+                         rng: random.Random, **options: Any) -> tuple[CallOutcome, CallCheck]:
+    """:func:`place_call` on ``phone`` (a ``tests.phone_util.PhoneServer``), then :func:`check_call` against its
+    record; ``options`` go to :func:`place_call`. A call without a record, or whose jobs cannot be read, has lost
+    all its questions."""
+    outcome = await place_call(phone.media_url, clips, steps, rng, **options)
+    try:
+        record = await asyncio.to_thread(phone.record, outcome.call_sid, 60)
+        return outcome, await check_call(endpoints, record, outcome, transcript_matches)
+    except Exception as exc:  # noqa: BLE001 - counted, and the traffic goes on
+        return outcome, CallCheck(asked=len(outcome.asked), lost=[f"{outcome.call_sid}: not checked: {exc!r}"[:300]])
+
+
 def transcript_matches(question: str, transcript: str) -> bool:
-    """Whether Whisper's ``transcript`` of the caller's turn is ``question`` (a word error rate of at most 0.5:
-    telephone audio of synthetic speech, a word or two may go)."""
+    """Whether Whisper's ``transcript`` of the caller's turn is ``question``: closer to it than to any other
+    question the traffic asks, and within a word error rate of 0.75. Telephone audio of synthetic speech loses words
+    (Whisper tiny.en heard the paused question as "What is the capital and friends and what I'm out here many?",
+    0.6, in every one of 4 soak calls that asked it); a transcript of another call's question is closer to that one."""
     from tests.speech import wer
 
-    return bool(transcript.strip()) and wer(question, transcript) <= 0.5
+    if not transcript.strip():
+        return False
+    own = wer(question, transcript)
+    others = [wer(q, transcript) for q in (*QUESTIONS, " ".join(PAUSED)) if q != question]
+    return own <= 0.75 and own < min(others)
 
 
 def now() -> float:
