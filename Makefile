@@ -57,8 +57,11 @@ lint: $(STAMP)
 bench: models
 	$(BIN)/python -m benchmarks
 
+# The agent's load test, longer (benchmarks/results/soak.json), then an hour of simulated calls through the phone
+# server, every process's memory watched (benchmarks/results/phone_soak.json; docs/reliability.md).
 soak: models
 	$(BIN)/python -m benchmarks.soak
+	$(BIN)/python -m benchmarks.soak --phone --minutes 60 --calls 4
 
 # What benchmarks/device_check.sh needs on a lent GPU machine, which reaches no registry and takes 64 MiB a call:
 # transformers as installed here, and regex, whose version transformers checks at import (wheels for the machine's

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from benchmarks import REPO, RESULTS
 
-ORDER = ["stt", "llm", "assistant", "reply_cap", "tts", "speech_text", "chain", "cost", "pickup", "direct_hop",
-         "capacity", "scheduler", "batch_exactness", "phone_stt", "turn_model", "phone", "cold_start"]
+ORDER = ["stt", "llm", "assistant", "reply_cap", "tts", "speech_text", "tts_memory", "chain", "cost", "pickup",
+         "direct_hop", "capacity", "scheduler", "batch_exactness", "phone_stt", "turn_model", "phone",
+         "phone_capacity", "cold_start"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,9 @@ Every stream poll's reply is recorded on the way in, so the run can check, per j
 endpoint handed out are exactly the job's aggregate output: complete, in ``seq`` order, none twice. Client
 memory (tracemalloc and RSS) is sampled after each round. ``python -m benchmarks.soak`` (``make soak``) runs
 the long version and writes ``benchmarks/results/soak.json``; tests/test_load.py runs a short one in CI.
+
+``python -m benchmarks.soak --phone [--minutes M] [--calls N] [--out DIR]`` soaks the phone server instead
+(:mod:`benchmarks.phone_soak`) and writes ``DIR/phone_soak.json``.
 """
 
 from __future__ import annotations
@@ -176,22 +179,41 @@ def serve(workers: int = 2) -> LocalServer:
     return LocalServer(HANDLERS, workers={name: workers for name in HANDLERS}, ready_timeout_s=600)
 
 
-def main() -> None:
-    from tests.speech import espeak_wav
-
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phone", action="store_true",
+                        help="soak the phone server instead: simulated callers over voicepod phone and serve-local, "
+                        "every process's memory sampled (benchmarks/phone_soak.py)")
+    parser.add_argument("--minutes", type=float, default=3.0, help="--phone: how long calls keep coming (default 3)")
+    parser.add_argument("--calls", type=int, default=4, help="--phone: calls at once (default 4)")
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="a folder: soak.json (or phone_soak.json with --phone) is written there")
+    args = parser.parse_args(argv)
+    if args.phone:
+        _phone(args.minutes, args.calls, args.out)
+        return
+    from tests.speech import espeak_wav
+
     audio = espeak_wav("What is the capital of France?")
     with serve(args.workers) as server:
         report = asyncio.run(run_load(server.base_url, audio, args.sessions, args.rounds))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "soak.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     print(json.dumps(asdict(report), indent=2))
     if report.turns_failed or report.jobs_with_bad_streams:
+        raise SystemExit(1)
+
+
+def _phone(minutes: float, calls: int, out: Path) -> None:
+    from benchmarks import phone_soak
+
+    report = phone_soak.run(minutes, calls, out)
+    summary = {k: v for k, v in asdict(report).items() if k not in ("t_s", "rss_mb", "emulator_mb", "fds", "tasks")}
+    print(json.dumps(summary, indent=2))
+    if report.lost or not report.flat or any(report.jobs_left_running.values()):
         raise SystemExit(1)
 
 

@@ -224,7 +224,8 @@ def test_an_oversized_webhook_body_is_refused(server):
     reply = httpx.post(f"{server.url}/twiml", content=b"x=" + b"y" * 200_000,
                        headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert reply.status_code == 413
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "calls": 0, "replying": 0}
+    health = httpx.get(f"{server.url}/health").json()
+    assert (health["status"], health["calls"], health["replying"]) == ("ok", 0, 0) and health["tasks"] >= 1
 
 
 @pytest.mark.parametrize(("args", "says"), [

@@ -73,9 +73,12 @@ async def speak(server: LocalServer, job_input: dict[str, Any]) -> tuple[list[Au
 
 async def test_memory_follows_max_concurrency_not_the_jobs_submitted(server: LocalServer) -> None:
     # MAX_CONCURRENCY defaults to 4 on a CPU. At 12 (checked 3 times), 12 such jobs peaked 750-930 MiB above 4 of them
-    # (onnxruntime's buffers for each run at once); at 4, about 40 MiB above.
+    # (onnxruntime's buffers for each run at once); at 4, about 40 MiB above while the arena kept its memory. Since
+    # it gives back at the end of each run what no run holds (workers/tts/piper.py), runs that overlap differently
+    # each time take their memory anew: 12 jobs 4 at a time peaked up to 115 MiB above rounds of 4 (3 runs).
     async with server.endpoint("tts") as tts:
-        results = await run_beyond_slots(server, tts, lambda: speak(server, {"text": FOUR_SENTENCES}), slots=4)
+        results = await run_beyond_slots(server, tts, lambda: speak(server, {"text": FOUR_SENTENCES}), slots=4,
+                                         slack_mib=160)
     typical = float(np.median([done.duration for _, done, _ in results]))
     for audio, done, _ in results:  # every job spoke all four sentences (Piper's noise varies each one's length)
         assert done.sentences == 4 and {c.sentence for c in audio} == {0, 1, 2, 3}

@@ -9,6 +9,7 @@ import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import psutil
@@ -34,13 +35,37 @@ def workers_memory_mib(server: LocalServer) -> float:
     Not the workers' own children: a worker's ``espeak-ng`` is forked from it and, until it execs, shows the
     worker's whole memory as its own (the TTS worker's peak read twice its size that way).
     """
+    return sum(workers_memory_by_endpoint(server).values())
+
+
+def anonymous_mib(pid: int) -> float:
+    """The anonymous resident memory of process ``pid`` in MiB (see :func:`workers_memory_mib` for why anonymous);
+    0 if it has ended."""
+    try:
+        memory = psutil.Process(pid).memory_info()
+    except psutil.Error:  # it ended between the listing and the reading
+        return 0.0
+    return (memory.rss - memory.shared) / 2**20  # on Linux, shared is RssFile + RssShmem
+
+
+def worker_pids(server: LocalServer) -> dict[str, list[int]]:
+    """The process ids of the server's workers (the children of ``serve-local``) by endpoint name: an endpoint's
+    worker processes run its handler file. Not the workers' own children (``espeak-ng``)."""
     assert server.process is not None
-    total = 0
+    handlers = {path.resolve(): name for name, path in server.endpoints.items()}
+    pids: dict[str, list[int]] = {name: [] for name in server.endpoints}
     for child in psutil.Process(server.process.pid).children():
         with contextlib.suppress(psutil.Error):  # a process that ended between the listing and the reading
-            memory = child.memory_info()
-            total += memory.rss - memory.shared  # on Linux, shared is RssFile + RssShmem
-    return total / 2**20
+            name = next((handlers[Path(arg).resolve()] for arg in child.cmdline()[1:]
+                         if Path(arg).resolve() in handlers), None)
+            if name is not None:
+                pids[name].append(child.pid)
+    return pids
+
+
+def workers_memory_by_endpoint(server: LocalServer) -> dict[str, float]:
+    """The anonymous resident memory of the server's worker processes in MiB, summed by endpoint name."""
+    return {name: sum(anonymous_mib(pid) for pid in pids) for name, pids in worker_pids(server).items()}
 
 
 async def watch(server: LocalServer, endpoint: Endpoint, work: Awaitable[T],

@@ -148,6 +148,7 @@ class Reply:
         self._tasks.append(asyncio.create_task(self._guard(self._write(messages))))
         self._tasks.append(asyncio.create_task(self._guard(self._sequence_audio())))
         interrupt = asyncio.ensure_future(self._interrupted.wait())
+        getter: asyncio.Future[Any] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(self._events.get())
@@ -166,7 +167,11 @@ class Reply:
                     self.sentences[event.sentence].heard |= not agent.confirm_playback
                 yield event
         finally:
+            # asyncio.wait leaves its futures running when the turn is cancelled while it waits (a hang-up, a
+            # dropped speculation): a getter left behind would wait on the queue, holding the reply, for ever.
             interrupt.cancel()
+            if getter is not None:
+                getter.cancel()
 
     def _spoken(self, interrupted: bool) -> str:
         return " ".join(s.text for s in self.sentences if s.heard or not interrupted)

@@ -34,7 +34,8 @@ class SimulatedCaller:
 
     What it got: ``received`` (all reply audio), ``heard`` (what played before a clear or the end),
     ``marks`` (names echoed back), ``clears``, ``media_times`` (arrival time of each audio frame),
-    ``close_code`` once the server closed the socket.
+    ``arrivals`` (each mark's name, or ``None`` for a clear, with how many bytes of ``received`` came before it:
+    where each sentence's audio ends), ``close_code`` once the server closed the socket.
     """
 
     def __init__(self, url: str, *, auth_token: str | None = None, signed_url: str | None = None,
@@ -54,6 +55,7 @@ class SimulatedCaller:
         self.marks: list[str] = []
         self.clears: list[float] = []
         self.media_times: list[float] = []
+        self.arrivals: list[tuple[str | None, int]] = []
         self.close_code: int | None = None
         self.speech_ended_at: float | None = None
         self._ws: Any = None
@@ -143,8 +145,10 @@ class SimulatedCaller:
                     self._playout.append(bytearray(audio))
                 elif data["event"] == "mark":
                     self._playout.append(data["mark"]["name"])
+                    self.arrivals.append((data["mark"]["name"], len(self.received)))
                 elif data["event"] == "clear":
                     self.clears.append(time.monotonic())
+                    self.arrivals.append((None, len(self.received)))
                     pending = [item for item in self._playout if isinstance(item, str)]
                     self._playout.clear()
                     for name in pending:  # Twilio returns every pending mark at once on clear

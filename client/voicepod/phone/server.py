@@ -117,8 +117,11 @@ class PhoneApp:
                 await endpoint.aclose()
 
     async def health(self, request: Request) -> Response:
+        """``calls`` in progress, how many are ``replying``, and the server's asyncio ``tasks`` (every call's and
+        connection's: what a soak watches for leaks)."""
         return JSONResponse({"status": "ok", "calls": len(self.calls),
-                             "replying": sum(call.replying for call in self.calls)})
+                             "replying": sum(call.replying for call in self.calls),
+                             "tasks": len(asyncio.all_tasks())})
 
     async def voice_webhook(self, request: Request) -> Response:
         body = b""
