@@ -140,7 +140,9 @@ def test_pack_moves_each_rows_real_positions_in_order_to_its_end() -> None:
     # A row's real positions for the prefix cache: copies, not views of the batch's tensors.
     kept = rows.row(1, 4)
     assert torch.equal(kept[0][0], real[1][0][0]) and torch.equal(kept[1][1], real[1][1][1])
-    assert kept[0][0].untyped_storage().data_ptr() != rows.cache.layers[0].keys.untyped_storage().data_ptr()
+    batch_storage = {tensor.untyped_storage().data_ptr() for layer in rows.cache.layers
+                     for tensor in (layer.keys, layer.values)}
+    assert not batch_storage & {tensor.untyped_storage().data_ptr() for pair in kept for tensor in pair}
     lone = _batch([real[0]], 6)
     assert lone.row(0, 6)[0][0] is lone.cache.layers[0].keys  # one row, no padding: its own tensors
 
