@@ -1,9 +1,10 @@
 """Batch-invariant attention (:mod:`workers.llm.invariance`) against transformers' own SDPA attention, and when the
 worker turns it on. No model weights: random float32 tensors, where the two must agree to rounding.
 
-The exactness tests in ``tests/test_concurrency.py`` compare a row beside others with the same row alone, and both
-go through :func:`~workers.llm.invariance.rowwise_attention`: a mistake it made the same way both times (a wrong
-head grouping, causal pattern or scale) would pass them. These compare it with transformers' computation instead.
+The exactness tests in ``tests/test_batching.py`` and ``tests/test_concurrency.py`` compare a row beside others
+with the same row alone, and both go through :func:`~workers.llm.invariance.rowwise_attention`: a mistake it made
+the same way both times (a wrong head grouping, causal pattern or scale) would pass them. These compare it with
+transformers' computation instead.
 """
 
 from __future__ import annotations

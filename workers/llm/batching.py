@@ -22,10 +22,15 @@ CPU; :mod:`workers.llm.invariance`) makes every row's forward the lone request's
 from the same prefix-cache state: a prompt prefilled in other chunks (cached whole, against its first run) rounds
 differently in bfloat16 too, batch or not.
 
-Each request keeps its own sampling (temperature, top_p, its own ``torch.Generator`` for its seed), stop strings,
-``max_tokens`` and cancel event; its text goes out through its own ``TextIteratorStreamer``, as ``generate`` would
-stream it. Only full-attention ``DynamicLayer`` caches are merged this way (:func:`supports_batching`); a model with
-sliding-window or other cache layers is served one job at a time, as before.
+Each request keeps its own sampling (temperature, top_p, its own ``torch.Generator`` for its seed:
+:mod:`workers.llm.sampling`), stop strings, ``max_tokens`` and cancel event; its text goes out through its own
+``TextIteratorStreamer``, as ``generate`` would stream it. Only full-attention ``DynamicLayer`` caches are merged
+this way (:func:`supports_batching`); a model with sliding-window or other cache layers is served one job at a time,
+as before.
+
+This module is the intake and the lifecycle of requests; the batch's KV cache and mask are
+:class:`~workers.llm.cache_rows.CacheRows`, the admission's forward :func:`workers.llm.prefill.prefill`, and a
+request's token choice :class:`workers.llm.sampling.Sampler`.
 """
 
 from __future__ import annotations
@@ -33,33 +38,23 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import (
-    DynamicCache,
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TextIteratorStreamer,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import DynamicCache, TextIteratorStreamer
 from transformers.cache_utils import DynamicLayer
 
+from .cache_rows import CacheRows
 from .generation import COALESCE_S, GenerationResult, LanguageModel, SamplingParams, coalesced, tail_has_stop
+from .prefill import prefill
 from .prefix_cache import PrefixCache
+from .sampling import Sampler
 from .stops import sentence_ended
 
 log = logging.getLogger("voicepod.llm")
-
-# generate's default top_k when the model's generation_config leaves it unset (transformers'
-# GenerationConfig._get_default_generation_params); kept so a batched sampled request draws from the same
-# distribution a lone one does.
-DEFAULT_TOP_K = 50
 
 
 @dataclass
@@ -70,12 +65,22 @@ class _Request:
     cancel: threading.Event
     result: GenerationResult
     streamer: TextIteratorStreamer
-    processors: LogitsProcessorList
-    generator: torch.Generator | None
+    sampler: Sampler
     tokens: list[int] = field(default_factory=list)
     next_token: int = 0
     failure: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
+
+
+class Observer:
+    """Told what the scheduler does as it does it, on the scheduler's thread (tests watch the scheduler this way; a
+    method that blocks holds the scheduler there). This base class ignores everything."""
+
+    def prefilling(self, requests: int) -> None:
+        """``requests`` requests are about to be prefilled together (1: one alone)."""
+
+    def stepping(self, requests: int) -> None:
+        """A decode step for the ``requests`` in the batch is about to run."""
 
 
 # Settings of a model's own generation_config that generate applies and this scheduler does not: a model that sets
@@ -100,11 +105,12 @@ class BatchedGenerator:
     """Decode up to ``max_batch`` requests together on ``lm``; more wait for a free slot.
 
     :meth:`stream` is called from any number of threads; one daemon thread, started here, runs the model.
-    :meth:`close` (also run at interpreter exit) ends that thread once the batch it runs has ended.
+    :meth:`close` (also run at interpreter exit) ends that thread once the batch it runs has ended. ``observer`` is
+    told of each prefill and decode step (:class:`Observer`).
     """
 
     def __init__(self, lm: LanguageModel, max_batch: int, prefix_cache_tokens: int = 0,
-                 prefill_together: bool = True):
+                 prefill_together: bool = True, observer: Observer | None = None):
         self.lm = lm
         self.max_batch = max(1, max_batch)
         # Requests that join at the same step are prefilled in one padded forward (on 2 CPU cores seven 9-token
@@ -112,12 +118,12 @@ class BatchedGenerator:
         # token for token the lone request's only when each prefills alone (in float32) or with BATCH_INVARIANT.
         self.prefill_together = prefill_together
         self.prefixes = PrefixCache(prefix_cache_tokens)
+        self.observer = observer or Observer()
         eos = lm.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}
         self._waiting: queue.Queue[_Request | None] = queue.Queue()  # None: close() was called
         self._active: list[_Request] = []
-        self._cache: DynamicCache | None = None
-        self._mask: torch.Tensor | None = None  # [batch, cached length]: 1 real token, 0 left padding
+        self._rows: CacheRows | None = None  # the active requests' cache, a row each in their order
         self.peak_batch = 0  # the most requests ever decoded together (tests check it never passes max_batch)
         self._closing = False
         self._closing_lock = threading.Lock()
@@ -156,9 +162,15 @@ class BatchedGenerator:
         return self._thread.is_alive()
 
     @property
+    def waiting(self) -> int:
+        """Requests queued for a slot now, not yet taken by the scheduler."""
+        with self._waiting.mutex:
+            return sum(request is not None for request in self._waiting.queue)
+
+    @property
     def cached_tokens(self) -> int:
         """Positions held in the batch's KV cache now, padding included (0 when idle)."""
-        return 0 if self._mask is None else int(self._mask.numel())
+        return 0 if self._rows is None else self._rows.cached_tokens
 
     def stream(
         self,
@@ -169,7 +181,11 @@ class BatchedGenerator:
         result: GenerationResult,
     ) -> Iterator[str]:
         """Like :func:`workers.llm.generation.stream_generate`, decoded in the shared batch. Blocking."""
-        request = self._request(prompt_ids, params, tuple(stops), cancel, result)
+        streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer.next_tokens_are_prompt = False  # only new tokens are ever put
+        request = _Request(prompt_ids=prompt_ids.to(self.lm.device), params=params, stops=tuple(stops),
+                           cancel=cancel, result=result, streamer=streamer,
+                           sampler=Sampler(params, self.lm.model.generation_config, self.lm.device))
         with self._closing_lock:
             if self._closing:
                 raise RuntimeError("the batched generator is closed")
@@ -184,50 +200,29 @@ class BatchedGenerator:
         if request.failure is not None:
             raise request.failure
 
-    def _request(self, prompt_ids: torch.Tensor, params: SamplingParams, stops: tuple[str, ...],
-                 cancel: threading.Event, result: GenerationResult) -> _Request:
-        processors = LogitsProcessorList()
-        generator = None
-        if params.temperature > 0:
-            processors.append(TemperatureLogitsWarper(params.temperature))
-            top_k = getattr(self.lm.model.generation_config, "top_k", None)
-            top_k = DEFAULT_TOP_K if top_k is None else top_k
-            if top_k:  # as generate does: the model's own top_k, else its default 50; none when it says 0
-                processors.append(TopKLogitsWarper(top_k))
-            if params.top_p < 1.0:
-                processors.append(TopPLogitsWarper(params.top_p))
-            generator = torch.Generator(device=self.lm.device)
-            if params.seed is not None:
-                generator.manual_seed(params.seed)
-            else:
-                generator.seed()
-        streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        streamer.next_tokens_are_prompt = False  # only new tokens are ever put
-        return _Request(prompt_ids=prompt_ids.to(self.lm.device), params=params, stops=stops, cancel=cancel,
-                        result=result, streamer=streamer, processors=processors, generator=generator)
-
     # ------------------------------------------------------------------ the scheduler thread
 
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._stopped:
+                taken: list[_Request] = []
                 try:
-                    self._cycle()
+                    self._cycle(taken)
                 except Exception as exc:  # noqa: BLE001 - e.g. out of memory merging caches: fail the batch, go on
+                    # A failed decode step or merge leaves the batch's cache unusable: its requests fail, and so do
+                    # those taken from the queue this cycle and not yet in it (they would wait for ever).
                     log.exception("batched decoding failed")
-                    for request in self._active:
-                        request.failure = exc
-                        self._finish(request)
-                    self._active, self._cache, self._mask = [], None, None
+                    self._fail([*self._active, *taken], exc)
+                    self._active, self._rows = [], None
         # A request queued behind close()'s None (it raced the check in stream) is failed, not left waiting.
+        late = []
         while True:
             try:
-                late = self._waiting.get_nowait()
+                late.append(self._waiting.get_nowait())
             except queue.Empty:
-                return
-            if late is not None:
-                late.failure = RuntimeError("the batched generator is closed")
-                self._finish(late)
+                break
+        self._fail([request for request in late if request is not None],
+                   RuntimeError("the batched generator is closed"))
 
     @property
     def _stopped(self) -> bool:
@@ -242,8 +237,9 @@ class BatchedGenerator:
         else:
             joining.append(request)
 
-    def _cycle(self) -> None:
-        """One cycle of the scheduler: admit the waiting requests (prefilled), then one decode step for all."""
+    def _cycle(self, taken: list[_Request]) -> None:
+        """One cycle of the scheduler: admit the waiting requests (prefilled), then one decode step for all.
+        ``taken`` gets the requests it takes from the queue."""
         joining: list[_Request] = []
         if not self._active:
             self._collect(joining, self._waiting.get())
@@ -255,9 +251,11 @@ class BatchedGenerator:
             self._collect_waiting(joining)
             if not joining:
                 break
+            taken.extend(joining)
             self._admit(joining)
             joining = []
         if self._active:
+            self.observer.stepping(len(self._active))
             self._step()
 
     def _collect_waiting(self, joining: list[_Request]) -> None:
@@ -272,195 +270,82 @@ class BatchedGenerator:
         """Prefill the ``joining`` requests (each from the longest cached prefix of its prompt), emit their first
         tokens, and merge the ones that go on into the batch."""
         if len(joining) > 1 and not self.prefill_together:
-            self._admit_each(joining)
+            for request in joining:
+                self._admit([request])
             return
+        self.observer.prefilling(len(joining))
         try:
-            cache, mask, logits = self._prefill(joining)
-        except Exception:  # noqa: BLE001 - prefilled one by one, only the request that fails alone fails
+            rows, logits = prefill(self.lm, [request.prompt_ids for request in joining], self.prefixes)
+        except Exception as exc:  # noqa: BLE001 - prefilled one by one, only the request that fails alone fails
             if len(joining) > 1:
                 log.exception("prefilling %d requests together failed; prefilling them one by one", len(joining))
-                self._admit_each(joining)
+                for request in joining:
+                    self._admit([request])
                 return
             log.exception("prefill failed")
-            joining[0].failure = sys.exc_info()[1]
-            self._finish(joining[0])
+            self._fail(joining, exc)
             return
         going_on = []
         for row, request in enumerate(joining):
             request.result.batch_max = max(request.result.batch_max, len(joining))
-            try:
-                ended = self._emit(request, self._choose(request, logits[row : row + 1]))
-            except Exception as exc:  # noqa: BLE001 - one request's sampling failure is its own
-                request.failure, ended = exc, True
-            if ended:
+            if self._advance(request, logits[row : row + 1]):
                 self._finish(request)
             else:
                 going_on.append(row)
         if going_on:
-            try:
-                self._merge([joining[row] for row in going_on], cache, mask, going_on)
-            except Exception as exc:
-                # A merge that failed half way leaves the batch's cache unusable: the scheduler fails them all.
-                for row in going_on:
-                    joining[row].failure = exc
-                    self._finish(joining[row])
-                raise
+            self._merge([joining[row] for row in going_on], rows, going_on)
 
-    def _admit_each(self, joining: list[_Request]) -> None:
-        for index, request in enumerate(joining):
-            try:
-                self._admit([request])
-            except Exception as exc:
-                # A failed merge broke the batch (the scheduler fails the active requests): the ones not yet
-                # admitted fail with it rather than wait for ever.
-                for rest in joining[index + 1 :]:
-                    rest.failure = exc
-                    self._finish(rest)
-                raise
-
-    def _prefill(self, joining: list[_Request]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """One forward over the joining prompts: ``(cache, mask, last logits)``, a row each, left-padded.
-
-        In the forward each row is its cached prefix left-padded to the longest one, then its new tokens left-padded
-        to the longest new part; the mask hides the padding and each row's position ids count only its real tokens.
-        """
-        found = [self.prefixes.lookup(request.prompt_ids) for request in joining]
-        widths = [n for n, _ in found]
-        news = [request.prompt_ids[:, n:] for request, (n, _) in zip(joining, found, strict=True)]
-        cached, new = max(widths), max(ids.shape[1] for ids in news)
-        device = self.lm.device
-        if cached:
-            shaped = next(layers for n, layers in found if n)  # a row with no cached prefix gets an empty one like it
-            empty = [(keys[..., :0, :], values[..., :0, :]) for keys, values in shaped]
-            cache = self._stacked([layers if n else empty for n, layers in found], cached)
+    def _merge(self, requests: list[_Request], rows: CacheRows, kept: list[int]) -> None:
+        """Add ``requests`` (``kept`` of the just-prefilled ``rows``) to the batch."""
+        if len(kept) < len(rows):
+            rows.take(kept)
+        if self._rows is None:
+            self._rows = rows
         else:
-            cache = DynamicCache(config=self.lm.model.config)
-        if len(joining) == 1:
-            mask = torch.ones_like(joining[0].prompt_ids)
-            ids, positions = news[0], None
-        else:
-            mask = torch.cat([torch.cat([_pad_left(torch.ones((1, n), dtype=torch.long, device=device), cached),
-                                         _pad_left(torch.ones_like(ids), new)], dim=1)
-                              for n, ids in zip(widths, news, strict=True)])
-            ids = torch.cat([_pad_left(part, new) for part in news])
-            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, cached:]
-        out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True)
-        if len(joining) == 1:
-            self.prefixes.store(joining[0].prompt_ids, [(layer.keys, layer.values) for layer in cache.layers])
-            return cache, mask, out.logits[:, -1, :]
-        # Each row's real positions only, left-padded again: padding between a row's cached prefix and its new part
-        # would otherwise stay in the batch (and be attended over) for the row's whole life. One gather per layer
-        # tensor: a slice, pad and concatenation per row and layer cost 10 ms of a 7-row admission on 2 cores.
-        index, packed_mask = _left_packed(mask)
-        width = packed_mask.shape[1]
-        rows_at = torch.arange(len(joining), device=device)[:, None]
-        keep = packed_mask[:, None, :, None].to(cache.layers[0].keys.dtype)
-        for layer in cache.layers:  # [b, h, n, d] -> the rows' real positions, left-padded with zeros
-            layer.keys = layer.keys.transpose(1, 2)[rows_at, index].transpose(1, 2).mul_(keep)
-            layer.values = layer.values.transpose(1, 2)[rows_at, index].transpose(1, 2).mul_(keep)
-        for row, request in enumerate(joining):
-            start = width - request.prompt_ids.shape[1]  # copies: an entry must not hold the whole batch's tensors
-            self.prefixes.store(request.prompt_ids, [(layer.keys[row : row + 1, :, start:, :].clone(),
-                                                      layer.values[row : row + 1, :, start:, :].clone())
-                                                     for layer in cache.layers])
-        return cache, packed_mask, out.logits[:, -1, :]
-
-    def _stacked(self, rows: list[list[tuple[torch.Tensor, torch.Tensor]]], width: int) -> DynamicCache:
-        """A cache of one row per entry of ``rows`` (each a ``[1, h, n, d]`` keys/values pair per layer), each
-        left-padded to ``width`` positions."""
-        cache = DynamicCache(config=self.lm.model.config)
-        for i, layer in enumerate(cache.layers):
-            keys = [_pad_left(row[i][0], width) for row in rows]
-            values = [_pad_left(row[i][1], width) for row in rows]
-            layer.lazy_initialization(keys[0], values[0])
-            # One row is used as it is: DynamicLayer never writes into its tensors, it replaces them.
-            layer.keys, layer.values = (torch.cat(keys), torch.cat(values)) if len(rows) > 1 else (keys[0], values[0])
-        return cache
-
-    def _merge(self, requests: list[_Request], cache: DynamicCache, mask: torch.Tensor, rows: list[int]) -> None:
-        """Add ``requests`` (``rows`` of the just-prefilled ``cache`` and ``mask``) to the batch."""
-        if len(rows) < mask.shape[0]:
-            index = torch.tensor(rows, device=self.lm.device)
-            mask = mask[index]
-            for layer in cache.layers:
-                layer.keys, layer.values = layer.keys[index], layer.values[index]
-        if self._cache is None or self._mask is None:
-            self._cache, self._mask = cache, mask
-        else:
-            width = max(self._mask.shape[1], mask.shape[1])
-            for batch_layer, own_layer in zip(self._cache.layers, cache.layers, strict=True):
-                batch_layer.keys = torch.cat([_pad_left(batch_layer.keys, width), _pad_left(own_layer.keys, width)])
-                batch_layer.values = torch.cat([_pad_left(batch_layer.values, width),
-                                                _pad_left(own_layer.values, width)])
-            self._mask = torch.cat([_pad_left(self._mask, width), _pad_left(mask, width)])
+            self._rows.extend(rows)
         self._active.extend(requests)
         self.peak_batch = max(self.peak_batch, len(self._active))
 
     def _step(self) -> None:
         """One token for every active request, then drop the ones that ended."""
-        assert self._cache is not None and self._mask is not None
-        gone = [i for i, request in enumerate(self._active) if request.cancel.is_set()]
-        if len(gone) < len(self._active):
-            positions = self._mask.sum(dim=1, keepdim=True)  # each row's next position: its real tokens so far
-            self._mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=1)
+        assert self._rows is not None
+        ended = [row for row, request in enumerate(self._active) if request.cancel.is_set()]
+        if len(ended) < len(self._active):
+            positions, cache_position = self._rows.grow()
             ids = torch.tensor([[request.next_token] for request in self._active], device=self.lm.device)
-            try:
-                out = self.lm.model(input_ids=ids, attention_mask=self._mask, position_ids=positions,
-                                    past_key_values=self._cache, use_cache=True,
-                                    cache_position=torch.tensor([self._mask.shape[1] - 1], device=self.lm.device))
-            except Exception as exc:  # noqa: BLE001 - a failed forward fails the requests in it, not the worker
-                log.exception("batched decode step failed")
-                for request in self._active:
-                    request.failure = exc
-                    self._finish(request)
-                self._active, self._cache, self._mask = [], None, None
-                return
-            decoding = len(self._active) - len(gone)
+            out = self.lm.model(input_ids=ids, attention_mask=self._rows.mask, position_ids=positions,
+                                past_key_values=self._rows.cache, use_cache=True, cache_position=cache_position)
+            decoding = len(self._active) - len(ended)
             for row, request in enumerate(self._active):
-                if row in gone:
+                if row in ended:
                     continue
                 request.result.batch_max = max(request.result.batch_max, decoding)
-                try:
-                    token = self._choose(request, out.logits[row : row + 1, -1, :])
-                except Exception as exc:  # noqa: BLE001 - one request's sampling failure is its own
-                    request.failure = exc
-                    gone.append(row)
-                    continue
-                if self._emit(request, token):
-                    gone.append(row)
-        if gone:
-            rows = sorted(set(gone))
-            ended = [self._active[row] for row in rows]
-            self._leave(rows)  # before they are finished: a caller that sees its stream end finds the cache let go
-            for request in ended:
-                self._finish(request)
+                if self._advance(request, out.logits[row : row + 1, -1, :]):
+                    ended.append(row)
+        if ended:
+            self._leave(sorted(ended))
 
     def _leave(self, rows: list[int]) -> None:
-        assert self._cache is not None and self._mask is not None
-        keep = [i for i in range(len(self._active)) if i not in rows]
-        self._active = [self._active[i] for i in keep]
-        if not keep:
-            self._cache, self._mask = None, None
-            return
-        index = torch.tensor(keep, device=self.lm.device)
-        self._mask = self._mask[index]
-        # Padding that every remaining row has: cut it, so a long request that left stops costing the others.
-        unused = int((self._mask.cumsum(dim=1) == 0).sum(dim=1).min())
-        self._mask = self._mask[:, unused:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[index, :, unused:, :]
-            layer.values = layer.values[index, :, unused:, :]
+        """The requests at ``rows`` leave the batch, then end: a caller that sees its stream end finds the cache let
+        go."""
+        assert self._rows is not None
+        leaving = [self._active[row] for row in rows]
+        self._active = [request for row, request in enumerate(self._active) if row not in rows]
+        if self._active:
+            self._rows.leave(rows)
+        else:
+            self._rows = None
+        for request in leaving:
+            self._finish(request)
 
-    def _choose(self, request: _Request, logits: torch.Tensor) -> int:
-        # float32 as generate does, then the request's own warpers and generator (none of the warpers reads the
-        # ids so far, so the prompt stands in for them).
-        scores = logits.to(copy=True, dtype=torch.float32)
-        if request.generator is None:
-            return int(torch.argmax(scores, dim=-1))
-        scores = request.processors(request.prompt_ids, scores)
-        probs = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, num_samples=1, generator=request.generator))
+    def _advance(self, request: _Request, logits: torch.Tensor) -> bool:
+        """Choose ``request``'s next token from its ``logits`` (``[1, vocab]``) and hand it to its stream; True when
+        the request has ended, with that token or by failing to choose one (its own failure, recorded)."""
+        try:
+            return self._emit(request, request.sampler.choose(logits, request.prompt_ids))
+        except Exception as exc:  # noqa: BLE001 - one request's sampling failure is its own
+            request.failure = exc
+            return True
 
     def _emit(self, request: _Request, token: int) -> bool:
         """Hand ``token`` to the request's stream; True when the request has ended with it."""
@@ -477,33 +362,14 @@ class BatchedGenerator:
         return (tail_has_stop(self.lm.tokenizer, request.tokens, request.stops)
                 or sentence_ended(self.lm.tokenizer, request.tokens, request.params.sentence_end_after))
 
+    def _fail(self, requests: list[_Request], exc: BaseException) -> None:
+        """End each of ``requests`` not yet ended with ``exc``, which its :meth:`stream` raises."""
+        for request in requests:
+            if not request.finished.is_set():
+                request.failure = exc
+                self._finish(request)
+
     def _finish(self, request: _Request) -> None:
         request.result.completion_tokens = len(request.tokens)
         request.streamer.end()
         request.finished.set()
-
-
-def _left_packed(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a ``[b, n]`` mask with padding anywhere: ``(index, packed)``, where ``index[r]`` lists row ``r``'s real
-    positions in order, left-padded to the longest row's count (the padding slots repeat the row's first real
-    position: finite values, which the caller zeroes), and ``packed`` is the mask of that layout (1 real, 0
-    padding)."""
-    real = mask.bool()
-    counts = real.sum(dim=1)
-    width = int(counts.max())
-    order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # each row's real positions first, in order
-    slots = torch.arange(width, device=mask.device)[None, :]
-    padding = width - counts[:, None]
-    index = order.gather(1, (slots - padding).clamp(min=0))
-    return index, (slots >= padding).to(mask.dtype)
-
-
-def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """``tensor`` with zeros before its sequence axis (dim 2 of a ``[b, h, n, d]`` cache, dim 1 of a mask)."""
-    axis = 2 if tensor.dim() == 4 else 1
-    missing = width - tensor.shape[axis]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[axis] = missing
-    return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=axis)
