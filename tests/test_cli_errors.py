@@ -105,6 +105,15 @@ def test_connection_refused_asks_whether_serve_local_runs(wav):
     assert "is serve-local running there?" in line
 
 
+def test_an_unreachable_endpoint_url_asks_whether_its_worker_runs_not_about_base_url():
+    from voicepod.cli_errors import explain
+    from voicepod.errors import TransportError
+
+    line = explain(TransportError("POST", "http://127.0.0.1:9/stream", "connection refused"))
+    assert line.startswith("cannot reach http://127.0.0.1:9 (connection refused)")
+    assert "serve-local --direct" in line and "--base-url" not in line
+
+
 def test_forgetting_base_url_and_key_points_at_serve_local(wav):
     code, err = voicepod("turn", str(wav), "--stt", "stt", "--llm", "llm", "--tts", "tts", key=None)
     line = one_line(err)

@@ -46,7 +46,11 @@ def explain(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, TransportError):
         base = exc.url.split("/v2/")[0]
-        if is_local(exc.url):
+        if "/v2/" not in exc.url:  # an endpoint given by its URL: a worker's own server (a load-balancing endpoint)
+            base = "{0.scheme}://{0.netloc}".format(urlsplit(exc.url))
+            hint = ("is the worker running there? (serve-local --direct, or fix the endpoint's URL: "
+                    "--stt/--llm/--tts or VOICEPOD_*_ENDPOINT)")
+        elif is_local(exc.url):
             hint = "is serve-local running there? (start it, or fix --base-url)"
         else:
             hint = f"is the network up? (for serve-local, pass --base-url {LOCAL_BASE_URL})"
