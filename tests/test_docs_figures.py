@@ -48,6 +48,22 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         # the runpod SDK's own timers, read from its code
         "every 0.1 s", "waits 0-0.1 s", "sleeps 1 s",
     ),
+    "architecture.md": ("in 32 ms", "at a 0.2 s", "20 ms",  # the VAD's window, the --pause default, a line's frame
+                        "word error rate under 15%"),  # a test's threshold
+    "client.md": ("sleeps 1 s",),  # the runpod SDK's poll interval
+    "deploy.md": ("adding 0.10-0.16 s", "against 8 ms", "the 0.10-0.16 s",  # RunPod's queue, measured by others (cited)
+                  "up to 30 MB", "| 24 GB", "| 16 GB",  # RunPod's body limit, GPUs' memory
+                  "running 2 s, plus 5 s idle each, costs 3 × 7 s"),  # a worked example of billing
+    # Twilio's frames, the page's playout delay, the options' defaults
+    "phone.md": ("real-time 20 ms", "sends 20 ms", "its 50 ms", "in 32 ms", "after 0.25 s", "each 0.2 s", "(1.0 s",
+                 "(0.55 s", "0.3 s from", "(default 0.2 s"),
+    "reliability.md": ("for 1.5 s", "within 2 s", "`executionTimeout` 1.5 s", "10 MB"),  # the tests' settings
+    "turn-taking.md": ("`--end-silence`, 0.55 s", "any 0.25 s", "last 8 s", "(0.2 s", "at 0.5 s", "at 0.2 s",
+                       "a 0.2 s", "first 0.5 s", "paused 0.7 s",  # the options' defaults, the model's window, inputs
+                       "goal is 80%"),
+    "workers.md": ("each 30 s", "many 30 s", "every 30 s",  # Whisper's window
+                   "every 0.1 s", "up to 1 s",  # the runpod SDK's timers
+                   "8.7 MB"),  # a model's size on disk
 }
 # Sections the lead rewrites after rerunning their benchmarks (phone, direct, scheduler; the phone server's
 # reliability rows): exempt until then, each from its heading to the next heading named. Empty this once rerun.
