@@ -13,7 +13,7 @@ from ..agent import Audio, Done, Reply, ReplyText, SentenceEnd, Transcript, Voic
 from ..errors import VoicepodError
 from .line import Line
 from .playback import LineClosed, Playback, speak
-from .records import CallRecord, TurnRecord, turn_latency
+from .records import CallRecord, EndOfTurn, TurnRecord, turn_latency
 from .turn_judge import Judgement
 
 log = logging.getLogger("voicepod.phone")
@@ -39,12 +39,17 @@ class Answer:
         # The final transcript (None when there is none: the STT failed or the answer stopped before it).
         self.transcript: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
-    def confirm(self, end_silence_s: float | None = None) -> None:
-        """The turn's end is detected: its reply goes out (what was held, at once). ``end_silence_s``: the
-        silence the caller had left by then, when not the one given at creation."""
+    def confirm(self, by: str, end_silence_s: float | None = None, continued: int = 0) -> None:
+        """The turn's end is detected, by ``by`` (see :class:`~voicepod.phone.records.EndOfTurn`): its reply goes
+        out (what was held, at once). ``end_silence_s``: the silence the caller had left by then, when not the one
+        given at creation; ``continued``: the times this turn was ended early and taken back."""
         self.detected = time.monotonic()
         if end_silence_s is not None:
             self.end_silence_s = end_silence_s
+        judgement = self.judgement
+        self.record.end_of_turn = EndOfTurn(
+            by, round(self.end_silence_s, 3), round(judgement.probability, 3) if judgement else None,
+            judgement.text if judgement else None, continued)
         self.playback.release()
 
     def withdraw(self) -> None:
@@ -141,3 +146,14 @@ class Answer:
             if self.withdrawn:  # and whether its reply was ready but held while the VAD heard the caller go on
                 dropped |= {"continued": True, "held": self.playback.held_ready}
             self.call.cancelled_speculations.append(dropped)
+
+
+async def greet(agent: VoiceAgent, playback: Playback, greeting: str, call: CallRecord) -> None:
+    """Say ``greeting`` on ``playback``; once it has played out it joins the agent's history (a greeting that
+    fails is logged: the call goes on without it)."""
+    try:
+        await speak(playback, agent.say(greeting, remember=True))
+    except LineClosed:
+        pass
+    except VoicepodError as exc:
+        log.warning("call %s: greeting failed: %s", call.call_sid, exc)

@@ -23,10 +23,9 @@ The thresholds' defaults are measured on the caller utterance set in the Piper v
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +35,7 @@ from ..protocol import TranscriptDone
 from .backchannel import Interjection, classify_interjection
 from .line import Line
 from .playback import LineClosed, Playback
+from .tasks import TaskSet
 
 log = logging.getLogger("voicepod.phone")
 
@@ -102,11 +102,11 @@ class Overlap:
         self.decided = False
         self.paused_audio: bytes | None = None  # the pause the caller made, while the words are awaited
         self.ended: object | None = None  # the caller's turn confirmed before the words came back (the call's)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(lambda: f"barge-in over turn {playback.number}")
 
     def start(self, audio: bytes) -> None:
         """The caller's speech so far (``SpeechStarted``): transcribe it, for words that ask to stop."""
-        self._spawn(self._words(audio, final=False), "early")
+        self._tasks.spawn(self._words(audio, final=False), "early")
 
     async def step(self, speech_s: float) -> None:
         """After each window the detector scored: ``speech_s``, the caller's speech so far."""
@@ -121,14 +121,12 @@ class Overlap:
     def paused(self, audio: bytes) -> None:
         """The caller paused (the detector's ``Pause``; ``audio``: the utterance so far): classify all of it."""
         self.paused_audio = audio
-        self._spawn(self._words(audio, final=True), "final")
+        self._tasks.spawn(self._words(audio, final=True), "final")
 
     def resumed(self) -> None:
         """The caller spoke again after the pause: their words so far are not the whole of it."""
         self.paused_audio = None
-        for task in list(self._tasks):
-            if task.get_name() == "final":
-                task.cancel()
+        self._tasks.cancel("final")
 
     async def interrupt(self, reason: str) -> None:
         """Decide now: an interruption (the caller's turn ended without a pause to wait for words at)."""
@@ -137,15 +135,7 @@ class Overlap:
 
     async def close(self) -> None:
         """Stop its STT jobs (the call ends, or the overlap was decided)."""
-        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self._tasks.close()
 
     async def _words(self, audio: bytes, final: bool) -> None:
         try:

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..agent import VoiceAgent
-from ..errors import VoicepodError
-from .answer import Answer
+from .answer import Answer, greet
 from .barge_in import BargeInSettings, Overlap
 from .end_of_turn import EndOfTurnSettings
 from .line import CallerAudio, CallerEvent, CallStarted, Digit, Line, Played, Skipped
-from .playback import LineClosed, Playback, Player, speak
-from .records import CallRecord, EndOfTurn, TurnRecord, now_iso
+from .playback import Playback, Player
+from .records import CallRecord, TurnRecord, now_iso
+from .tasks import TaskSet
 from .turn_judge import TurnJudge
 from .turn_model import TurnModel
 from .turn_taking import (
@@ -110,9 +109,9 @@ class Call:
         self._speculation: Answer | None = None
         self._judging: asyncio.Task[None] | None = None  # the smart detector's decision on the speculation
         self._overlap: Overlap | None = None  # the caller speaking over a reply (smart detector)
-        self._greeting_played = False
+        self._greeting: Playback | None = None
         self._last: asyncio.Task[None] | None = None  # the greeting's or the latest answer's: the next waits for it
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(lambda: f"call {self.record.call_sid}")
         self._ended = False
 
     @property
@@ -143,9 +142,9 @@ class Call:
         self.record.custom_parameters = started.custom_parameters
         log.info("call %s: started (stream %s)", started.call_sid, started.stream_sid)
         if self.settings.greeting:
-            playback = self.player.current = self.player.playback(0)
-            playback.release()
-            self._last = self._spawn(self._greet(playback))
+            self._greeting = self.player.current = self.player.playback(0)
+            self._greeting.release()
+            self._last = self._tasks.spawn(greet(self.agent, self._greeting, self.settings.greeting, self.record))
 
     async def hear(self, audio: bytes) -> None:
         """The caller's audio (in the line's input format, any length), as it arrives."""
@@ -189,18 +188,16 @@ class Call:
     def _speculate(self, audio: bytes) -> None:
         self._speculation = answer = self._answer(audio, TurnRecord())
         if self.judge is not None:
-            self._judging = self._spawn(self._judge(answer, audio))
+            self._judging = self._tasks.spawn(self._judge(answer, audio))
 
     async def _judge(self, answer: Answer, audio: bytes) -> None:
         """The smart detector at a pause: end the turn now if the model, then the transcript, say the caller is
         done. (Each step is recorded as it comes: the silence may end the turn first.)"""
         assert self.judge is not None
-        probability = await self.judge.probability(audio, self.line.input_format, self.line.input_rate)
-        answer.judgement = self.judge.heard(probability)
-        if not answer.judgement.done:
-            return
-        answer.judgement = self.judge.read(probability, await answer.transcript)
-        if answer.judgement.done and self._speculation is answer:
+        steps = self.judge.steps(audio, self.line.input_format, self.line.input_rate, answer.transcript)
+        async for judgement in steps:
+            answer.judgement = judgement
+        if answer.judgement is not None and answer.judgement.done and self._speculation is answer:
             waited = self.turns.detector.silence_s
             for action in self.turns.end_now():
                 if isinstance(action, Confirm):
@@ -261,7 +258,7 @@ class Call:
         playback = self.player.playback(len(self.record.turns) + 1)
         answer = Answer(self.agent, self.line, playback, record, self.record, apology=self.settings.apology,
                         end_silence_s=self.settings.turn.end_silence_s)
-        answer.task = self._last = self._spawn(answer.run(audio, self._last))
+        answer.task = self._last = self._tasks.spawn(answer.run(audio, self._last))
         return answer
 
     def _confirm(self, answer: Answer, by: str, continued: int, waited: float | None = None) -> None:
@@ -269,18 +266,13 @@ class Call:
         detector's silence that ``by`` stands for)."""
         if waited is None:
             waited = 0.0 if by == MAX_UTTERANCE else self.turns.detector.settings.end_silence_s
-        judgement = answer.judgement
-        waited = round(waited, 3)
-        answer.record.end_of_turn = EndOfTurn(
-            by, waited, round(judgement.probability, 3) if judgement else None,
-            judgement.text if judgement else None, continued)
         if by == MAX_SILENCE or continued:
             log.info("call %s: turn %d ended by %s (continued %d)", self.record.call_sid, answer.playback.number,
                      by, continued)
         self.record.turns.append(answer.record)
         self._answers.append(answer)
         self.player.current = answer.playback
-        answer.confirm(waited)
+        answer.confirm(by, round(waited, 3), continued)
 
     async def _barge_in(self) -> None:
         playback = self.player.current
@@ -294,28 +286,6 @@ class Call:
         if answer is not None and answer.reply is not None:
             # Stops the reply in progress (its jobs are cancelled), or takes what did not play out of the history.
             await answer.reply.interrupt()
-
-    async def _greet(self, playback: Playback) -> None:
-        def played(sentence: int) -> None:
-            self._greeting_played = True
-
-        try:
-            await speak(playback, self.agent.say(self.settings.greeting, remember=True), played)
-        except LineClosed:
-            pass
-        except VoicepodError as exc:
-            log.warning("call %s: greeting failed: %s", self.record.call_sid, exc)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._log_failure)
-        return task
-
-    def _log_failure(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("call %s: %r", self.record.call_sid, task.exception(), exc_info=task.exception())
 
     def _busy(self) -> bool:
         return self._last is not None and not self._last.done()
@@ -333,14 +303,11 @@ class Call:
             playback.cleared = True
         if self._overlap is not None:
             await self._overlap.close()
-        for task in list(self._tasks):
-            task.cancel()
-        # Waits for the cancels to reach the endpoints: no job is left running for a caller who left.
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()  # the cancels reach the endpoints: no job is left running for a caller who left
         for answer in self._answers:
             answer.record.assistant = answer.playback.heard()
-        if self.settings.greeting and self.started:
-            self.record.greeting = {"text": self.settings.greeting, "played": self._greeting_played}
+        if self._greeting is not None:
+            self.record.greeting = {"text": self.settings.greeting, "played": bool(self._greeting.played)}
         self.record.ended_at = now_iso()
         self.record.end_reason = reason
         log.info("call %s: ended (%s), %d turn(s)", self.record.call_sid, reason, len(self.record.turns))

@@ -6,6 +6,7 @@ when it says done, the speculative turn's transcript, which can only hold the tu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from .end_of_turn import EndOfTurnSettings, decide
@@ -35,6 +36,17 @@ class TurnJudge:
         """The model's probability that the caller is done, from ``audio`` (the turn so far, in the line's
         ``encoding`` at ``sample_rate``), computed in a worker thread."""
         return await asyncio.to_thread(lambda: self.model.probability(line_audio_16k(audio, encoding, sample_rate)))
+
+    async def steps(self, audio: bytes, encoding: str, sample_rate: int,
+                    transcript: Awaitable[str | None]) -> AsyncIterator[Judgement]:
+        """The decision at a pause, as it is made: the model's on ``audio`` (as :meth:`probability` takes it),
+        then, if that says done, the one once ``transcript`` (the speculative turn's) is known. The last is the
+        decision; each is yielded as it comes, for the record (the silence may end the turn first)."""
+        probability = await self.probability(audio, encoding, sample_rate)
+        judgement = self.heard(probability)
+        yield judgement
+        if judgement.done:
+            yield self.read(probability, await transcript)
 
     def heard(self, probability: float) -> Judgement:
         """The decision on the model's ``probability`` alone: when it says done, the transcript is read next
