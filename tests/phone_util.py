@@ -68,6 +68,8 @@ class PhoneServer:
         command = [sys.executable, "-m", "voicepod.cli", "phone", "--port", str(self.port),
                    "--base-url", self.base_url, "--stt", "stt", "--llm", "llm", "--tts", "tts",
                    "--transcripts", str(self.transcripts), *self.args]
+        if "--drain" not in self.args:  # stopping it at the end of a test ends its calls at once, as before --drain
+            command += ["--drain", "0"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60

@@ -6,7 +6,8 @@ the hundred with a token set, and SIGTERM with live calls.
 A real ``voicepod phone`` process over serve-local's three real workers; simulated Twilio callers
 (:mod:`benchmarks.phone_traffic`) speak espeak-ng questions in real time, and what each caller heard is checked
 byte for byte against its own call's TTS jobs. The figures the docs quote go to
-``benchmarks/results/phone_reliability.json`` (not committed), reported, not asserted where they are timings.
+``benchmarks/results/phone_reliability.json`` (the run the docs quote is kept), reported, not asserted where they
+are timings.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from voicepod.registry import CHAIN
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
+from benchmarks import machine
 from benchmarks.phone_soak import phone_over_workers, soak_calls
 from benchmarks.phone_traffic import PLAIN, Clips, check_call, place_call, transcript_matches
 
@@ -46,7 +48,8 @@ figures: dict[str, object] = {}
 def write_figures():
     yield
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    measured = {"device": machine(), "date": time.strftime("%Y-%m-%d")}
+    RESULTS.write_text(json.dumps(measured | figures, indent=2) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +398,7 @@ async def test_sigterm_with_live_calls_ends_each_writes_its_record_and_leaves_no
     from benchmarks.phone_traffic import PHONE_ARGS, QUESTIONS
 
     server, _ = workers
-    with PhoneServer(server.base_url, PHONE_ARGS) as phone:
+    with PhoneServer(server.base_url, [*PHONE_ARGS, "--drain", "0"]) as phone:  # no drain: calls end at once
         callers = [SimulatedCaller(phone.media_url) for _ in range(3)]
         for caller in callers:
             await caller.connect()
@@ -423,3 +426,46 @@ async def test_sigterm_with_live_calls_ends_each_writes_its_record_and_leaves_no
     assert [r["end_reason"] for r in records] == ["disconnected"] * 3
     assert len(records[0]["turns"]) == 1 and records[0]["turns"][0]["interrupted"]
     assert set(statuses) <= FINAL - {"FAILED"}, statuses
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_the_call_in_progress_takes_no_new_one_and_exits_when_it_ends(workers, clips):
+    from benchmarks.phone_traffic import PHONE_ARGS, QUESTIONS
+
+    server, _ = workers
+    with PhoneServer(server.base_url, [*PHONE_ARGS, "--drain", "120"]) as phone:
+        caller = SimulatedCaller(phone.media_url)
+        await caller.connect()
+        await caller.wait_for_audio(0, 300)  # the greeting
+        await caller.say(clips.audio[QUESTIONS[0]])
+        await caller.wait_for_audio(caller.speech_ended_at, 300)
+        signalled = time.monotonic()
+        phone.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(base_url=phone.url) as http:
+            health = await http.get("/health")
+            twiml_status = (await http.post("/twiml", data={"From": "+15550001"})).status_code
+        with pytest.raises(InvalidStatus):  # a new call is refused at the handshake
+            async with ws_connect(phone.media_url, open_timeout=10):
+                pass
+        # The call in progress goes on: its reply plays to its end, and another question is answered.
+        await caller.wait_until_quiet(1.5, 120)
+        heard_before = len(caller.received)
+        await caller.say(clips.audio[QUESTIONS[1]])
+        await caller.wait_for_audio(caller.speech_ended_at, 300)
+        await caller.wait_until_quiet(1.5, 120)
+        assert phone.process.poll() is None, "the server left while its call went on"
+        await caller.hang_up()
+        hung_up = time.monotonic()
+        code = await asyncio.to_thread(phone.process.wait, 30)
+        exited_s = time.monotonic() - hung_up
+        record = phone.record(caller.call_sid, 5)
+    figures["drain"] = {"health_status": health.status_code, "twiml_status": twiml_status,
+                        "turns": len(record["turns"]), "exit_after_hang_up_s": round(exited_s, 2),
+                        "drained_s": round(hung_up - signalled, 1)}
+    assert health.status_code == 503 and health.json()["status"] == "draining" and health.json()["calls"] == 1
+    assert twiml_status == 503
+    assert len(caller.received) > heard_before and caller.close_code != 1012
+    assert record["end_reason"] == "stop" and len(record["turns"]) == 2 and all(t["assistant"] for t in record["turns"])
+    assert code in (0, -signal.SIGTERM) and exited_s < 10
+    assert set(await job_statuses(server, record)) <= {"COMPLETED"}

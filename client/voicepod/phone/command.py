@@ -23,6 +23,10 @@ from .call import DEFAULT_GREETING, DEFAULT_MAX_SILENCE_S, TURN_DETECTORS
 from .end_of_turn import DEFAULT_TEXT_VETO, DEFAULT_THRESHOLD
 from .vad import DEFAULT_END_SILENCE_S, DEFAULT_PAUSE_S
 
+# Under the 30 s that orchestrators commonly allow between SIGTERM and SIGKILL (Kubernetes' default grace period),
+# so that the calls still going at its end are closed by the server, records written, jobs cancelled.
+DEFAULT_DRAIN_S = 20.0
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     phone = commands.add_parser(
@@ -79,6 +83,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "during the end-of-turn silence (default: on; always on with --turn-detector smart)")
     phone.add_argument("--max-utterance", type=float, default=30.0, metavar="SECONDS",
                        help="a caller's turn is cut at this length (default 30)")
+    phone.add_argument("--drain", type=float, default=DEFAULT_DRAIN_S, metavar="SECONDS",
+                       help="on SIGTERM or Ctrl-C, stop taking calls and let those in progress end for up to this "
+                            f"long before closing them (default {DEFAULT_DRAIN_S:g}; 0: close them at once)")
     phone.set_defaults(func=_phone)
 
 
@@ -90,10 +97,13 @@ def _phone(args: argparse.Namespace) -> int:
     from .barge_in import BargeInSettings
     from .call import CallSettings
     from .end_of_turn import EndOfTurnSettings
-    from .server import PhoneSettings, create_app
+    from .server import PhoneApp, PhoneSettings
+    from .shutdown import DrainingServer
     from .vad import TurnSettings
 
     _check_turn_options(args)
+    if args.drain < 0:
+        raise UsageError("--drain takes 0 seconds or more")
     if args.public_url and not _is_http_url(args.public_url):
         raise UsageError(f"--public-url must be a full URL like https://phone.example.com, got {args.public_url!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -118,9 +128,10 @@ def _phone(args: argparse.Namespace) -> int:
         transcripts=args.transcripts, public_url=args.public_url,
         auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None, page_token=args.page_token,
     )
-    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, ws_max_size=settings.max_frame_bytes,
+    phone_app = PhoneApp(settings)
+    config = uvicorn.Config(phone_app.app, host=args.host, port=args.port, ws_max_size=settings.max_frame_bytes,
                             log_level="info", lifespan="on")
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, phone_app, args.drain)
     if not args.local:
         print(page_note(args.host, args.port, args.page_token), file=sys.stderr)
         server.run()

@@ -89,6 +89,7 @@ class PhoneApp:
         self.check = SignatureCheck(settings.auth_token)
         self.calls: set[Call] = set()
         self.endpoints: list[Endpoint] = []
+        self.draining = False  # shutting down: the calls in progress go on, no new one starts (phone/shutdown.py)
         if not self.check.enabled:
             log.warning("TWILIO_AUTH_TOKEN is not set: requests to /twiml and /media are NOT verified, so anyone "
                         "who can reach this server can place calls on your endpoints. Set it before taking real "
@@ -119,11 +120,13 @@ class PhoneApp:
     async def health(self, request: Request) -> Response:
         """``calls`` in progress, how many are ``replying``, and the server's asyncio ``tasks`` (every call's and
         connection's: what a soak watches for leaks)."""
-        return JSONResponse({"status": "ok", "calls": len(self.calls),
+        return JSONResponse({"status": "draining" if self.draining else "ok", "calls": len(self.calls),
                              "replying": sum(call.replying for call in self.calls),
-                             "tasks": len(asyncio.all_tasks())})
+                             "tasks": len(asyncio.all_tasks())}, status_code=503 if self.draining else 200)
 
     async def voice_webhook(self, request: Request) -> Response:
+        if self.draining:  # Twilio then tries the number's fallback URL
+            return PlainTextResponse("shutting down", status_code=503)
         body = b""
         async for part in request.stream():
             body += part
@@ -145,6 +148,9 @@ class PhoneApp:
         return Response(twiml.connect_stream(stream, parameters), media_type="application/xml")
 
     async def media_socket(self, websocket: WebSocket) -> None:
+        if self.draining:
+            await websocket.close(code=1013)  # before accepting: the handshake is refused
+            return
         if self.check.enabled:
             url = twiml.stream_url(self.settings.public_url, websocket.headers.get("host"))
             if not self.check.valid(url, {}, websocket.headers.get("x-twilio-signature")):
@@ -164,6 +170,8 @@ class PhoneApp:
         await websocket.accept()  # first, so that the page can show why it is refused
         send = sender(websocket)
         why = browser.refusal(websocket, self.settings.page_token)
+        if why is None and self.draining:
+            why = "the server is shutting down: try again in a moment"
         if why is not None:
             log.warning("/talk/ws: refused %s: %s", websocket.client.host if websocket.client else "?", why)
             await _close(websocket, browser.refused_page(why), send)
