@@ -79,8 +79,8 @@ def run(quick: bool, runs: int, out: Path, levels: str = ",".join(map(str, LEVEL
                       for n, level in by_level.items()])
     table += (f"\n\nCalls one worker per kind (default MAX_CONCURRENCY) carries before p95 mouth-to-ear doubles: "
               f"{carried}. {questions} questions a call, {runs} run(s); mouth-to-ear from the caller's last voiced "
-              f"frame to the first reply audio it received, through `voicepod phone` (speculation on, end of turn "
-              f"0.55 s). A shared machine moves these figures: rerun on a quiet one before quoting.")
+              f"frame to the first reply audio it received, through `voicepod phone` (its defaults: the smart turn "
+              f"detector). Timings move with whatever else runs on the machine.")
     payload = {"quick": quick, "runs": runs, "questions_per_call": questions, "levels": by_level,
                "calls_carried": carried}
     write_results("phone_capacity", payload, table, out)
