@@ -236,6 +236,7 @@ def test_an_oversized_webhook_body_is_refused(server):
     (["phone", "--local", "--pause", "1.2"], "shorter than --max-silence (1.0 s)"),
     (["phone", "--local", "--barge-in-after", "0.9"], "no longer than --backchannel-max"),
     (["phone", "--local", "--drain", "-1"], "--drain takes 0 seconds or more"),
+    (["phone", "--local", "--finish-within", "300"], "--finish-within takes 0 to 256 tokens"),
 ])
 def test_command_line_mistakes_end_in_one_line(args, says, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEPOD_")}

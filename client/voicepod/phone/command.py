@@ -15,7 +15,9 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ..agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS
+from ..aggregator import FINISH_SENTENCE_WITHIN
 from ..cli_errors import UsageError
+from ..protocol import MAX_SENTENCE_ALLOWANCE
 from ..registry import CHAIN
 from ..turn import add_endpoint_options, check_endpoint_options
 from .barge_in import DEFAULT_BACKCHANNEL_MAX_S, DEFAULT_CUT_S
@@ -51,6 +53,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     phone.add_argument("--voice", help="TTS voice (the worker's default when omitted)")
     phone.add_argument("--greeting", default=DEFAULT_GREETING, help='said when a call starts ("" for none)')
     phone.add_argument("--max-tokens", type=int, default=VOICE_MAX_TOKENS, help="cap on each reply's length")
+    phone.add_argument("--finish-within", type=int, default=FINISH_SENTENCE_WITHIN, metavar="TOKENS",
+                       help="tokens past the cap a reply may run to finish its sentence; one still unfinished is "
+                            "not spoken")
     phone.add_argument("--temperature", type=float, default=0.0)
     phone.add_argument("--transcripts", type=Path, metavar="DIR", help="write DIR/<callSid>.json when a call ends")
     phone.add_argument("--turn-detector", choices=TURN_DETECTORS, default="smart",
@@ -104,6 +109,8 @@ def _phone(args: argparse.Namespace) -> int:
     _check_turn_options(args)
     if args.drain < 0:
         raise UsageError("--drain takes 0 seconds or more")
+    if not 0 <= args.finish_within <= MAX_SENTENCE_ALLOWANCE:
+        raise UsageError(f"--finish-within takes 0 to {MAX_SENTENCE_ALLOWANCE} tokens")
     if args.public_url and not _is_http_url(args.public_url):
         raise UsageError(f"--public-url must be a full URL like https://phone.example.com, got {args.public_url!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -117,7 +124,8 @@ def _phone(args: argparse.Namespace) -> int:
     settings = PhoneSettings(
         stt=args.stt, llm=args.llm, tts=args.tts, base_url=args.base_url, api_key=args.api_key,
         system_prompt=args.system_prompt, voice=args.voice,
-        llm_options={"max_tokens": args.max_tokens, "temperature": args.temperature},
+        llm_options={"max_tokens": args.max_tokens, "finish_sentence_within": args.finish_within,
+                     "temperature": args.temperature},
         call=CallSettings(greeting=args.greeting, speculate=args.speculate, turn_detector=args.turn_detector,
                           turn=TurnSettings(end_silence_s=args.end_silence, max_utterance_s=args.max_utterance,
                                             pause_s=args.pause),
