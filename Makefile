@@ -73,7 +73,7 @@ device-kit: models
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .device/wheels "transformers==$(call INSTALLED,transformers)" "regex==$(call INSTALLED,regex)"
-	$(BIN)/python -m benchmarks.lm $(VOICEPOD_CACHE)/models/smollm2-135m-instruct .device/smollm2-shape
+	$(BIN)/python -m benchmarks.batching_model $(VOICEPOD_CACHE)/models/smollm2-135m-instruct .device/smollm2-shape
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

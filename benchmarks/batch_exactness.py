@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import md_table, run_cli, write_results
-from benchmarks.lm import llm_for_benchmark, question_ids, random_weights_option
+from benchmarks.batching_model import llm_for_benchmark, question_ids, random_weights_option
 
 PROMPTS = ("What is the capital of Spain?", "How do I make tea?", "Tell me a joke.", "Count from 1 to 20.",
            "Why is the sky blue?", "How do plants grow?", "Write a long story about a dragon in Rome.",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import md_table, median, run_cli, write_results
-from benchmarks.lm import llm_for_benchmark, question_ids, random_weights_option
+from benchmarks.batching_model import llm_for_benchmark, question_ids, random_weights_option
 
 LEVELS = (1, 2, 4, 8, 16)
 SLOTS = 16  # the LLM worker's MAX_CONCURRENCY default on a GPU

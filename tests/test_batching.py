@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig
 from voicepod.sentences import ends_sentence
 
-from benchmarks.lm import question_ids
+from benchmarks.batching_model import question_ids
 from tests.test_llm import LONG
 from workers.llm.bake import default_model_dir
 from workers.llm.batching import BatchedGenerator, Observer, supports_batching

@@ -82,7 +82,7 @@ def test_tts_benchmark_quick_mode_writes_its_json(tmp_path):
 @pytest.mark.slow
 def test_scheduler_benchmark_runs_on_a_models_shape_with_random_weights(tmp_path):
     # What benchmarks/device_check.sh runs on a GPU machine, from the files `make device-kit` copies (no weights).
-    from benchmarks.lm import copy_shape
+    from benchmarks.batching_model import copy_shape
     from workers.llm.bake import default_model_dir, ensure_embedded
 
     shape = copy_shape(ensure_embedded(default_model_dir()), tmp_path / "shape")
@@ -98,7 +98,7 @@ def test_scheduler_benchmark_runs_on_a_models_shape_with_random_weights(tmp_path
 
 
 @pytest.mark.parametrize("arguments", [["benchmarks.scheduler", "--random-weights-like", "{empty}"],
-                                       ["benchmarks.lm", "{empty}", "{empty}/out"]])
+                                       ["benchmarks.batching_model", "{empty}", "{empty}/out"]])
 def test_a_folder_without_a_models_shape_is_refused_in_one_line(tmp_path, arguments):
     done = subprocess.run([sys.executable, "-m", *(a.format(empty=tmp_path) for a in arguments)], cwd=REPO,
                           capture_output=True, text=True, timeout=60)

@@ -75,7 +75,8 @@ def question_ids(lm: Any, question: str) -> Any:
 
 if __name__ == "__main__":
     # What ``make device-kit`` copies.
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.lm", description="copy a baked model's shape files")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.batching_model",
+                                     description="copy a baked model's shape files")
     parser.add_argument("model_dir", type=Path, help="a baked model folder")
     parser.add_argument("out", type=Path, help="where to copy its config and tokenizer")
     args = parser.parse_args()
