@@ -186,20 +186,23 @@ def main(argv: list[str] | None = None) -> None:
                         "every process's memory sampled (benchmarks/phone_soak.py)")
     parser.add_argument("--minutes", type=float, default=3.0, help="--phone: how long calls keep coming (default 3)")
     parser.add_argument("--calls", type=int, default=4, help="--phone: calls at once (default 4)")
-    parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sessions", type=int, help="the agent's soak: sessions at once (default 20)")
+    parser.add_argument("--rounds", type=int, help="the agent's soak: turns a session (default 15)")
+    parser.add_argument("--workers", type=int, help="the agent's soak: workers per endpoint (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help="a folder: soak.json (or phone_soak.json with --phone) is written there")
     args = parser.parse_args(argv)
+    given = [name for name in ("sessions", "rounds", "workers") if getattr(args, name) is not None]
+    if args.phone and given:  # the phone soak runs one worker of each kind, as a deployment's smallest set
+        parser.error(f"--{given[0]} is the agent's soak's: the phone soak takes --minutes and --calls")
     if args.phone:
         _phone(args.minutes, args.calls, args.out)
         return
     from tests.speech import espeak_wav
 
     audio = espeak_wav("What is the capital of France?")
-    with serve(args.workers) as server:
-        report = asyncio.run(run_load(server.base_url, audio, args.sessions, args.rounds))
+    with serve(args.workers or 2) as server:
+        report = asyncio.run(run_load(server.base_url, audio, args.sessions or 20, args.rounds or 15))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     print(json.dumps(asdict(report), indent=2))

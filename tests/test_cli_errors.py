@@ -180,6 +180,8 @@ def test_the_openai_route_refuses_a_wrong_key_in_openais_shape(server):
     (["cost", "--results", "README.md"], "README.md is not the chain benchmark's results"),
     (["demo", "--question-wav", "nope.wav"], "nope.wav: no such file"),
     (["phone", "--stt", "a", "--llm", "b", "--tts", "c"], "no API key for https://api.runpod.ai/v2"),
+    (["turn", "README.md", "--base-url", "http://127.0.0.1:9/v2", "--stt", "a", "--llm", "b", "--tts", "c",
+      "--finish-within", "300"], "--finish-within takes 0 to 256 tokens"),
 ])
 def test_other_mistakes_end_in_one_line(args, says):
     code, err = voicepod(*args, key=None, cwd=REPO)

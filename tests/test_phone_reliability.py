@@ -6,8 +6,8 @@ the hundred with a token set, and SIGTERM with live calls.
 A real ``voicepod phone`` process over serve-local's three real workers; simulated Twilio callers
 (:mod:`benchmarks.phone_traffic`) speak espeak-ng questions in real time, and what each caller heard is checked
 byte for byte against its own call's TTS jobs. The figures the docs quote go to
-``benchmarks/results/phone_reliability.json`` (the run the docs quote is kept), reported, not asserted where they
-are timings.
+``benchmarks/results/phone_reliability.last.json`` (the run the docs quote is kept as ``phone_reliability.json``),
+reported, not asserted where they are timings.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from .conftest import REPO
 from .phone_util import PhoneServer
 from .worker_memory import anonymous_mib, worker_pids
 
-RESULTS = REPO / "benchmarks" / "results" / "phone_reliability.json"
+# This run's figures; the docs quote a kept run's, phone_reliability.json, copied from this file after a whole run
+# (a partial run, -k, holds only its own tests' figures, and every run's timings differ).
+RESULTS = REPO / "benchmarks" / "results" / "phone_reliability.last.json"
 FINAL = {"COMPLETED", "CANCELLED", "FAILED"}
 figures: dict[str, object] = {}
 
@@ -235,8 +237,9 @@ async def test_a_reply_cancelled_while_it_waits_for_audio_leaves_no_task_behind(
     await asyncio.wait_for(heard.wait(), 300)
     turn.cancel()
     await asyncio.gather(turn, return_exceptions=True)
-    await asyncio.sleep(0.5)
-    left = asyncio.all_tasks() - before - {asyncio.current_task()}
+    deadline = time.monotonic() + 10  # the reply's cancels reach the endpoints over HTTP: a loaded machine is slow
+    while (left := asyncio.all_tasks() - before - {asyncio.current_task()}) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     for endpoint in endpoints.values():
         await endpoint.aclose()
     assert not left, left

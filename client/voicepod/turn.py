@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from .aggregator import FINISH_SENTENCE_WITHIN
 from .audio import mulaw_decode, pcm16_to_float, write_wav
 from .cli_errors import LOCAL_BASE_URL, UsageError, is_local
 from .endpoint import DEFAULT_BASE_URL, Endpoint, is_direct
+from .protocol import MAX_SENTENCE_ALLOWANCE
 from .registry import CHAIN
 
 
@@ -53,6 +54,12 @@ async def run_turn(agent: VoiceAgent, question: bytes, out: Path, stream: TextIO
 
 def add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="where to write the reply (WAV)")
+    add_reply_options(parser)
+
+
+def add_reply_options(parser: argparse.ArgumentParser) -> None:
+    """What the agent's replies are made with, as ``voicepod turn``, ``demo`` and ``phone`` take it (read back by
+    :func:`reply_llm_options`)."""
     parser.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
     parser.add_argument("--voice", help="TTS voice (the worker's default when omitted)")
     parser.add_argument("--max-tokens", type=int, default=VOICE_MAX_TOKENS, help="cap on the reply's length")
@@ -62,14 +69,18 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0)
 
 
+def reply_llm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The LLM job's options from :func:`add_reply_options`' flags; a value the worker would refuse is refused
+    here, in one line, before any call."""
+    if not 0 <= args.finish_within <= MAX_SENTENCE_ALLOWANCE:
+        raise UsageError(f"--finish-within takes 0 to {MAX_SENTENCE_ALLOWANCE} tokens")
+    return {"max_tokens": args.max_tokens, "finish_sentence_within": args.finish_within,
+            "temperature": args.temperature}
+
+
 def agent_from_args(args: argparse.Namespace, stt: Endpoint, llm: Endpoint, tts: Endpoint) -> VoiceAgent:
-    return VoiceAgent(
-        stt, llm, tts,
-        system_prompt=args.system_prompt,
-        voice=args.voice,
-        llm_options={"max_tokens": args.max_tokens, "finish_sentence_within": args.finish_within,
-                     "temperature": args.temperature},
-    )
+    return VoiceAgent(stt, llm, tts, system_prompt=args.system_prompt, voice=args.voice,
+                      llm_options=reply_llm_options(args))
 
 
 def register(commands: argparse._SubParsersAction) -> None:

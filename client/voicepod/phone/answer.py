@@ -86,6 +86,8 @@ class Answer:
         except LineClosed:
             pass
         except VoicepodError as exc:
+            if not self.transcript.done():  # the smart detector waits on it: no transcript is coming
+                self.transcript.set_result(None)
             await self._apologize(exc)
         finally:
             self._close(began, times, metrics)
@@ -119,7 +121,7 @@ class Answer:
             self.reply.played(sentence)
         self._heard()
 
-    def _heard(self, sentence: int = 0) -> None:
+    def _heard(self, sentence: int = 0) -> None:  # an on_played callback: the sentence is not needed
         self.record.assistant = self.playback.heard()  # so far; final when the call ends
 
     async def _apologize(self, exc: VoicepodError) -> None:

@@ -125,6 +125,8 @@ class Overlap:
 
     def resumed(self) -> None:
         """The caller spoke again after the pause: their words so far are not the whole of it."""
+        if self.decided:  # its verdict may be on its way (a clear, cancels over HTTP): it must reach the call
+            return
         self.paused_audio = None
         self._tasks.cancel("final")
 

@@ -175,7 +175,10 @@ class Call:
         elif isinstance(action, Confirm) and self._overlap is not None:
             self._overlap.ended = action  # the utterance ended before its words came back: they decide first
         elif isinstance(action, Begin) and self._overlap is not None:
-            await self._overlap.interrupt("its turn ended")
+            overlap = self._overlap
+            await overlap.interrupt("its turn ended")  # its verdict ends the overlap, unless one is on its way
+            if self._overlap is overlap:
+                self._overlap = None  # the turn begins now, not when that verdict comes
             await self._act(action)
         elif isinstance(action, Confirm):
             if (answer := self._speculation) is not None:
@@ -241,7 +244,8 @@ class Call:
 
     async def _overlap_verdict(self, backchannel: bool, pause: bytes | None) -> None:
         overlap, self._overlap = self._overlap, None
-        assert overlap is not None
+        if overlap is None:  # the caller's turn began without waiting for this verdict
+            return
         log.info("call %s: %s over turn %d's reply: %s", self.record.call_sid,
                  "backchannel" if backchannel else "interruption", overlap.playback.number, overlap.record["reason"])
         if backchannel:

@@ -14,12 +14,9 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from ..agent import DEFAULT_SYSTEM_PROMPT, VOICE_MAX_TOKENS
-from ..aggregator import FINISH_SENTENCE_WITHIN
 from ..cli_errors import UsageError
-from ..protocol import MAX_SENTENCE_ALLOWANCE
 from ..registry import CHAIN
-from ..turn import add_endpoint_options, check_endpoint_options
+from ..turn import add_endpoint_options, add_reply_options, check_endpoint_options, reply_llm_options
 from .barge_in import DEFAULT_BACKCHANNEL_MAX_S, DEFAULT_CUT_S
 from .call import DEFAULT_GREETING, DEFAULT_MAX_SILENCE_S, TURN_DETECTORS
 from .end_of_turn import DEFAULT_TEXT_VETO, DEFAULT_THRESHOLD
@@ -49,15 +46,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     phone.add_argument("--page-token", default=os.environ.get("VOICEPOD_PAGE_TOKEN") or None,
                        help="a secret the browser page must present (its URL carries it as ?token=); without "
                        "one, the page talks only to a browser on this machine (default: VOICEPOD_PAGE_TOKEN)")
-    phone.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
-    phone.add_argument("--voice", help="TTS voice (the worker's default when omitted)")
+    add_reply_options(phone)
     phone.add_argument("--greeting", default=DEFAULT_GREETING, help='said when a call starts ("" for none)')
-    phone.add_argument("--max-tokens", type=int, default=VOICE_MAX_TOKENS, help="cap on each reply's length")
-    phone.add_argument("--finish-within", type=int, default=FINISH_SENTENCE_WITHIN, metavar="TOKENS",
-                       help="tokens past the cap a reply may run to finish its sentence; one still unfinished is "
-                            "not spoken")
-    phone.add_argument("--temperature", type=float, default=0.0)
     phone.add_argument("--transcripts", type=Path, metavar="DIR", help="write DIR/<callSid>.json when a call ends")
+    _add_turn_options(phone)
+    phone.add_argument("--drain", type=float, default=DEFAULT_DRAIN_S, metavar="SECONDS",
+                       help="on SIGTERM or Ctrl-C, stop taking calls and let those in progress end for up to this "
+                            f"long before closing them (default {DEFAULT_DRAIN_S:g}; 0: close them at once)")
+    phone.set_defaults(func=_phone)
+
+
+def _add_turn_options(phone: argparse.ArgumentParser) -> None:
+    """When the caller's turn ends, and what speech over a reply does."""
     phone.add_argument("--turn-detector", choices=TURN_DETECTORS, default="smart",
                        help="smart (default): at each --pause the turn model (Smart Turn) and the transcript so far "
                        "decide whether the caller is done, waiting at most --max-silence; speech over a reply cuts "
@@ -88,10 +88,6 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "during the end-of-turn silence (default: on; always on with --turn-detector smart)")
     phone.add_argument("--max-utterance", type=float, default=30.0, metavar="SECONDS",
                        help="a caller's turn is cut at this length (default 30)")
-    phone.add_argument("--drain", type=float, default=DEFAULT_DRAIN_S, metavar="SECONDS",
-                       help="on SIGTERM or Ctrl-C, stop taking calls and let those in progress end for up to this "
-                            f"long before closing them (default {DEFAULT_DRAIN_S:g}; 0: close them at once)")
-    phone.set_defaults(func=_phone)
 
 
 def _phone(args: argparse.Namespace) -> int:
@@ -109,8 +105,7 @@ def _phone(args: argparse.Namespace) -> int:
     _check_turn_options(args)
     if args.drain < 0:
         raise UsageError("--drain takes 0 seconds or more")
-    if not 0 <= args.finish_within <= MAX_SENTENCE_ALLOWANCE:
-        raise UsageError(f"--finish-within takes 0 to {MAX_SENTENCE_ALLOWANCE} tokens")
+    llm_options = reply_llm_options(args)
     if args.public_url and not _is_http_url(args.public_url):
         raise UsageError(f"--public-url must be a full URL like https://phone.example.com, got {args.public_url!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -124,8 +119,7 @@ def _phone(args: argparse.Namespace) -> int:
     settings = PhoneSettings(
         stt=args.stt, llm=args.llm, tts=args.tts, base_url=args.base_url, api_key=args.api_key,
         system_prompt=args.system_prompt, voice=args.voice,
-        llm_options={"max_tokens": args.max_tokens, "finish_sentence_within": args.finish_within,
-                     "temperature": args.temperature},
+        llm_options=llm_options,
         call=CallSettings(greeting=args.greeting, speculate=args.speculate, turn_detector=args.turn_detector,
                           turn=TurnSettings(end_silence_s=args.end_silence, max_utterance_s=args.max_utterance,
                                             pause_s=args.pause),

@@ -158,12 +158,13 @@ class Playback:
         echoed no longer count (their sentences did not play out)."""
         if self.cleared or self.paused:
             return
-        self.paused = True
+        self.paused = True  # first: the pump stops after the frame it may be sending
         self.marked &= self.played
-        if self._on_line:
-            self._on_line = False
-            with contextlib.suppress(LineClosed):
-                await self._player.send(self._player.line.clear())
+        async with self._sending:  # that frame reaches the line before the clear, and counts as on it
+            if self._on_line:
+                self._on_line = False
+                with contextlib.suppress(LineClosed):
+                    await self._player.send(self._player.line.clear())
 
     async def resume(self) -> None:
         """Take it up again after :meth:`pause`, from the start of the first sentence that did not play out."""
