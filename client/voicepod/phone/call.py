@@ -231,8 +231,8 @@ class Call:
 
     async def _talking(self) -> None:
         """The caller started talking: over a reply, a barge-in (silence detector) or an overlap to judge."""
-        playback = self.player.current
-        if playback is None or playback.cleared or not (self._busy() or playback.playing):
+        playback = self._live_playback()
+        if playback is None:
             return
         if not self.settings.smart:
             await self._barge_in()
@@ -279,8 +279,8 @@ class Call:
         answer.confirm(by, round(waited, 3), continued)
 
     async def _barge_in(self) -> None:
-        playback = self.player.current
-        if playback is None or playback.cleared or not (self._busy() or playback.playing):
+        playback = self._live_playback()
+        if playback is None:
             return
         answer = self._answers[-1] if self._answers and self._answers[-1].playback is playback else None
         if answer is not None:
@@ -290,6 +290,13 @@ class Call:
         if answer is not None and answer.reply is not None:
             # Stops the reply in progress (its jobs are cancelled), or takes what did not play out of the history.
             await answer.reply.interrupt()
+
+    def _live_playback(self) -> Playback | None:
+        """The line's playback while a reply (or the greeting) is being made or plays; None when none is."""
+        playback = self.player.current
+        if playback is None or playback.cleared or not (self._busy() or playback.playing):
+            return None
+        return playback
 
     def _busy(self) -> bool:
         return self._last is not None and not self._last.done()
