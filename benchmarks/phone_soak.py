@@ -264,6 +264,9 @@ def run(minutes: float, calls: int, out: Path, every_s: float | None = None) -> 
     every_s = every_s or max(1.0, minutes * 60 / 200)  # about 200 samples a run
     with phone_over_workers() as (server, phone):
         report = asyncio.run(soak_calls(server, phone, minutes, calls, every_s))
+    from benchmarks import machine
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "phone_soak.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    measured = {"device": machine(), "date": time.strftime("%Y-%m-%d")}
+    (out / "phone_soak.json").write_text(json.dumps(measured | asdict(report), indent=2) + "\n")
     return report
