@@ -116,3 +116,15 @@ class PhoneServer:
                 raise TimeoutError(f"no record for {call_sid}:\n{self.logs()[-3000:]}")
             time.sleep(0.1)
         return json.loads(path.read_text())
+
+
+async def ask(phone: PhoneServer, audio: bytes) -> dict:
+    """One call: say ``audio``, wait for the reply's first audio after it and for the whole reply to play out;
+    returns the call record."""
+    from voicepod.phone.caller import SimulatedCaller
+
+    async with SimulatedCaller(phone.media_url) as caller:
+        await caller.say(audio)
+        await caller.wait_for_audio(caller.speech_ended_at, 180)
+        await phone.reply_over(300)
+    return phone.record(caller.call_sid)

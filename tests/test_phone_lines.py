@@ -179,18 +179,23 @@ def test_a_dismissed_utterance_drops_its_speculation_and_closes_the_detector():
 # --- playback: a cut that may be resumed, a hold ------------------------------------------------------------
 
 
-def test_a_paused_playback_clears_the_line_keeps_what_comes_and_resumes_from_its_cut_sentence():
+def recording_player():
+    """A Twilio line's player whose frames go to a list: ``(player, sent)``."""
     from voicepod.phone.playback import Player
 
+    sent: list[str | bytes] = []
+
+    async def send(frame: str | bytes) -> None:
+        sent.append(frame)
+
+    line = twilio.TwilioLine()
+    line.parse(twilio.twilio_start("MZ1", "CA1"))
+    return Player(line, send), sent
+
+
+def test_a_paused_playback_clears_the_line_keeps_what_comes_and_resumes_from_its_cut_sentence():
     async def scenario():
-        sent: list[str | bytes] = []
-
-        async def send(frame: str | bytes) -> None:
-            sent.append(frame)
-
-        line = twilio.TwilioLine()
-        line.parse(twilio.twilio_start("MZ1", "CA1"))
-        player = Player(line, send)
+        player, sent = recording_player()
         playback = player.current = player.playback(1)
         playback.release()
         played: list[int] = []
@@ -222,17 +227,8 @@ def test_a_paused_playback_clears_the_line_keeps_what_comes_and_resumes_from_its
 
 
 def test_a_held_playback_sends_its_first_audio_only_once_let_go():
-    from voicepod.phone.playback import Player
-
     async def scenario():
-        sent: list[str | bytes] = []
-
-        async def send(frame: str | bytes) -> None:
-            sent.append(frame)
-
-        line = twilio.TwilioLine()
-        line.parse(twilio.twilio_start("MZ1", "CA1"))
-        player = Player(line, send)
+        player, sent = recording_player()
         playback = player.playback(1)
         playback.release()
         playback.hold(True)

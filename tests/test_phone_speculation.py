@@ -12,10 +12,9 @@ from voicepod import registry
 from voicepod.agent import Done, VoiceAgent
 from voicepod.audio import MULAW_RATE
 from voicepod.local import LocalServer
-from voicepod.phone.caller import SimulatedCaller
 
 from .conftest import REPO
-from .phone_util import PhoneServer, spoken_mulaw, voiced
+from .phone_util import PhoneServer, ask, spoken_mulaw, voiced
 from .speech import wer
 from .test_cli_errors import one_line, voicepod
 from .test_phone import job_statuses
@@ -44,14 +43,6 @@ def not_speculating(server):
     with PhoneServer(server.base_url, [*ARGS, "--no-speculate"]) as srv:
         yield srv
 
-
-async def ask(phone: PhoneServer, audio: bytes) -> dict:
-    """One call: say ``audio``, wait for the whole reply to play; returns the call record."""
-    async with SimulatedCaller(phone.media_url) as caller:
-        await caller.say(audio)
-        await caller.wait_for_audio(caller.speech_ended_at, 180)
-        await phone.reply_over(300)
-    return phone.record(caller.call_sid)
 
 
 async def test_a_turn_with_no_speech_after_its_pause_is_the_speculation_and_is_heard_as_without_it(

@@ -21,7 +21,7 @@ from voicepod.phone.caller import SimulatedCaller
 from benchmarks.utterances import COMPLETE, SpokenUtterance, Utterance, spoken_set
 
 from .conftest import REPO
-from .phone_util import PhoneServer
+from .phone_util import PhoneServer, ask
 from .test_phone import job_statuses, words
 
 pytestmark = pytest.mark.slow
@@ -65,14 +65,6 @@ def tea():
     [clip] = spoken_set((Utterance(COMPLETE, TEA),))
     return clip.mulaw()
 
-
-async def ask(phone: PhoneServer, audio: bytes) -> dict:
-    """One call: say ``audio``, wait for the reply's first audio after it and for the reply to play out."""
-    async with SimulatedCaller(phone.media_url) as caller:
-        await caller.say(audio)
-        await caller.wait_for_audio(caller.speech_ended_at, 180)
-        await phone.reply_over(300)
-    return phone.record(caller.call_sid)
 
 
 async def over_the_reply(phone: PhoneServer, question: bytes, interjection: bytes,
