@@ -71,14 +71,14 @@ class Agent:
         return Reply()
 
 
-def test_a_pause_while_a_frame_is_being_sent_clears_it_from_the_line():
+def test_a_frame_sent_while_a_cut_clears_the_line_is_not_cleared_twice():
     async def scenario():
         sent: list[str | bytes] = []
         sending = asyncio.Event()
         go_on = asyncio.Event()
 
         async def send(frame: str | bytes) -> None:
-            if not sent:  # the first frame takes its time: the socket is slow
+            if len(sent) == 1:  # the second frame takes its time: the socket is slow
                 sending.set()
                 await go_on.wait()
             sent.append(frame)
@@ -86,15 +86,15 @@ def test_a_pause_while_a_frame_is_being_sent_clears_it_from_the_line():
         player = Player(twilio_line(), send)
         playback = player.current = player.playback(1)
         playback.release()
-        playing = asyncio.create_task(playback.play(0, "One.", b"\x01" * 160))
+        playing = asyncio.create_task(playback.play(0, "One.", b"\x01" * 320))  # two frames
         await sending.wait()
-        pausing = asyncio.create_task(playback.pause())  # the caller talks over it mid-send
+        pausing = asyncio.create_task(playback.pause())  # the caller talks over it mid-send: clear
         await asyncio.sleep(0.01)
         go_on.set()
         await asyncio.gather(playing, pausing)
-        assert [json.loads(frame)["event"] for frame in sent] == ["media", "clear"]
-        await player.clear()  # a barge-in after the cut: nothing left on the line to clear
-        assert len(sent) == 2
+        await player.clear()  # then a barge-in: the cut's clear was the line's last word, nothing to clear again
+        events = [json.loads(frame)["event"] for frame in sent]
+        assert events.count("clear") == 1, events
 
     asyncio.run(scenario())
 

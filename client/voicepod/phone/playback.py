@@ -158,13 +158,12 @@ class Playback:
         echoed no longer count (their sentences did not play out)."""
         if self.cleared or self.paused:
             return
-        self.paused = True  # first: the pump stops after the frame it may be sending
+        self.paused = True
         self.marked &= self.played
-        async with self._sending:  # that frame reaches the line before the clear, and counts as on it
-            if self._on_line:
-                self._on_line = False
-                with contextlib.suppress(LineClosed):
-                    await self._player.send(self._player.line.clear())
+        if self._on_line:
+            self._on_line = False
+            with contextlib.suppress(LineClosed):
+                await self._player.send(self._player.line.clear())
 
     async def resume(self) -> None:
         """Take it up again after :meth:`pause`, from the start of the first sentence that did not play out."""
@@ -197,7 +196,10 @@ class Playback:
                 if self.first_audio_at is None:
                     self.first_audio_at = time.monotonic()
                 await self._player.send(frame)
-                self.sent_audio = self._on_line = True
+                self.sent_audio = True
+                # A frame whose send a cut overtook is not on the line as far as a later clear goes: the cut's
+                # clear is out (or nothing was on the line), and a second clear would clear nothing of it.
+                self._on_line = self._on_line or not (self.cleared or self.paused)
 
     def _note(self, sentence: int, text: str, on_played: OnPlayed | None) -> None:
         if sentence not in self.sentences:
